@@ -1,0 +1,32 @@
+"""Shared test set-up: the pack under its fixed name, and the `comfyui` marker's skip rule."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from pack_import import import_pack  # noqa: E402
+
+import_pack()
+
+
+def comfyui_path():
+    """The ComfyUI checkout named by COMFYUI_PATH, or None."""
+    path = os.environ.get("COMFYUI_PATH")
+    if path and (Path(path) / "comfy" / "model_patcher.py").is_file():
+        return Path(path)
+    return None
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "comfyui: runs real ComfyUI graphs; needs COMFYUI_PATH")
+
+
+def pytest_collection_modifyitems(config, items):
+    if comfyui_path():
+        return
+    skip = pytest.mark.skip(reason="COMFYUI_PATH unset or not a ComfyUI checkout")
+    for item in items:
+        if "comfyui" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,130 @@
+"""The erasure loop: pull the model's prediction for a concept onto the frozen prediction for its anchor.
+
+At the same noisy latent x_t and noise level, the trainable model conditioned on the target
+concept is pulled toward the frozen model's prediction for the anchor (stop-gradient on the anchor
+side), with a divergence applied to the discrepancy in epsilon space (Ablating Concepts' model-based
+loss, generalised to f-divergences by f-DMU).
+"""
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Protocol
+
+import torch
+
+from ..divergences import REDUCTIONS, divergence_loss, get_divergence
+from .deltas import WeightDeltas
+from .schedule import NoiseSchedule
+
+
+class Denoiser(Protocol):
+    """A diffusion model as the engine drives it."""
+
+    schedule: NoiseSchedule
+    device: torch.device
+
+    def predict_x0(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
+        """The denoised estimate of x_t at noise level sigma under conditioning cond."""
+
+
+@dataclass
+class Concept:
+    """One concept to erase: its conditioning, its anchor's, and clean latents to noise."""
+
+    target: Any
+    anchor: Any
+    latents: torch.Tensor
+    target_text: str = ""
+    anchor_text: str = ""
+
+
+@dataclass
+class ErasureConfig:
+    steps: int = 200
+    learning_rate: float = 5e-5
+    seed: int = 0
+    divergence: str = "kl"
+    divergence_params: dict = field(default_factory=dict)
+    temperature: float = 1.0
+    reduction: str = "mean"
+    batch_size: int = 1
+    max_grad_norm: float = 1.0
+
+    def validate(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a finite positive number, got {self.learning_rate}; try 5e-5")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a finite positive number, got {self.temperature}; try 1.0")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction '{self.reduction}' is unknown; choose one of: {', '.join(REDUCTIONS)}")
+        get_divergence(self.divergence)
+
+
+@dataclass
+class StepRecord:
+    step: int
+    loss: float
+    m: float          # batch mean of the Mahalanobis term the divergence saw
+    sigma: float      # batch mean noise level
+    seconds: float
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def erase(
+    denoiser: Denoiser,
+    deltas: WeightDeltas,
+    concepts: list,
+    config: ErasureConfig,
+    on_step: Optional[Callable[[StepRecord], None]] = None,
+) -> list:
+    """Train `deltas` so the denoiser forgets each concept; returns one record per step.
+
+    `on_step` runs after every step and may raise to stop the run (interrupt). Same seed, same inputs,
+    same device -> the same deltas.
+    """
+    config.validate()
+    if not concepts:
+        raise ValueError("no concepts to erase")
+    schedule = denoiser.schedule
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.Adam(deltas.parameters(), lr=config.learning_rate)
+    records = []
+    for step in range(config.steps):
+        started = time.perf_counter()
+        concept = concepts[step % len(concepts)]
+        pick = torch.randint(len(concept.latents), (config.batch_size,), generator=generator)
+        x0 = concept.latents[pick].to(denoiser.device, torch.float32)
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        percent = schedule.sample_percent(config.batch_size, generator)
+        sigma = schedule.sigma_at(percent).to(denoiser.device, torch.float32)
+        x_t = schedule.add_noise(x0, noise, sigma)
+
+        with torch.no_grad(), deltas.disabled():
+            anchor_eps = schedule.eps_from_x0(x_t, denoiser.predict_x0(x_t, sigma, concept.anchor), sigma)
+        target_eps = schedule.eps_from_x0(x_t, denoiser.predict_x0(x_t, sigma, concept.target), sigma)
+        step_weight = schedule.step_weight(percent).to(denoiser.device) if config.reduction == "step" else None
+        loss, m = divergence_loss(
+            target_eps, anchor_eps, config.divergence, temperature=config.temperature,
+            reduction=config.reduction, step_weight=step_weight, **config.divergence_params)
+
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the loss became {loss.item()} at step {step + 1}: lower learning_rate "
+                f"(now {config.learning_rate:g}) or raise temperature (now {config.temperature:g})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(deltas.parameters(), config.max_grad_norm)
+        optimizer.step()
+
+        record = StepRecord(step + 1, loss.item(), m.mean().item(), sigma.mean().item(), time.perf_counter() - started)
+        records.append(record)
+        if on_step is not None:
+            on_step(record)
+    return records

@@ -1,0 +1,75 @@
+"""Noise schedules as the engine sees them: x_t = a(sigma) x_0 + b(sigma) noise.
+
+Any model family fits this: epsilon- and v-prediction (a = 1, b = sigma in ComfyUI's k-diffusion
+parameterisation) and rectified flow (a = 1 - sigma, b = sigma). The engine reads a and b off the
+schedule's own `add_noise`, so one code path serves them all.
+"""
+import torch
+
+
+class NoiseSchedule:
+    """Subclasses give `sigma_at` (fraction of the way through denoising -> sigma) and `add_noise`."""
+
+    num_steps = 1000  # the discretisation that the "step" reduction's per-step factor refers to
+
+    def sigma_at(self, percent: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample_percent(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """Uniform noise levels, kept one step away from both ends (sigma = 0 and sigma = max)."""
+        margin = 1.0 / self.num_steps
+        return margin + (1 - 2 * margin) * torch.rand(batch, generator=generator, dtype=torch.float64)
+
+    def coefficients(self, sigma: torch.Tensor):
+        """(a, b) of x_t = a x_0 + b noise, per sample."""
+        ones, zeros = torch.ones_like(sigma), torch.zeros_like(sigma)
+        return self.add_noise(ones, zeros, sigma), self.add_noise(zeros, ones, sigma)
+
+    def eps_from_x0(self, x_t: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The noise a denoised estimate x0 implies at x_t: (x_t - a x0) / b."""
+        a, b = (c.view(-1, *([1] * (x_t.ndim - 1))).to(x_t) for c in self.coefficients(sigma))
+        return (x_t - a * x0) / b
+
+    def snr(self, sigma: torch.Tensor) -> torch.Tensor:
+        a, b = self.coefficients(sigma)
+        return (a / b).square()
+
+    def step_weight(self, percent: torch.Tensor) -> torch.Tensor:
+        """SNR(t-1) / SNR(t) - 1: the factor c_t in m_t = c_t |eps - eps'|^2 of one reverse step (methods.md §1.1)."""
+        sigma = self.sigma_at(percent)
+        previous = self.sigma_at(percent + 1.0 / self.num_steps)
+        return self.snr(previous) / self.snr(sigma) - 1
+
+
+class DiscreteVPSchedule(NoiseSchedule):
+    """The DDPM variance-preserving schedule (SD 1.x: scaled_linear, 0.00085 -> 0.012), epsilon-style.
+
+    Uses sigma = sqrt((1 - alpha_bar) / alpha_bar) and x_t = x_0 + sigma noise, as ComfyUI does, so
+    that plain torch models (tests, benchmarks) and ComfyUI models share the engine's conventions.
+    """
+
+    def __init__(self, num_steps=1000, beta_start=0.00085, beta_end=0.012):
+        betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_steps, dtype=torch.float64).square()
+        alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+        self.num_steps = num_steps
+        self.log_sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt().log()
+
+    def sigma_at(self, percent):
+        t = ((1 - torch.as_tensor(percent, dtype=torch.float64)) * (self.num_steps - 1)).clamp(0, self.num_steps - 1)
+        low, high = t.floor().long(), t.ceil().long()
+        frac = t - low
+        return ((1 - frac) * self.log_sigmas[low] + frac * self.log_sigmas[high]).exp()
+
+    def timestep(self, sigma):
+        """Continuous DDPM timestep t of sigma (what a diffusers UNet takes)."""
+        log_sigma = torch.as_tensor(sigma, dtype=torch.float64).log().clamp(self.log_sigmas[0], self.log_sigmas[-1])
+        high = torch.searchsorted(self.log_sigmas, log_sigma).clamp(1, self.num_steps - 1)
+        low = high - 1
+        frac = (log_sigma - self.log_sigmas[low]) / (self.log_sigmas[high] - self.log_sigmas[low])
+        return low + frac
+
+    def add_noise(self, x0, noise, sigma):
+        return x0 + noise * sigma.view(-1, *([1] * (x0.ndim - 1))).to(x0)

@@ -1,0 +1,26 @@
+"""A plain torch module as an engine Denoiser (tests, benchmarks, scripts outside ComfyUI)."""
+import torch
+
+
+class ModuleDenoiser:
+    """Runs `module` with W + D for every weight that `deltas` trains, without touching its weights.
+
+    `predict(call, x_t, sigma, cond)` turns the module's native output into a denoised x0, where
+    `call(*args, **kwargs)` runs the module with the deltas applied.
+    """
+
+    def __init__(self, module, schedule, deltas, predict):
+        self.module = module.requires_grad_(False)
+        self.schedule = schedule
+        self.deltas = deltas
+        self.predict = predict
+        self.device = next(module.parameters()).device
+
+    def predict_x0(self, x_t, sigma, cond):
+        weights = dict(self.module.named_parameters())
+        overrides = {key: self.deltas.apply(key, weights[key]) for key in self.deltas.tensors}
+
+        def call(*args, **kwargs):
+            return torch.func.functional_call(self.module, overrides, args, kwargs)
+
+        return self.predict(call, x_t, sigma, cond)
