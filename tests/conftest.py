@@ -30,3 +30,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "comfyui" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    path = comfyui_path()
+    if path is None:
+        return "ComfyUI: none (COMFYUI_PATH unset); the comfyui tests are skipped"
+    from comfy_harness import comfyui_version
+
+    return f"ComfyUI: {path} (version {comfyui_version(path)})"
+
+
+@pytest.fixture(scope="session")
+def runner(tmp_path_factory):
+    """ComfyUI running in this process on the CPU, with the pack loaded and tiny models to load:
+    checkpoints/tiny_sd15.safetensors and diffusion_models/tiny_sd3.safetensors."""
+    from comfy_harness import start_comfyui
+    from tiny_checkpoint import write_tiny_sd3, write_tiny_sd15
+
+    base = tmp_path_factory.mktemp("comfy_base")
+    runner = start_comfyui(comfyui_path(), base)
+    write_tiny_sd15(base / "models" / "checkpoints" / "tiny_sd15.safetensors")
+    write_tiny_sd3(base / "models" / "diffusion_models" / "tiny_sd3.safetensors")
+    return runner

@@ -9,6 +9,7 @@ class ConceptPair:
     anchor_text: str
     target_cond: Any = None   # the model-family conditioning of each prompt (opaque to the engine)
     anchor_cond: Any = None
+    empty_cond: Any = None    # the empty prompt's, e.g. the negative when sampling anchor images
 
 
 def pair_prompts(target: str, anchor: str) -> list:

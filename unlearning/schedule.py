@@ -10,7 +10,7 @@ import torch
 class NoiseSchedule:
     """Subclasses give `sigma_at` (fraction of the way through denoising -> sigma) and `add_noise`."""
 
-    num_steps = 1000  # the discretisation that the "step" reduction's per-step factor refers to
+    num_steps = 1000  # timesteps t = 0 .. num_steps - 1; percent = 1 - t / (num_steps - 1), as in ComfyUI
 
     def sigma_at(self, percent: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -19,9 +19,13 @@ class NoiseSchedule:
         raise NotImplementedError
 
     def sample_percent(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        """Uniform noise levels, kept one step away from both ends (sigma = 0 and sigma = max)."""
-        margin = 1.0 / self.num_steps
+        """Uniform noise levels, kept one timestep away from both ends (sigma = 0 and sigma = max)."""
+        margin = self.percent_per_step
         return margin + (1 - 2 * margin) * torch.rand(batch, generator=generator, dtype=torch.float64)
+
+    @property
+    def percent_per_step(self) -> float:
+        return 1.0 / (self.num_steps - 1)
 
     def coefficients(self, sigma: torch.Tensor):
         """(a, b) of x_t = a x_0 + b noise, per sample."""
@@ -40,7 +44,7 @@ class NoiseSchedule:
     def step_weight(self, percent: torch.Tensor) -> torch.Tensor:
         """SNR(t-1) / SNR(t) - 1: the factor c_t in m_t = c_t |eps - eps'|^2 of one reverse step (methods.md §1.1)."""
         sigma = self.sigma_at(percent)
-        previous = self.sigma_at(percent + 1.0 / self.num_steps)
+        previous = self.sigma_at(percent + self.percent_per_step)
         return self.snr(previous) / self.snr(sigma) - 1
 
 

@@ -1,0 +1,137 @@
+"""ComfyUI's MODEL as the engine's Denoiser, and training on it without touching the loaded weights.
+
+The pattern (verified in shared/reference/comfyui-notes.md §5): train through a throwaway clone whose
+trainable weights carry a weight wrapper W -> W + D, and hand out a *different* clone with the learned
+D as "diff" patches. Clones share the nn.Module, so nothing here ever writes into a weight.
+"""
+import contextlib
+
+import comfy.model_management
+import comfy.sampler_helpers
+import comfy.samplers
+import torch
+
+from ..unlearning import Concept, NoiseSchedule, WeightDeltas, erase, select_parameters
+
+# Model families whose erasure is verified end to end (model_config class names).
+SUPPORTED_FAMILIES = ("SD15",)
+
+
+class ComfySchedule(NoiseSchedule):
+    """A ComfyUI model_sampling object (epsilon, v or flow prediction) as a NoiseSchedule."""
+
+    def __init__(self, model_sampling):
+        self.model_sampling = model_sampling
+        self.num_steps = int(getattr(model_sampling, "num_timesteps", 1000))
+
+    def sigma_at(self, percent):
+        return torch.tensor([self.model_sampling.percent_to_sigma(float(p)) for p in percent], dtype=torch.float64)
+
+    def add_noise(self, x0, noise, sigma):
+        return self.model_sampling.noise_scaling(sigma.to(x0), noise, x0)
+
+
+class ComfyDenoiser:
+    """BaseModel.apply_model (which returns the denoised x0 for every prediction type) for the engine."""
+
+    def __init__(self, patcher):
+        self.model = patcher.model
+        self.schedule = ComfySchedule(self.model.model_sampling)
+        self.device = patcher.load_device
+        self.transformer_options = patcher.model_options.get("transformer_options", {})
+
+    def predict_x0(self, x_t, sigma, cond):
+        options = {**self.transformer_options, "sigmas": sigma}
+        return self.model.apply_model(x_t, sigma, transformer_options=options, **cond)
+
+
+class DeltaWrapper:
+    """A ModelPatcher weight wrapper: W -> W + D while the deltas are enabled."""
+
+    def __init__(self, deltas: WeightDeltas, key: str):
+        self.deltas, self.key = deltas, key
+
+    def __call__(self, weight):
+        return self.deltas.apply(self.key, weight)
+
+
+def model_family(model) -> str:
+    return type(model.model.model_config).__name__
+
+
+def trainable_keys(model, preset: str) -> list:
+    """The diffusion-model weights a preset trains, among those ComfyUI can wrap (its cast ops)."""
+    wrappable = []
+    for name, module in model.model.diffusion_model.named_modules():
+        if hasattr(module, "weight_function"):
+            wrappable += [f"diffusion_model.{name}.{p}" for p in ("weight", "bias") if getattr(module, p, None) is not None]
+    return select_parameters(wrappable, preset)
+
+
+def model_conds(model, conditioning, latent_shape):
+    """The keyword arguments of BaseModel.apply_model for one CONDITIONING, batched to latent_shape.
+
+    Goes through ComfyUI's own extra_conds, so each family gets what it needs (pooled output, ...).
+    Call it outside inference mode: the tensors it returns are fresh copies autograd can save.
+    """
+    if len(conditioning) != 1:
+        raise ValueError(f"expected a single-prompt conditioning, got {len(conditioning)} entries")
+    device = model.load_device
+    shape_probe = torch.zeros(latent_shape)
+    conds = comfy.sampler_helpers.convert_cond(conditioning)
+    conds = comfy.samplers.encode_model_conds(
+        model.model.extra_conds, conds, shape_probe, device, "positive", latent_image=shape_probe)
+    batched = {k: v.process_cond(batch_size=latent_shape[0], area=None) for k, v in conds[0]["model_conds"].items()}
+    return {k: v.clone() if torch.is_tensor(v) else v for k, v in comfy.samplers.cond_cat([batched]).items()}
+
+
+@contextlib.contextmanager
+def autograd_safe_weights(module):
+    """Let autograd save the loaded weights for backward, without copying them.
+
+    ComfyUI loads weights inside torch.inference_mode(), and inference tensors cannot be saved for
+    backward. Each one is swapped for a normal tensor over the same storage (zero-copy, same
+    values) and put back on exit, so the shared module ends exactly as it was.
+    """
+    swapped = []
+    for submodule in module.modules():
+        for store in (submodule._parameters, submodule._buffers):
+            for name, tensor in store.items():
+                if tensor is not None and tensor.is_inference():
+                    alias = torch.empty(0, dtype=tensor.dtype, device=tensor.device).set_(
+                        tensor.untyped_storage(), tensor.storage_offset(), tensor.size(), tensor.stride())
+                    store[name] = torch.nn.Parameter(alias, requires_grad=False) if isinstance(tensor, torch.nn.Parameter) else alias
+                    swapped.append((store, name, tensor))
+    try:
+        yield
+    finally:
+        for store, name, tensor in reversed(swapped):
+            store[name] = tensor
+
+
+def train_deltas(model, pairs, latents, keys, config, on_step):
+    """Erase each ConceptPair (with its clean latents) on a throwaway clone of `model`.
+
+    Returns (deltas on the CPU, step records). `model` is never modified, and after an interrupt or
+    an error nothing of the training is left on the shared module.
+    """
+    work = model.clone()
+    shapes = {key: tensor.shape for key, tensor in work.model_state_dict().items() if key in set(keys)}
+    with torch.inference_mode(False), torch.enable_grad():
+        deltas = WeightDeltas(shapes, device=work.load_device)
+        for key in keys:
+            work.add_weight_wrapper(key, DeltaWrapper(deltas, key))
+        comfy.model_management.load_models_gpu([work], memory_required=1e20, force_full_load=True)
+        try:
+            with autograd_safe_weights(work.model.diffusion_model):
+                concepts = []
+                for pair, clean in zip(pairs, latents):
+                    batch_shape = (config.batch_size, *clean.shape[1:])
+                    concepts.append(Concept(
+                        model_conds(work, pair.target_cond, batch_shape), model_conds(work, pair.anchor_cond, batch_shape),
+                        clean, pair.target_text, pair.anchor_text))
+                records = erase(ComfyDenoiser(work), deltas, concepts, config, on_step)
+        finally:
+            deltas.enabled = False        # the wrappers stay on the modules until the next full load
+            work.detach(unpatch_all=True)
+    return deltas.export(), records

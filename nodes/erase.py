@@ -1,0 +1,164 @@
+"""Unlearn Concept Pair and Unlearn Model: name what to forget, then erase it from a MODEL."""
+import comfy.model_management
+import comfy.utils
+from comfy_api.latest import io
+
+from ..divergences import DIVERGENCES, REDUCTIONS
+from ..unlearning import PACK_VERSION, PARAMETER_PRESETS, ConceptPair, Erasure, ErasureConfig, pair_prompts
+from .anchor_samples import AnchorSampling, anchor_latents
+from .comfy_model import SUPPORTED_FAMILIES, model_family, train_deltas, trainable_keys
+
+Concepts = io.Custom("UNLEARN_CONCEPTS")
+ErasureType = io.Custom("UNLEARN_ERASURE")
+
+CATEGORY = "unlearning"
+
+
+def _choices_tooltip(lead, choices):
+    return lead + "\n" + "\n".join(f"- {name}: {text}" for name, text in choices.items())
+
+
+class UnlearnConceptPair(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="UnlearnConceptPair",
+            display_name="Unlearn Concept Pair",
+            category=CATEGORY,
+            description="Names concepts to erase and what each should become, encoded with this CLIP.",
+            inputs=[
+                io.Clip.Input("clip", tooltip="The text encoder of the model to erase from (the checkpoint loader's CLIP)."),
+                io.String.Input("target", multiline=True, default="", placeholder="Van Gogh",
+                                tooltip="Concepts to erase, one per line (a name, a style, an object, 'nudity')."),
+                io.String.Input("anchor", multiline=True, default="", placeholder="a painting",
+                                tooltip="What the concept should become: one line shared by every target, or one line "
+                                        "per target. Empty: the empty prompt."),
+                Concepts.Input("concepts", optional=True,
+                               tooltip="Pairs from another Unlearn Concept Pair node, to erase several concepts at once."),
+            ],
+            outputs=[Concepts.Output(display_name="concepts")],
+        )
+
+    @classmethod
+    def execute(cls, clip, target, anchor, concepts=None):
+        pairs = pair_prompts(target, anchor)
+        if clip is None:
+            raise ValueError("clip is empty: connect the CLIP output of the checkpoint loader.")
+        encode = lambda text: clip.encode_from_tokens_scheduled(clip.tokenize(text))  # noqa: E731, as CLIPTextEncode
+        empty = encode("")
+        encoded = [ConceptPair(t, a, encode(t), encode(a) if a else empty, empty) for t, a in pairs]
+        return io.NodeOutput(list(concepts or []) + encoded)
+
+
+class UnlearnModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="UnlearnModel",
+            display_name="Unlearn Model",
+            category=CATEGORY,
+            description="Erases concepts from a diffusion model by pulling its prediction for each concept onto the "
+                        "frozen prediction for its anchor. The input MODEL is never modified.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model to erase from. It stays as it was for every other branch."),
+                Concepts.Input("concepts", tooltip="What to forget and what to map it to (Unlearn Concept Pair)."),
+                io.Combo.Input("divergence", options=list(DIVERGENCES), default="kl", tooltip=_choices_tooltip(
+                    "How the model's prediction is compared with the anchor's; kl is the classic MSE.",
+                    {name: d.description for name, d in DIVERGENCES.items()})),
+                io.Int.Input("steps", default=200, min=1, max=100000,
+                             tooltip="Optimisation steps. 100-500 is typical; more erases harder and drifts more."),
+                io.Float.Input("learning_rate", default=5e-5, min=1e-7, max=1.0, step=1e-6,
+                               tooltip="Adam learning rate on the weight changes. Lower it if the loss explodes."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed for noise, noise levels and anchor images: same seed, same erasure."),
+                io.Combo.Input("parameters", options=list(PARAMETER_PRESETS), default="cross_attention_kv",
+                               tooltip=_choices_tooltip("Which weights change.",
+                                                        {k: v[1] for k, v in PARAMETER_PRESETS.items()})),
+                io.Latent.Input("latents", optional=True,
+                                tooltip="Clean latents (e.g. VAE Encode of anchor images) to noise for training. "
+                                        "Unconnected: anchor images are sampled from the model and cached."),
+                io.Float.Input("temperature", optional=True, default=1.0, min=1e-6, max=1e6, step=0.001,
+                               tooltip="The Gaussians' variance: m = discrepancy / temperature. Lower it to make "
+                                       "Hellinger, chi-squared, JS and TV differ more from kl (no effect on kl)."),
+                io.Combo.Input("reduction", optional=True, options=list(REDUCTIONS), default="mean",
+                               tooltip=_choices_tooltip("How the per-sample discrepancy m is formed.", REDUCTIONS)),
+                io.Float.Input("alpha", optional=True, default=0.5, min=-10.0, max=10.0, step=0.05,
+                               tooltip="Order of the alpha and renyi divergences (ignored by the others)."),
+                io.Int.Input("batch_size", optional=True, default=1, min=1, max=64,
+                             tooltip="Noisy latents per step. Larger is smoother and slower."),
+                io.Int.Input("anchor_images", optional=True, default=4, min=1, max=256,
+                             tooltip="Anchor images sampled per anchor prompt when latents is unconnected."),
+                io.Int.Input("anchor_steps", optional=True, default=20, min=1, max=200,
+                             tooltip="Sampling steps (euler, normal) for those anchor images."),
+                io.Float.Input("anchor_cfg", optional=True, default=7.0, min=0.0, max=30.0, step=0.1,
+                               tooltip="CFG scale for those anchor images (the empty prompt is the negative)."),
+                io.Int.Input("anchor_width", optional=True, default=512, min=16, max=4096, step=8,
+                             tooltip="Width in pixels of those anchor images."),
+                io.Int.Input("anchor_height", optional=True, default=512, min=16, max=4096, step=8,
+                             tooltip="Height in pixels of those anchor images."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The erased model: the input with the learned changes as patches."),
+                ErasureType.Output(display_name="erasure", tooltip="The learned weight changes and how they were made."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, concepts, divergence, steps, learning_rate, seed, parameters, latents=None,
+                temperature=1.0, reduction="mean", alpha=0.5, batch_size=1, anchor_images=4, anchor_steps=20,
+                anchor_cfg=7.0, anchor_width=512, anchor_height=512):
+        config = ErasureConfig(steps, learning_rate, seed, divergence, {"alpha": alpha}, temperature, reduction, batch_size)
+        config.validate()
+        if not concepts:
+            raise ValueError("concepts is empty: connect an Unlearn Concept Pair node with at least one target.")
+        family = model_family(model)
+        if family not in SUPPORTED_FAMILIES:
+            raise ValueError(f"model is a {family} model, which this pack cannot train yet (supported: "
+                             f"{', '.join(SUPPORTED_FAMILIES)}). Load a Stable Diffusion 1.x checkpoint.")
+        keys = trainable_keys(model, parameters)
+        if not keys:
+            raise ValueError(f"parameters='{parameters}' matches no weight of this {family} model; choose another preset.")
+
+        sampling = AnchorSampling(anchor_images, anchor_steps, anchor_cfg, anchor_width, anchor_height)
+        sampled_anchors = 0 if latents is not None else len({pair.anchor_text for pair in concepts})
+        progress = comfy.utils.ProgressBar(steps + sampled_anchors * anchor_steps, node_id=cls.hidden.unique_id)
+        if latents is not None:
+            clean = [_checked_latents(model, latents)] * len(concepts)
+        else:
+            clean = [anchor_latents(model, pair, sampling, seed, on_step=lambda: progress.update(1)) for pair in concepts]
+
+        def on_step(record):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            progress.update(1)
+
+        deltas, records = train_deltas(model, concepts, clean, keys, config, on_step)
+        erased = model.clone()
+        erased.add_patches({key: ("diff", (delta,)) for key, delta in deltas.items()}, 1.0)
+        metadata = {
+            "method": "anchor",
+            "divergence": divergence,
+            "divergence_params": DIVERGENCES[divergence].resolve({"alpha": alpha}),
+            "temperature": temperature,
+            "reduction": reduction,
+            "concepts": [{"target": p.target_text, "anchor": p.anchor_text} for p in concepts],
+            "parameters": parameters,
+            "steps": steps,
+            "learning_rate": learning_rate,
+            "seed": seed,
+            "batch_size": batch_size,
+            "training_latents": "wired" if latents is not None else vars(sampling),
+            "base_model": family,
+            "pack_version": PACK_VERSION,
+        }
+        return io.NodeOutput(erased, Erasure(deltas, metadata, records))
+
+
+def _checked_latents(model, latents):
+    samples = latents["samples"]
+    channels = model.get_model_object("latent_format").latent_channels
+    if samples.ndim != 4 or samples.shape[1] != channels:
+        raise ValueError(
+            f"latents has shape {tuple(samples.shape)} but this model takes {channels}-channel latents: encode "
+            f"the images with this model's VAE (VAE Encode), or leave latents unconnected to sample anchor images.")
+    return samples

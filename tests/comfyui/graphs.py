@@ -1,0 +1,57 @@
+"""API-format graphs for the ComfyUI tests, built from the shipped example workflow."""
+import copy
+import json
+from pathlib import Path
+
+import comfy_harness
+import torch
+from safetensors.torch import load_file
+
+WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "erase_concept.json"
+SHIPPED = json.loads(WORKFLOW.read_text())
+FAST_UNLEARN = dict(steps=3, learning_rate=1e-4, anchor_images=2, anchor_steps=2, anchor_width=64, anchor_height=64)
+
+
+def erase_graph(checkpoint, seed=42, **unlearn):
+    """The example workflow shrunk for the CPU (64 px, 3 sampling steps), saving both latents."""
+    graph = copy.deepcopy(SHIPPED)
+    graph["1"]["inputs"]["ckpt_name"] = checkpoint
+    graph["6"]["inputs"].update(width=64, height=64)
+    for sampler in ("7", "8"):
+        graph[sampler]["inputs"].update(steps=3, seed=seed)
+    graph["3"]["inputs"].update({**FAST_UNLEARN, **unlearn})
+    graph["20"] = _save_latent(["7", 0], "test/original")
+    graph["21"] = _save_latent(["8", 0], "test/erased")
+    return graph
+
+
+def plain_graph(checkpoint, seed=42):
+    """Only the untouched branch of the example: checkpoint -> KSampler -> SaveLatent."""
+    graph = erase_graph(checkpoint, seed)
+    return {k: graph[k] for k in ("1", "4", "5", "6", "7", "20")}
+
+
+def _save_latent(samples, prefix):
+    return {"class_type": "SaveLatent", "inputs": {"samples": samples, "filename_prefix": prefix}}
+
+
+def saved_latent(result, node_id, output_dir):
+    """The latent tensor a SaveLatent node wrote in this run."""
+    entry = result.outputs[node_id]["latents"][0]
+    return load_file(str(Path(output_dir) / entry["subfolder"] / entry["filename"]))["latent_tensor"]
+
+
+def reference_latents(runner, checkpoint, seeds=(1, 2)):
+    """The untouched branch's latents from a fresh executor cache, per seed."""
+    runner.reset()
+    refs = {}
+    for seed in seeds:
+        result = runner.run(plain_graph(checkpoint, seed))
+        assert result.success, result.error
+        refs[seed] = saved_latent(result, "20", comfy_harness.output_dir())
+    runner.reset()
+    return refs
+
+
+def same(a, b):
+    return a.shape == b.shape and torch.equal(a, b)

@@ -1,0 +1,143 @@
+"""Real ComfyUI graphs on a tiny SD1.5-layout checkpoint: the example workflow, end to end, on the CPU."""
+import math
+
+import comfy_harness
+import pytest
+import torch
+from graphs import erase_graph, plain_graph, reference_latents, same, saved_latent
+
+from comfyui_unlearn.divergences import DIVERGENCES
+
+pytestmark = pytest.mark.comfyui
+CKPT = "tiny_sd15.safetensors"
+
+
+def run(runner, graph):
+    result = runner.run(graph)
+    assert result.success, result.error
+    return result
+
+
+def latent(result, node_id):
+    return saved_latent(result, node_id, comfy_harness.output_dir())
+
+
+@pytest.fixture(scope="module")
+def references(runner):
+    return reference_latents(runner, CKPT)
+
+
+def test_erased_branch_changes_while_the_original_stays_bit_identical(runner, references):
+    result = run(runner, erase_graph(CKPT, seed=1))
+    original, erased = latent(result, "20"), latent(result, "21")
+    assert same(original, references[1])
+    assert not same(erased, references[1]) and torch.isfinite(erased).all()
+    # The MODEL the loader cached is reused by a later run: it must sample exactly as before.
+    assert same(latent(run(runner, plain_graph(CKPT, seed=2)), "20"), references[2])
+
+
+def test_same_seed_same_erasure_and_other_seed_other_erasure(runner):
+    erased = []
+    for seed in (7, 7, 8):
+        runner.reset()
+        graph = erase_graph(CKPT, seed=1)
+        graph["3"]["inputs"]["seed"] = seed
+        erased.append(latent(run(runner, graph), "21"))
+    assert same(erased[0], erased[1])
+    assert not same(erased[0], erased[2])
+
+
+@pytest.mark.parametrize("divergence", list(DIVERGENCES))
+def test_every_divergence_runs_in_the_graph(runner, references, divergence):
+    result = run(runner, erase_graph(CKPT, seed=1, divergence=divergence, temperature=0.05, alpha=2.0))
+    assert same(latent(result, "20"), references[1])
+    erased = latent(result, "21")
+    assert torch.isfinite(erased).all() and not same(erased, references[1])
+
+
+def test_interrupt_mid_training_leaves_the_model_intact(runner, references):
+    import comfy.model_management
+    import comfy.utils
+
+    seen = []
+
+    def interrupt_at_step_two(value, total, preview, node_id=None):
+        seen.append((node_id, value, total))
+        if node_id == "3" and value >= 2:
+            comfy.model_management.interrupt_current_processing(True)
+
+    previous_hook = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(interrupt_at_step_two)
+    try:
+        result = runner.run(erase_graph(CKPT, seed=1, steps=50, learning_rate=1e-3))
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous_hook)
+    assert result.interrupted
+    # Progress reached the hook with the node's id; the run stopped long before its 50 steps.
+    unlearn_progress = [v for n, v, _ in seen if n == "3"]
+    assert unlearn_progress and max(unlearn_progress) < 10
+    assert same(latent(run(runner, plain_graph(CKPT, seed=2)), "20"), references[2])
+    runner.reset()
+    assert same(latent(run(runner, plain_graph(CKPT, seed=1)), "20"), references[1])
+
+
+def test_anchor_images_are_sampled_once_and_reused(runner, monkeypatch):
+    import comfy.sample
+
+    calls = []
+    real_sample = comfy.sample.sample
+
+    def counting_sample(*args, **kwargs):
+        calls.append(1)
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(comfy.sample, "sample", counting_sample)
+    runner.reset()
+    run(runner, erase_graph(CKPT, seed=1, anchor_images=3))
+    assert len(calls) == 3       # the anchor images, then the two KSamplers
+    run(runner, erase_graph(CKPT, seed=1, anchor_images=3, steps=4, divergence="hellinger"))
+    assert len(calls) == 4       # only the erased branch's KSampler: the anchors come from the cache
+
+
+def test_comfy_schedule_gives_the_reference_epsilon_on_sd15(runner):
+    """Through model_sampling, the engine's epsilon equals the UNet's own epsilon output."""
+    import comfy.sd
+    import folder_paths
+
+    from comfyui_unlearn.nodes.comfy_model import ComfyDenoiser, model_conds
+    from comfyui_unlearn.unlearning import DiscreteVPSchedule
+
+    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(folder_paths.get_full_path("checkpoints", CKPT))
+    denoiser = ComfyDenoiser(model)
+    percent = torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)
+    assert torch.allclose(denoiser.schedule.sigma_at(percent), DiscreteVPSchedule().sigma_at(percent), rtol=1e-5)
+    cond = model_conds(model, clip.encode_from_tokens_scheduled(clip.tokenize("a dog")), (3, 4, 8, 8))
+    generator = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 4, 8, 8, generator=generator), torch.randn(3, 4, 8, 8, generator=generator)
+    sigma = denoiser.schedule.sigma_at(percent).float()
+    x_t = denoiser.schedule.add_noise(x0, noise, sigma)
+    with torch.no_grad():
+        eps = denoiser.schedule.eps_from_x0(x_t, denoiser.predict_x0(x_t, sigma, cond), sigma)
+        c_in = (sigma ** 2 + 1).rsqrt().view(-1, 1, 1, 1)
+        unet = model.model.diffusion_model
+        reference = unet(x_t * c_in, model.model.model_sampling.timestep(sigma).float(), context=cond["c_crossattn"])
+    assert torch.allclose(eps, reference, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sampling_type", ["EPS", "V_PREDICTION", "CONST"])
+def test_comfy_schedule_inverts_each_prediction_type(runner, sampling_type):
+    """v-prediction and flow (CONST) models run through the same engine path as epsilon ones."""
+    import comfy.model_sampling as ms
+
+    from comfyui_unlearn.nodes.comfy_model import ComfySchedule
+
+    base = ms.ModelSamplingDiscreteFlow if sampling_type == "CONST" else ms.ModelSamplingDiscrete
+    model_sampling = type("Sampling", (base, getattr(ms, sampling_type)), {})()
+    schedule = ComfySchedule(model_sampling)
+    percent = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    sigma = schedule.sigma_at(percent).float()
+    x0, noise = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    x_t = schedule.add_noise(x0, noise, sigma)
+    assert torch.allclose(schedule.eps_from_x0(x_t, x0, sigma), noise, atol=1e-5)
+    snr = schedule.snr(sigma)
+    assert torch.all(snr[:-1] < snr[1:]) and all(math.isfinite(w) for w in schedule.step_weight(percent).tolist())

@@ -1,0 +1,146 @@
+"""unlearning/: the erasure loop on a tiny torch model, with no ComfyUI."""
+import math
+
+import pytest
+import torch
+
+from comfyui_unlearn.divergences import DIVERGENCES, REDUCTIONS
+from comfyui_unlearn.unlearning import (
+    Concept, DiscreteVPSchedule, ErasureConfig, NonFiniteLossError, erase, pair_prompts, select_parameters)
+from toy_models import toy_setup
+
+
+def make_concept(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    target, anchor = torch.randn(1, 3, 8, generator=g), torch.randn(1, 3, 8, generator=g)
+    return Concept(target, anchor, torch.randn(6, 4, 4, 4, generator=g), "snoopy", "a dog")
+
+
+def discrepancy(denoiser, deltas, concept, seed=5):
+    """Mean squared eps distance between the model on the target and the frozen model on the anchor."""
+    schedule = denoiser.schedule
+    g = torch.Generator().manual_seed(seed)
+    x0 = concept.latents
+    sigma = schedule.sigma_at(torch.linspace(0.05, 0.95, len(x0), dtype=torch.float64)).float()
+    x_t = schedule.add_noise(x0, torch.randn(x0.shape, generator=g), sigma)
+    with torch.no_grad():
+        with deltas.disabled():
+            anchor = schedule.eps_from_x0(x_t, denoiser.predict_x0(x_t, sigma, concept.anchor), sigma)
+        target = schedule.eps_from_x0(x_t, denoiser.predict_x0(x_t, sigma, concept.target), sigma)
+    return (target - anchor).square().mean().item()
+
+
+def test_schedule_matches_the_ddpm_per_step_factor():
+    schedule = DiscreteVPSchedule()
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64).square()
+    alphas_cumprod = torch.cumprod(1 - betas, 0)
+    for t in (1, 10, 100, 500, 998):
+        percent = torch.tensor([1 - t / 999], dtype=torch.float64)
+        c_t = betas[t] / ((1 - betas[t]) * (1 - alphas_cumprod[t - 1]))
+        assert schedule.step_weight(percent).item() == pytest.approx(c_t.item(), rel=1e-6)
+    sigma = schedule.sigma_at(torch.tensor([0.0, 1.0], dtype=torch.float64))
+    assert sigma[0] == pytest.approx(((1 - alphas_cumprod[-1]) / alphas_cumprod[-1]).sqrt().item())
+    assert schedule.timestep(sigma).tolist() == pytest.approx([999, 0])
+
+
+def test_eps_from_x0_inverts_the_noising():
+    schedule = DiscreteVPSchedule()
+    x0, noise = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    sigma = schedule.sigma_at(torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)).float()
+    a, b = schedule.coefficients(sigma)
+    assert torch.allclose(a, torch.ones(3)) and torch.allclose(b, sigma)
+    x_t = schedule.add_noise(x0, noise, sigma)
+    assert torch.allclose(schedule.eps_from_x0(x_t, x0, sigma), noise, atol=1e-5)
+
+
+def test_presets_pick_attention_weights_by_name():
+    module, _, _ = toy_setup()
+    names = [n for n, _ in module.named_parameters()]
+    assert select_parameters(names, "cross_attention_kv") == ["block.attn2.to_k.weight", "block.attn2.to_v.weight"]
+    assert len(select_parameters(names, "cross_attention")) == 5
+    assert len(select_parameters(names, "attention")) == 10
+    assert select_parameters(names, "full") == names
+    comfy = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_v.weight"
+    assert select_parameters([comfy, comfy.replace("attn2", "attn1")], "cross_attention_kv") == [comfy]
+    with pytest.raises(ValueError, match="choose one of: cross_attention_kv"):
+        select_parameters(names, "lora")
+
+
+def test_erasure_pulls_the_target_onto_the_anchor_and_leaves_weights_alone():
+    module, denoiser, deltas = toy_setup()
+    before_weights = {k: v.clone() for k, v in module.state_dict().items()}
+    concept = make_concept()
+    before = discrepancy(denoiser, deltas, concept)
+    records = erase(denoiser, deltas, [concept], ErasureConfig(steps=80, learning_rate=3e-3, batch_size=2))
+    assert len(records) == 80 and all(math.isfinite(r.loss) for r in records)
+    assert discrepancy(denoiser, deltas, concept) < 0.2 * before
+    assert all(torch.equal(v, before_weights[k]) for k, v in module.state_dict().items())
+    assert any(d.abs().sum() > 0 for d in deltas.export().values())
+
+
+def test_same_seed_same_deltas_and_other_seed_other_deltas():
+    def run(seed):
+        _, denoiser, deltas = toy_setup()
+        erase(denoiser, deltas, [make_concept()], ErasureConfig(steps=5, learning_rate=1e-3, seed=seed))
+        return deltas.export()
+    first, again, other = run(0), run(0), run(1)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+@pytest.mark.parametrize("name", list(DIVERGENCES))
+@pytest.mark.parametrize("reduction", list(REDUCTIONS))
+def test_every_divergence_and_reduction_trains(name, reduction):
+    _, denoiser, deltas = toy_setup()
+    config = ErasureConfig(steps=3, learning_rate=1e-3, divergence=name, reduction=reduction,
+                           temperature=0.05, divergence_params={"alpha": 2.0})
+    records = erase(denoiser, deltas, [make_concept(), make_concept(2)], config)
+    assert all(math.isfinite(r.loss) and r.m >= 0 for r in records)
+    assert any(d.abs().sum() > 0 for d in deltas.export().values())
+
+
+def test_on_step_reports_each_step_and_can_stop_the_run():
+    _, denoiser, deltas = toy_setup()
+    seen = []
+
+    def stop_after_two(record):
+        seen.append(record.step)
+        if record.step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        erase(denoiser, deltas, [make_concept()], ErasureConfig(steps=10), on_step=stop_after_two)
+    assert seen == [1, 2]
+
+
+def test_non_finite_loss_stops_with_advice():
+    _, denoiser, deltas = toy_setup()
+    concept = make_concept()
+    concept.latents = torch.full_like(concept.latents, float("nan"))
+    with pytest.raises(NonFiniteLossError, match="lower learning_rate"):
+        erase(denoiser, deltas, [concept], ErasureConfig(steps=2))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("steps", 0, "steps must be at least 1"),
+    ("learning_rate", float("nan"), "learning_rate must be a finite positive number"),
+    ("learning_rate", float("inf"), "learning_rate must be a finite positive number"),
+    ("learning_rate", -1e-5, "learning_rate must be a finite positive number"),
+    ("temperature", 0.0, "temperature"),
+    ("divergence", "mse", "divergence 'mse' is unknown"),
+    ("reduction", "pixel", "reduction 'pixel' is unknown"),
+])
+def test_bad_config_names_the_input(field, value, message):
+    _, denoiser, deltas = toy_setup()
+    with pytest.raises(ValueError, match=message):
+        erase(denoiser, deltas, [make_concept()], ErasureConfig(**{field: value}))
+
+
+def test_pair_prompts_shares_or_pairs_anchors():
+    assert pair_prompts("Van Gogh\nMonet\n", "a painting") == [("Van Gogh", "a painting"), ("Monet", "a painting")]
+    assert pair_prompts("Snoopy\nGrumpy Cat", "a dog\na cat") == [("Snoopy", "a dog"), ("Grumpy Cat", "a cat")]
+    assert pair_prompts("nudity", "  ") == [("nudity", "")]
+    with pytest.raises(ValueError, match="target is empty"):
+        pair_prompts(" \n ", "a dog")
+    with pytest.raises(ValueError, match="anchor has 3 lines but target has 2"):
+        pair_prompts("a\nb", "x\ny\nz")

@@ -1,0 +1,133 @@
+"""Run real ComfyUI in-process: import it from a checkout, load this pack, execute API-format graphs.
+
+Used by tests/comfyui, the headless runner (tools/run_workflow.py) and the benchmarks. The order
+of the steps in start_comfyui matters; each one fixes an observed failure (comfyui-notes.md §4b).
+"""
+import asyncio
+import os
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pack_import import PACK_NAME, PACK_ROOT
+
+
+def install_torchvision_shim():
+    """Make a CUDA-built torchvision importable on a CPU-only torch.
+
+    PyPI's torchvision wheel links CUDA libraries that a CPU torch lacks, and its import then fails
+    registering the `nms` operator. ComfyUI imports torchvision at module level but never uses its
+    compiled ops, so declaring the two operator schemas (without kernels) is enough. No-op when the
+    real import works.
+    """
+    import torch
+
+    try:
+        import torchvision  # noqa: F401
+        return
+    except RuntimeError as error:
+        if "torchvision::" not in str(error):
+            raise
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]
+    library = torch.library.Library("torchvision", "DEF")
+    for op in ("nms", "qnms"):
+        library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    install_torchvision_shim.library = library  # the schemas live as long as this object
+    import torchvision  # noqa: F401
+
+
+def start_comfyui(comfyui_path, base_dir, cpu=True):
+    """Import ComfyUI with `base_dir` as its models/custom_nodes/output root and this pack installed."""
+    install_torchvision_shim()
+    base_dir = Path(base_dir)
+    custom_nodes = base_dir / "custom_nodes"
+    custom_nodes.mkdir(parents=True, exist_ok=True)
+    link = custom_nodes / PACK_NAME
+    if not link.exists():
+        link.symlink_to(PACK_ROOT, target_is_directory=True)
+    sys.path.insert(0, str(comfyui_path))
+    from comfy.cli_args import args
+
+    args.cpu = cpu                            # else model_management probes CUDA at import
+    args.base_directory = str(base_dir)       # read once, when folder_paths is first imported
+    args.disable_api_nodes = True
+    import utils.extra_config  # noqa: F401   # before `nodes`, which puts comfy/ (and its utils.py) on sys.path
+    import nodes
+
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+    missing = {"UnlearnConceptPair", "UnlearnModel"} - set(nodes.NODE_CLASS_MAPPINGS)
+    if missing:
+        raise RuntimeError(f"ComfyUI did not load the pack's nodes {sorted(missing)}; see the log above")
+    return GraphRunner()
+
+
+class _SilentServer:
+    client_id = None
+    last_node_id = None
+    sockets_metadata = {}
+
+    def send_sync(self, event, data, sid=None):
+        pass
+
+    def queue_updated(self):
+        pass
+
+
+@dataclass
+class GraphResult:
+    success: bool
+    outputs: dict = field(default_factory=dict)
+    error: str = ""          # the failing node's exception message, or the validation errors
+    interrupted: bool = False
+
+
+class GraphRunner:
+    """ComfyUI's PromptExecutor with its caches kept between runs, as in the server."""
+
+    def __init__(self):
+        import execution
+
+        self.execution = execution
+        self.executor = execution.PromptExecutor(_SilentServer(), cache_type=execution.CacheType.CLASSIC)
+
+    def run(self, prompt: dict) -> GraphResult:
+        prompt_id = str(uuid.uuid4())
+        valid, error, outputs, node_errors = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
+        if not valid or node_errors:
+            # The server would still run the outputs that validated; a harness stops at the first problem.
+            problems = [f"{e['class_type']} {node}: {x['message']}: {x['details']}"
+                        for node, e in node_errors.items() for x in e["errors"]]
+            return GraphResult(False, error="; ".join(problems) or f"{error['message']}: {error['details']}")
+        self.executor.execute(prompt, prompt_id, {}, outputs)
+        messages = dict(self.executor.status_messages)
+        if "execution_interrupted" in messages:
+            return GraphResult(False, interrupted=True)
+        if not self.executor.success:
+            return GraphResult(False, error=messages.get("execution_error", {}).get("exception_message", ""))
+        return GraphResult(True, self.executor.history_result["outputs"])
+
+    def reset(self):
+        """A fresh executor cache, like POST /free."""
+        self.executor.reset()
+
+
+def output_dir():
+    import folder_paths
+
+    return Path(folder_paths.get_output_directory())
+
+
+def comfyui_version(comfyui_path):
+    namespace = {}
+    exec((Path(comfyui_path) / "comfyui_version.py").read_text(), namespace)
+    return namespace.get("__version__", "unknown")
+
+
+def default_comfyui_path():
+    """$COMFYUI_PATH, else ~/ComfyUI, if it holds a ComfyUI checkout."""
+    for candidate in (os.environ.get("COMFYUI_PATH"), Path.home() / "ComfyUI"):
+        if candidate and (Path(candidate) / "comfy" / "model_patcher.py").is_file():
+            return Path(candidate)
+    return None
