@@ -121,7 +121,7 @@ DIVERGENCES = {
             "erf(sqrt(m) / (2 sqrt 2))", closed_form.total_variation, None),
         Divergence(
             "jensen_shannon", "Jensen-Shannon",
-            "Jensen-Shannon (bounded by log 2): bounded like Hellinger, with a slower-decaying weight.",
+            "Jensen-Shannon (at most log 2): like Hellinger, far samples pull less, and a little less still.",
             "log 2 - E[softplus(U)], U ~ N(-m/2, m)", closed_form.jensen_shannon, lambda: 1 / 8),
     ]
 }

@@ -1,0 +1,51 @@
+"""What ComfyUI itself makes of the pack: registry metadata, workflow templates, node definitions."""
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from ui_workflow import api_to_ui
+
+pytestmark = pytest.mark.comfyui
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_comfyui_config_parser_accepts_pyproject(runner):
+    from comfy_config import config_parser
+
+    config = config_parser.extract_node_configuration(str(ROOT))
+    assert config.project.name == "concept-unlearn"
+    assert config.tool_comfy.publisher_id == "comfyui-unlearn"
+    assert config.project.supported_comfyui_version == ">=0.3.64"
+    assert config.project.supported_os == ["OS Independent"]
+
+
+def test_ui_workflows_are_what_the_api_twins_generate(runner):
+    import nodes
+
+    for api_file in sorted((ROOT / "workflows" / "api").glob("*.json")):
+        expected = api_to_ui(json.loads(api_file.read_text()), nodes.NODE_CLASS_MAPPINGS)
+        assert json.loads((ROOT / "workflows" / api_file.name).read_text()) == expected, \
+            "run python tools/ui_workflow.py to regenerate the UI workflows"
+
+
+def test_comfyui_lists_the_example_workflow_as_a_template(runner):
+    from aiohttp import web
+
+    from app.custom_node_manager import CustomNodeManager
+
+    routes = web.RouteTableDef()
+    CustomNodeManager().add_routes(routes, web.Application(), [])
+    handler = next(r.handler for r in routes if getattr(r, "path", "") == "/workflow_templates")
+    listing = json.loads(asyncio.run(handler(None)).text)
+    assert listing["comfyui_unlearn"] == ["erase_concept"]
+
+
+def test_node_definitions_have_a_tooltip_on_every_input(runner):
+    import nodes
+
+    for node_id in ("UnlearnConceptPair", "UnlearnModel"):
+        definition = nodes.NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()
+        for group in ("required", "optional"):
+            for name, spec in definition.get(group, {}).items():
+                assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"

@@ -1,0 +1,29 @@
+"""Registry metadata and shipped workflows, checked without ComfyUI."""
+import json
+import tomllib
+from pathlib import Path
+
+from comfyui_unlearn.unlearning import PACK_VERSION
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_has_registry_metadata_and_the_pack_version():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project, comfy = config["project"], config["tool"]["comfy"]
+    assert project["version"] == PACK_VERSION
+    assert "comfyui" not in project["name"].lower() and len(project["name"]) < 100
+    assert project["urls"]["Repository"] and comfy["PublisherId"] and comfy["DisplayName"]
+    assert comfy["requires-comfyui"].startswith(">=")
+
+
+def test_every_api_workflow_has_its_ui_twin_with_the_same_nodes():
+    api_files = sorted((ROOT / "workflows" / "api").glob("*.json"))
+    assert api_files
+    for api_file in api_files:
+        api = json.loads(api_file.read_text())
+        ui = json.loads((ROOT / "workflows" / api_file.name).read_text())
+        assert ui["version"] == 0.4 and {"nodes", "links"} <= set(ui)
+        assert {n["id"]: n["type"] for n in ui["nodes"]} == {int(k): v["class_type"] for k, v in api.items()}
+        links = sum(isinstance(v, list) for node in api.values() for v in node["inputs"].values())
+        assert len(ui["links"]) == links

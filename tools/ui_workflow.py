@@ -1,0 +1,112 @@
+"""Turn an API-format graph into the UI (litegraph) workflow that ComfyUI's browser app opens.
+
+ComfyUI lists the top-level JSON files of a pack's workflows/ folder as templates, and those must be
+UI-format; the API twin in workflows/api/ is what headless runs and tests execute. Generating one
+from the other keeps the two identical. Regenerate with:
+
+    python tools/ui_workflow.py      # needs a ComfyUI checkout (COMFYUI_PATH or ~/ComfyUI)
+"""
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+COLUMN_WIDTH, ROW_HEIGHT = 420, 330
+
+
+def _is_widget(spec):
+    options = spec[1] if len(spec) > 1 else {}
+    return (isinstance(spec[0], list) or spec[0] in WIDGET_TYPES) and not options.get("forceInput")
+
+
+def _depths(api):
+    """Column of each node: one more than the deepest node feeding it."""
+    depth = {}
+
+    def visit(node_id):
+        if node_id not in depth:
+            sources = [v[0] for v in api[node_id]["inputs"].values() if isinstance(v, list)]
+            depth[node_id] = 1 + max((visit(s) for s in sources), default=-1)
+        return depth[node_id]
+
+    for node_id in api:
+        visit(node_id)
+    return depth
+
+
+def api_to_ui(api: dict, node_classes: dict) -> dict:
+    """`node_classes`: class_type -> node class (ComfyUI's NODE_CLASS_MAPPINGS).
+
+    A node's `_meta.pos` places it; otherwise it goes in the column of its depth in the graph.
+    """
+    depth = _depths(api)
+    rows = {}
+    links, out_links = [], {}
+    ui_nodes = []
+    for order, node_id in enumerate(sorted(api, key=int)):
+        node = api[node_id]
+        cls = node_classes[node["class_type"]]
+        definition = cls.INPUT_TYPES()
+        specs = {**definition.get("required", {}), **definition.get("optional", {})}
+        inputs, widgets = [], []
+        for name, spec in specs.items():
+            value = node["inputs"].get(name)
+            if isinstance(value, list):
+                links.append([len(links) + 1, int(value[0]), value[1], int(node_id), len(inputs), None])
+                out_links.setdefault((value[0], value[1]), []).append(len(links))
+                entry = {"name": name, "type": "COMBO" if isinstance(spec[0], list) else spec[0], "link": len(links)}
+                if _is_widget(spec):
+                    entry["widget"] = {"name": name}
+                inputs.append(entry)
+            elif _is_widget(spec):
+                options = spec[1] if len(spec) > 1 else {}
+                widgets.append(value if value is not None else options.get("default"))
+                if options.get("control_after_generate"):
+                    widgets.append("fixed")
+            else:
+                inputs.append({"name": name, "type": spec[0], "link": None})
+        row = rows.get(depth[node_id], 0)
+        rows[depth[node_id]] = row + 1
+        position = node.get("_meta", {}).get("pos") or [40 + COLUMN_WIDTH * depth[node_id], 40 + ROW_HEIGHT * row]
+        names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
+        ui_nodes.append({
+            "id": int(node_id), "type": node["class_type"],
+            "pos": position, "size": [380, 80 + 26 * (len(widgets) + len(inputs) + len(cls.RETURN_TYPES))],
+            "flags": {}, "order": order, "mode": 0,
+            "title": node.get("_meta", {}).get("title", node["class_type"]),
+            "inputs": inputs,
+            "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
+                        for i, (n, t) in enumerate(zip(names, cls.RETURN_TYPES))],
+            "properties": {"Node name for S&R": node["class_type"]},
+            "widgets_values": widgets,
+        })
+    by_id = {n["id"]: n for n in ui_nodes}
+    for link in links:
+        output = by_id[link[1]]["outputs"][link[2]]
+        output["links"].append(link[0])
+        link[5] = output["type"]
+    return {
+        "last_node_id": max(by_id), "last_link_id": len(links), "nodes": ui_nodes, "links": links,
+        "groups": [], "config": {}, "extra": {}, "version": 0.4,
+    }
+
+
+def main():
+    from comfy_harness import default_comfyui_path, start_comfyui
+
+    comfyui = default_comfyui_path()
+    if comfyui is None:
+        sys.exit("ComfyUI not found: set COMFYUI_PATH or put a checkout in ~/ComfyUI")
+    start_comfyui(comfyui, tempfile.mkdtemp())
+    import nodes
+
+    workflows = Path(__file__).resolve().parents[1] / "workflows"
+    for api_file in sorted((workflows / "api").glob("*.json")):
+        ui = api_to_ui(json.loads(api_file.read_text()), nodes.NODE_CLASS_MAPPINGS)
+        (workflows / api_file.name).write_text(json.dumps(ui, indent=1) + "\n")
+        print("wrote", workflows / api_file.name)
+
+
+if __name__ == "__main__":
+    main()
