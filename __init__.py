@@ -4,4 +4,4 @@ import sys
 # ComfyUI imports comfy_api before it loads custom nodes; without it (pytest, benchmarks) the
 # pure-torch packages divergences/ and unlearning/ stay importable on their own.
 if "comfy_api.latest" in sys.modules:
-    from .nodes import comfy_entrypoint  # noqa: F401
+    from .nodes.extension import comfy_entrypoint  # noqa: F401

@@ -46,7 +46,7 @@ def runner(tmp_path_factory):
     """ComfyUI running in this process on the CPU, with the pack loaded and tiny models to load:
     checkpoints/tiny_sd15.safetensors and diffusion_models/tiny_sd3.safetensors."""
     from comfy_harness import start_comfyui
-    from tiny_checkpoint import write_tiny_sd3, write_tiny_sd15
+    from random_models import write_tiny_sd3, write_tiny_sd15
 
     base = tmp_path_factory.mktemp("comfy_base")
     runner = start_comfyui(comfyui_path(), base)

@@ -38,21 +38,28 @@ def install_torchvision_shim():
     import torchvision  # noqa: F401
 
 
-def start_comfyui(comfyui_path, base_dir, cpu=True):
-    """Import ComfyUI with `base_dir` as its models/custom_nodes/output root and this pack installed."""
+def import_comfyui(comfyui_path, base_dir, cpu=True):
+    """Make ComfyUI's modules importable, configured as a library: enough for comfy.sd, the model
+    patcher and the samplers (benchmarks need no more). Returns ComfyUI's parsed arguments."""
     install_torchvision_shim()
-    base_dir = Path(base_dir)
-    custom_nodes = base_dir / "custom_nodes"
-    custom_nodes.mkdir(parents=True, exist_ok=True)
-    link = custom_nodes / PACK_NAME
-    if not link.exists():
-        link.symlink_to(PACK_ROOT, target_is_directory=True)
     sys.path.insert(0, str(comfyui_path))
     from comfy.cli_args import args
 
     args.cpu = cpu                            # else model_management probes CUDA at import
     args.base_directory = str(base_dir)       # read once, when folder_paths is first imported
     args.disable_api_nodes = True
+    return args
+
+
+def start_comfyui(comfyui_path, base_dir, cpu=True):
+    """Import ComfyUI with `base_dir` as its models/custom_nodes/output root and this pack installed."""
+    base_dir = Path(base_dir)
+    custom_nodes = base_dir / "custom_nodes"
+    custom_nodes.mkdir(parents=True, exist_ok=True)
+    link = custom_nodes / PACK_NAME
+    if not link.exists():
+        link.symlink_to(PACK_ROOT, target_is_directory=True)
+    import_comfyui(comfyui_path, base_dir, cpu)
     import utils.extra_config  # noqa: F401   # before `nodes`, which puts comfy/ (and its utils.py) on sys.path
     import nodes
 

@@ -49,7 +49,7 @@ def main(argv=None):
     checkpoints = base / "models" / "checkpoints"
     overrides = {}
     if args.checkpoint is None:
-        from tiny_checkpoint import write_tiny_sd15
+        from random_models import write_tiny_sd15
 
         if not (checkpoints / TINY).exists():
             write_tiny_sd15(checkpoints / TINY)

@@ -1,0 +1,111 @@
+"""Models with real architectures and seeded random weights, for tests, demos and benchmarks.
+
+The weights are shaped by ComfyUI's own model classes (built on the meta device) and detected by
+ComfyUI's loaders as what they imitate:
+- a tiny SD1.5 checkpoint under the original LDM key names: the UNet keeps SD1.5's 320 channels,
+  8 heads and 768-dim cross-attention but has one level and no middle block; TAESD stands in for
+  the KL VAE;
+- full-size SD1.5 and SDXL UNets (diffusion model only, for speed and memory benchmarks);
+- a tiny SD3 MMDiT of depth 1 (a DiT family, rectified flow), diffusion model only.
+Needs ComfyUI importable (tools/comfy_harness.import_comfyui does that).
+"""
+import json
+import math
+from pathlib import Path
+
+import torch
+
+UNET_COMMON = dict(image_size=32, in_channels=4, out_channels=4, model_channels=320, use_spatial_transformer=True,
+                   legacy=False)
+TINY_SD15_UNET = dict(UNET_COMMON, num_res_blocks=[1], channel_mult=[1], transformer_depth=[1],
+                      transformer_depth_output=[1, 1], transformer_depth_middle=-2, num_heads=8, context_dim=768,
+                      use_linear_in_transformer=False)
+SD15_UNET = dict(UNET_COMMON, num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
+                 transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+                 transformer_depth_middle=1, num_heads=8, context_dim=768, use_linear_in_transformer=False)
+SDXL_UNET = dict(UNET_COMMON, num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4], num_classes="sequential",
+                 adm_in_channels=2816, transformer_depth=[0, 0, 2, 2, 10, 10],
+                 transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], transformer_depth_middle=10,
+                 num_head_channels=64, context_dim=2048, use_linear_in_transformer=True)
+TINY_MMDIT = dict(
+    input_size=None, patch_size=2, in_channels=16, out_channels=16, depth=1, adm_in_channels=2048,
+    context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 64}},
+    num_patches=256, pos_embed_max_size=16, pos_embed_scaling_factor=None,
+)
+
+
+def _random_like(name, shape, generator):
+    """Seeded init: norms 1, biases 0, embeddings N(0, 0.02), everything else N(0, 1 / fan_in)."""
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "vae_scale":
+        return torch.ones(shape)
+    if leaf in ("bias", "vae_shift") or len(shape) == 0:
+        return torch.zeros(shape)
+    if "norm" in name and len(shape) == 1:
+        return torch.ones(shape)
+    if "embedding" in name:
+        return torch.randn(shape, generator=generator) * 0.02
+    fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+    return torch.randn(shape, generator=generator) / math.sqrt(fan_in)
+
+
+def _random_state_dict(parts, seed, dtype):
+    """{prefix + name: random tensor} for {prefix: meta-device module}."""
+    generator = torch.Generator().manual_seed(seed)
+    return {prefix + name: _random_like(name, tuple(t.shape), generator).to(dtype)
+            for prefix, module in parts.items() for name, t in sorted(module.state_dict().items())}
+
+
+def unet_state_dict(config, seed=0, dtype=torch.float16):
+    """A diffusion-model-only state dict of ComfyUI's UNetModel with this config."""
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    with torch.device("meta"):
+        unet = UNetModel(**config, operations=comfy.ops.disable_weight_init)
+    return _random_state_dict({"": unet}, seed, dtype)
+
+
+def tiny_sd15_state_dict(seed=0, dtype=torch.float16):
+    import comfy.clip_model
+    import comfy.ops
+    import comfy.taesd.taesd
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    clip_config = json.loads((Path(comfy.clip_model.__file__).parent / "sd1_clip_config.json").read_text())
+    with torch.device("meta"):
+        parts = {
+            "model.diffusion_model.": UNetModel(**TINY_SD15_UNET, operations=comfy.ops.disable_weight_init),
+            "cond_stage_model.transformer.": comfy.clip_model.CLIPTextModel(
+                clip_config, torch.float32, "meta", comfy.ops.disable_weight_init),
+            "first_stage_model.": comfy.taesd.taesd.TAESD(),
+        }
+    return _random_state_dict(parts, seed, dtype)
+
+
+def tiny_sd3_state_dict(seed=0, dtype=torch.float16):
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+
+    with torch.device("meta"):
+        module = MMDiT(**TINY_MMDIT, operations=comfy.ops.disable_weight_init)
+    return _random_state_dict({"": module}, seed, dtype)
+
+
+def write_tiny_sd15(path, seed=0):
+    """The tiny SD1.5 checkpoint (about 275 MiB, float16), for models/checkpoints; byte-identical per seed."""
+    return _write(tiny_sd15_state_dict(seed), path)
+
+
+def write_tiny_sd3(path, seed=0):
+    """The tiny SD3 diffusion model (about 1 MiB, float16), for models/diffusion_models."""
+    return _write(tiny_sd3_state_dict(seed), path)
+
+
+def _write(state_dict, path):
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state_dict, str(path))
+    return path
