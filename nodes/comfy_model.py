@@ -5,6 +5,7 @@ trainable weights carry a weight wrapper W -> W + D, and hand out a *different* 
 D as "diff" patches. Clones share the nn.Module, so nothing here ever writes into a weight.
 """
 import contextlib
+import functools
 
 import comfy.model_management
 import comfy.sampler_helpers
@@ -42,7 +43,8 @@ class ComfyDenoiser:
 
     def predict_x0(self, x_t, sigma, cond):
         options = {**self.transformer_options, "sigmas": sigma}
-        return self.model.apply_model(x_t, sigma, transformer_options=options, **cond)
+        batched = {k: v.expand(len(x_t), *v.shape[1:]) if torch.is_tensor(v) else v for k, v in cond.items()}
+        return self.model.apply_model(x_t, sigma, transformer_options=options, **batched)
 
 
 class DeltaWrapper:
@@ -69,7 +71,8 @@ def trainable_keys(model, preset: str) -> list:
 
 
 def model_conds(model, conditioning, latent_shape):
-    """The keyword arguments of BaseModel.apply_model for one CONDITIONING, batched to latent_shape.
+    """The keyword arguments of BaseModel.apply_model for one CONDITIONING and latents of latent_shape,
+    for a batch of one (ComfyDenoiser expands them to each pass's batch).
 
     Goes through ComfyUI's own extra_conds, so each family gets what it needs (pooled output, ...).
     Call it outside inference mode: the tensors it returns are fresh copies autograd can save.
@@ -81,8 +84,8 @@ def model_conds(model, conditioning, latent_shape):
     conds = comfy.sampler_helpers.convert_cond(conditioning)
     conds = comfy.samplers.encode_model_conds(
         model.model.extra_conds, conds, shape_probe, device, "positive", latent_image=shape_probe)
-    batched = {k: v.process_cond(batch_size=latent_shape[0], area=None) for k, v in conds[0]["model_conds"].items()}
-    return {k: v.clone() if torch.is_tensor(v) else v for k, v in comfy.samplers.cond_cat([batched]).items()}
+    single = {k: v.process_cond(batch_size=1, area=None) for k, v in conds[0]["model_conds"].items()}
+    return {k: v.clone() if torch.is_tensor(v) else v for k, v in comfy.samplers.cond_cat([single]).items()}
 
 
 @contextlib.contextmanager
@@ -109,13 +112,58 @@ def autograd_safe_weights(module):
             store[name] = tensor
 
 
-def train_deltas(model, pairs, latents, keys, config, on_step):
+def training_precision(model) -> dict:
+    """How to train on this model, as ErasureConfig fields: in its own dtype, which needs no casts.
+
+    float16 weights train in float16 with dynamic loss scaling on a GPU (the gradients would underflow
+    float16 without it); bfloat16 and float32 weights train as they are. Measured on an H100 (README):
+    bfloat16 autocast over float16 weights re-casts every weight in every pass and is slower.
+    """
+    on_gpu = model.load_device.type != "cpu"
+    return {"loss_scaling": on_gpu and model.model_dtype() == torch.float16}
+
+
+def _checkpointed(forward, *args, **kwargs):
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)
+    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+def _blocks(module):
+    """The outermost modules that are not mere containers (ModuleList, Sequential, ModuleDict)."""
+    if not isinstance(module, (torch.nn.ModuleList, torch.nn.Sequential, torch.nn.ModuleDict)):
+        return [module]
+    return [block for child in module.children() for block in _blocks(child)]
+
+
+@contextlib.contextmanager
+def gradient_checkpointing(module):
+    """Recompute each block's activations during backward instead of keeping them (less memory, one
+    more forward). Patches instance forwards of the shared module and restores them on exit."""
+    blocks = [block for child in module.children() for block in _blocks(child)]
+    own_forwards = [block.__dict__.get("forward") for block in blocks]   # another patch's, if any
+    for block in blocks:
+        block.forward = functools.partial(_checkpointed, block.forward)
+    try:
+        yield
+    finally:
+        for block, own in zip(blocks, own_forwards):
+            if own is None:
+                del block.forward
+            else:
+                block.forward = own
+
+
+def train_deltas(model, pairs, latents, keys, config, on_step, checkpointing=False):
     """Erase each ConceptPair (with its clean latents) on a throwaway clone of `model`.
 
     Returns (deltas on the CPU, step records). `model` is never modified, and after an interrupt or
-    an error nothing of the training is left on the shared module.
+    an error nothing of the training is left on the shared module. `checkpointing` trades a forward
+    pass for the activations' memory.
     """
     work = model.clone()
+    if work.model_dtype() == torch.float16 and not (config.loss_scaling or config.autocast_dtype):
+        work.set_model_compute_dtype(torch.float32)   # float16 gradients underflow without loss scaling
     shapes = {key: tensor.shape for key, tensor in work.model_state_dict().items() if key in set(keys)}
     with torch.inference_mode(False), torch.enable_grad():
         deltas = WeightDeltas(shapes, device=work.load_device)
@@ -123,13 +171,13 @@ def train_deltas(model, pairs, latents, keys, config, on_step):
             work.add_weight_wrapper(key, DeltaWrapper(deltas, key))
         comfy.model_management.load_models_gpu([work], memory_required=1e20, force_full_load=True)
         try:
-            with autograd_safe_weights(work.model.diffusion_model):
+            memory_saving = gradient_checkpointing if checkpointing else contextlib.nullcontext
+            with autograd_safe_weights(work.model.diffusion_model), memory_saving(work.model.diffusion_model):
                 concepts = []
                 for pair, clean in zip(pairs, latents):
-                    batch_shape = (config.batch_size, *clean.shape[1:])
-                    concepts.append(Concept(
-                        model_conds(work, pair.target_cond, batch_shape), model_conds(work, pair.anchor_cond, batch_shape),
-                        clean, pair.target_text, pair.anchor_text))
+                    shape = (1, *clean.shape[1:])
+                    concepts.append(Concept(model_conds(work, pair.target_cond, shape), model_conds(work, pair.anchor_cond, shape),
+                                            clean, pair.target_text, pair.anchor_text))
                 records = erase(ComfyDenoiser(work), deltas, concepts, config, on_step)
         finally:
             deltas.enabled = False        # the wrappers stay on the modules until the next full load

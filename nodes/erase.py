@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from ..divergences import DIVERGENCES, REDUCTIONS
 from ..unlearning import PACK_VERSION, PARAMETER_PRESETS, ConceptPair, Erasure, ErasureConfig, pair_prompts
 from .anchor_samples import AnchorSampling, anchor_latents
-from .comfy_model import SUPPORTED_FAMILIES, model_family, train_deltas, trainable_keys
+from .comfy_model import SUPPORTED_FAMILIES, model_family, train_deltas, trainable_keys, training_precision
 
 Concepts = io.Custom("UNLEARN_CONCEPTS")
 ErasureType = io.Custom("UNLEARN_ERASURE")
@@ -108,7 +108,8 @@ class UnlearnModel(io.ComfyNode):
     def execute(cls, model, concepts, divergence, steps, learning_rate, seed, parameters, latents=None,
                 temperature=1.0, reduction="mean", alpha=0.5, batch_size=1, anchor_images=4, anchor_steps=20,
                 anchor_cfg=7.0, anchor_width=512, anchor_height=512):
-        config = ErasureConfig(steps, learning_rate, seed, divergence, {"alpha": alpha}, temperature, reduction, batch_size)
+        config = ErasureConfig(steps, learning_rate, seed, divergence, {"alpha": alpha}, temperature, reduction,
+                               batch_size, **training_precision(model))
         config.validate()
         if not concepts:
             raise ValueError("concepts is empty: connect an Unlearn Concept Pair node with at least one target.")

@@ -144,3 +144,14 @@ def test_pair_prompts_shares_or_pairs_anchors():
         pair_prompts(" \n ", "a dog")
     with pytest.raises(ValueError, match="anchor has 3 lines but target has 2"):
         pair_prompts("a\nb", "x\ny\nz")
+
+
+def test_batched_frozen_passes_give_the_same_erasure_as_one_per_step():
+    def run(frozen_batch):
+        _, denoiser, deltas = toy_setup()
+        config = ErasureConfig(steps=7, learning_rate=1e-3, batch_size=2, frozen_batch=frozen_batch)
+        erase(denoiser, deltas, [make_concept(), make_concept(2)], config)
+        return deltas.export()
+    one_per_step, batched = run(1), run(8)
+    for key in one_per_step:
+        assert torch.allclose(one_per_step[key], batched[key], rtol=1e-4, atol=1e-7)

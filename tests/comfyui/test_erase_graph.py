@@ -111,7 +111,7 @@ def test_comfy_schedule_gives_the_reference_epsilon_on_sd15(runner):
     denoiser = ComfyDenoiser(model)
     percent = torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)
     assert torch.allclose(denoiser.schedule.sigma_at(percent), DiscreteVPSchedule().sigma_at(percent), rtol=1e-5)
-    cond = model_conds(model, clip.encode_from_tokens_scheduled(clip.tokenize("a dog")), (3, 4, 8, 8))
+    cond = model_conds(model, clip.encode_from_tokens_scheduled(clip.tokenize("a dog")), (1, 4, 8, 8))
     generator = torch.Generator().manual_seed(0)
     x0, noise = torch.randn(3, 4, 8, 8, generator=generator), torch.randn(3, 4, 8, 8, generator=generator)
     sigma = denoiser.schedule.sigma_at(percent).float()
@@ -120,7 +120,8 @@ def test_comfy_schedule_gives_the_reference_epsilon_on_sd15(runner):
         eps = denoiser.schedule.eps_from_x0(x_t, denoiser.predict_x0(x_t, sigma, cond), sigma)
         c_in = (sigma ** 2 + 1).rsqrt().view(-1, 1, 1, 1)
         unet = model.model.diffusion_model
-        reference = unet(x_t * c_in, model.model.model_sampling.timestep(sigma).float(), context=cond["c_crossattn"])
+        context = cond["c_crossattn"].expand(3, -1, -1)
+        reference = unet(x_t * c_in, model.model.model_sampling.timestep(sigma).float(), context=context)
     assert torch.allclose(eps, reference, atol=1e-4, rtol=1e-4)
 
 

@@ -1,0 +1,89 @@
+"""Shared by the cost benchmarks: ComfyUI as a library, random-weight UNets, synthetic prompts.
+
+The models are ComfyUI's own UNet classes with seeded random weights, loaded through ComfyUI's loader
+into a ModelPatcher, and erased through the same adapter the Unlearn Model node uses
+(nodes/comfy_model.train_deltas). Prompt conditioning is random (no text encoder is needed to time
+or size an erasure).
+"""
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "tools"))
+from pack_import import import_pack  # noqa: E402
+
+import_pack()
+
+
+def load_comfyui(device):
+    """Import ComfyUI (COMFYUI_PATH, ~/ComfyUI, or a copy in .comfyui/ for the GPU machine)."""
+    from comfy_harness import default_comfyui_path, import_comfyui
+
+    path = default_comfyui_path()
+    if path is None and (ROOT / ".comfyui" / "comfy" / "model_patcher.py").is_file():
+        path = ROOT / ".comfyui"
+    if path is None:
+        sys.exit("ComfyUI not found: set COMFYUI_PATH to a ComfyUI checkout, or put one in ~/ComfyUI")
+    import_comfyui(path, tempfile.mkdtemp(), cpu=(device == "cpu"))
+
+
+MODELS = {  # name -> (random_models config, latent channels, context dim, pooled dim or None)
+    "tiny_sd15": ("TINY_SD15_UNET", 4, 768, None),
+    "sd15": ("SD15_UNET", 4, 768, None),
+    "sdxl": ("SDXL_UNET", 4, 2048, 1280),
+}
+
+
+def random_unet(name, dtype=torch.float16, seed=0):
+    """A ComfyUI ModelPatcher for the named UNet with random weights stored in `dtype`, loaded like a real file."""
+    import comfy.sd
+    import random_models
+
+    config = getattr(random_models, MODELS[name][0])
+    state_dict = random_models.unet_state_dict(config, seed=seed, dtype=dtype)
+    return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": dtype})
+
+
+def synthetic_pair(name, seed=0):
+    """A ConceptPair whose CONDITIONINGs are random prompt embeddings of the model's shape."""
+    from comfyui_unlearn.unlearning import ConceptPair
+
+    _, _, context, pooled = MODELS[name]
+    g = torch.Generator().manual_seed(seed)
+
+    def cond():
+        extra = {} if pooled is None else {"pooled_output": torch.randn(1, pooled, generator=g)}
+        return [[torch.randn(1, 77, context, generator=g), extra]]
+
+    return ConceptPair("target", "anchor", cond(), cond(), cond())
+
+
+def clean_latents(name, size, count=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(count, MODELS[name][1], size // 8, size // 8, generator=g)
+
+
+def device_name(device):
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def write_json(name, payload):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+def print_table(header, rows):
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |")

@@ -1,0 +1,48 @@
+"""Where an erasure step's time goes: torch.profiler over a few steps, top operators by self time.
+
+    python benchmarks/profile_erasure.py --device cuda --model sd15 --size 512
+"""
+import argparse
+
+import torch
+from common import clean_latents, load_comfyui, random_unet, synthetic_pair
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
+    parser.add_argument("--model", default="sd15")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--python", action="store_true", help="profile Python functions (cProfile) instead of operators")
+    args = parser.parse_args()
+    load_comfyui(args.device)
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    from comfyui_unlearn.nodes.comfy_model import train_deltas, trainable_keys, training_precision
+    from comfyui_unlearn.unlearning import ErasureConfig
+
+    patcher = random_unet(args.model)
+    if args.python:
+        import cProfile
+        import pstats
+
+        run = lambda steps: train_deltas(  # noqa: E731
+            patcher, [synthetic_pair(args.model)], [clean_latents(args.model, args.size)],
+            trainable_keys(patcher, "cross_attention_kv"), ErasureConfig(steps, 1e-5, **training_precision(patcher)), None)
+        run(2)
+        profiler = cProfile.Profile()
+        profiler.runcall(run, args.steps)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        return
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    with profile(activities=activities, schedule=schedule(wait=1, warmup=2, active=args.steps - 3)) as prof:
+        train_deltas(patcher, [synthetic_pair(args.model)], [clean_latents(args.model, args.size)],
+                     trainable_keys(patcher, "cross_attention_kv"),
+                     ErasureConfig(args.steps, 1e-5, **training_precision(patcher)), lambda r: prof.step())
+    sort = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main()

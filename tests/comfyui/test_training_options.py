@@ -1,0 +1,50 @@
+"""Memory and precision options of the ComfyUI adapter change how, not what, it trains."""
+import pytest
+import torch
+
+pytestmark = pytest.mark.comfyui
+
+
+@pytest.fixture(scope="module")
+def tiny_unet(runner):
+    import comfy.sd
+    from random_models import TINY_SD15_UNET, unet_state_dict
+
+    return comfy.sd.load_diffusion_model_state_dict(unet_state_dict(TINY_SD15_UNET, dtype=torch.float32))
+
+
+def erase(model, **options):
+    from comfyui_unlearn.nodes.comfy_model import train_deltas, trainable_keys
+    from comfyui_unlearn.unlearning import ConceptPair, ErasureConfig
+
+    g = torch.Generator().manual_seed(0)
+    pair = ConceptPair("t", "a", [[torch.randn(1, 77, 768, generator=g), {}]], [[torch.randn(1, 77, 768, generator=g), {}]])
+    latents = torch.randn(2, 4, 8, 8, generator=g)
+    checkpointing = options.pop("checkpointing", False)
+    deltas, records = train_deltas(model, [pair], [latents], trainable_keys(model, "attention"),
+                                   ErasureConfig(steps=3, learning_rate=1e-3, **options), None, checkpointing)
+    return deltas, records
+
+
+def test_gradient_checkpointing_gives_the_same_erasure_and_restores_the_module(tiny_unet):
+    plain, _ = erase(tiny_unet)
+    checkpointed, _ = erase(tiny_unet, checkpointing=True)
+    for key in plain:
+        assert torch.allclose(plain[key], checkpointed[key], rtol=1e-4, atol=1e-7), key
+    assert not any("forward" in m.__dict__ for m in tiny_unet.model.diffusion_model.modules())
+
+
+def test_bfloat16_autocast_trains_close_to_float32(tiny_unet):
+    reference, _ = erase(tiny_unet)
+    mixed, records = erase(tiny_unet, autocast_dtype=torch.bfloat16)
+    num = sum((mixed[k] - reference[k]).square().sum() for k in reference)
+    den = sum(reference[k].square().sum() for k in reference)
+    assert all(torch.isfinite(d).all() for d in mixed.values()) and records[-1].loss > 0
+    assert (num / den).sqrt() < 0.2       # same direction of travel; bfloat16 has 8 mantissa bits
+
+
+def test_weights_are_never_written(tiny_unet):
+    before = {k: v.clone() for k, v in tiny_unet.model.diffusion_model.state_dict().items()}
+    erase(tiny_unet, checkpointing=True)
+    after = tiny_unet.model.diffusion_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
