@@ -18,6 +18,7 @@ from common import clean_latents, device_name, load_comfyui, print_table, random
 SIZES = {"sd15": 512, "sdxl": 1024}
 SETTINGS = {  # name -> (weight dtype, ErasureConfig fields, compute in float32, gradient checkpointing)
     "fp16, loss scaling (default)": (torch.float16, {"loss_scaling": True}, False, False),
+    "fp16, loss scaling, frozen pass every step": (torch.float16, {"loss_scaling": True, "frozen_batch": 1}, False, False),
     "fp16, loss scaling + checkpointing": (torch.float16, {"loss_scaling": True}, False, True),
     "fp16 weights, bf16 autocast": (torch.float16, {"autocast_dtype": torch.bfloat16}, False, False),
     "bf16 weights": (torch.bfloat16, {}, False, False),
