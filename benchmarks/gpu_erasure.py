@@ -17,14 +17,15 @@ from common import clean_latents, device_name, load_comfyui, print_table, random
 
 SIZES = {"sd15": 512, "sdxl": 1024}
 SETTINGS = {  # name -> (weight dtype, ErasureConfig fields, compute in float32, gradient checkpointing)
-    "fp16, loss scaling (default)": (torch.float16, {"loss_scaling": True}, False, False),
-    "fp16, loss scaling, frozen pass every step": (torch.float16, {"loss_scaling": True, "frozen_batch": 1}, False, False),
-    "fp16, loss scaling + checkpointing": (torch.float16, {"loss_scaling": True}, False, True),
-    "fp16 weights, bf16 autocast": (torch.float16, {"autocast_dtype": torch.bfloat16}, False, False),
-    "bf16 weights": (torch.bfloat16, {}, False, False),
-    "fp16 weights, fp32 compute": (torch.float16, {}, True, False),
+    "default (fp16, loss scaling, auto)": (torch.float16, {"loss_scaling": True}, False, "auto"),
+    "frozen pass every step": (torch.float16, {"loss_scaling": True, "frozen_batch": 1}, False, "auto"),
+    "checkpointing on": (torch.float16, {"loss_scaling": True}, False, "on"),
+    "checkpointing off": (torch.float16, {"loss_scaling": True}, False, "off"),
+    "fp16 weights, bf16 autocast": (torch.float16, {"autocast_dtype": torch.bfloat16}, False, "auto"),
+    "bf16 weights": (torch.bfloat16, {}, False, "auto"),
+    "fp16 weights, fp32 compute": (torch.float16, {}, True, "auto"),
 }
-DEFAULT = "fp16, loss scaling (default)"
+DEFAULT = "default (fp16, loss scaling, auto)"
 
 
 def matmul_peak_tflops():
@@ -41,17 +42,20 @@ def matmul_peak_tflops():
 
 def erase(patchers, name, size, steps, setting, preset="cross_attention_kv"):
     """(step times, peak bytes, wall seconds) of one erasure run."""
-    from comfyui_unlearn.nodes.comfy_model import train_deltas, trainable_keys
+    from comfyui_unlearn.nodes.comfy_model import memory_plan, train_deltas, trainable_keys
     from comfyui_unlearn.unlearning import ErasureConfig
 
     weights, fields, fp32_compute, checkpointing = SETTINGS[setting]
     model = patchers[weights].clone()
     if fp32_compute:
         model.set_model_compute_dtype(torch.float32)
+    latents = clean_latents(name, size)
+    frozen_batch, checkpointing = memory_plan(model, latents.shape, checkpointing)
+    fields = {"frozen_batch": frozen_batch, **fields}
     stamps = []
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    train_deltas(model, [synthetic_pair(name)], [clean_latents(name, size)], trainable_keys(model, preset),
+    train_deltas(model, [synthetic_pair(name)], [latents], trainable_keys(model, preset),
                  ErasureConfig(steps, 1e-5, **fields),
                  lambda r: (torch.cuda.synchronize(), stamps.append(time.perf_counter())), checkpointing)
     wall = time.perf_counter() - start

@@ -112,6 +112,24 @@ def autograd_safe_weights(module):
             store[name] = tensor
 
 
+FROZEN_PASS_AREA = 8 * 64 * 64   # latent pixels per frozen pass: 8 SD1.5 latents at 512 px
+CHECKPOINTING_AREA = 96 * 96     # latents larger than this (images above ~768 px) train with checkpointing
+
+
+def memory_plan(model, latent_shape, checkpointing="auto"):
+    """(ErasureConfig.frozen_batch, gradient checkpointing on?) for latents of latent_shape.
+
+    `checkpointing` is "auto", "on" or "off". Measured on an H100 (README): at 512 px SD1.5 trains in
+    4.5 GiB and checkpointing would cost 87% more time; at 1024 px SDXL needs 21 GiB without it.
+    """
+    area = latent_shape[-1] * latent_shape[-2]
+    if checkpointing == "auto":
+        use = model.load_device.type != "cpu" and area > CHECKPOINTING_AREA
+    else:
+        use = checkpointing == "on"
+    return max(1, min(64, FROZEN_PASS_AREA // area)), use
+
+
 def training_precision(model) -> dict:
     """How to train on this model, as ErasureConfig fields: in its own dtype, which needs no casts.
 
@@ -130,17 +148,20 @@ def _checkpointed(forward, *args, **kwargs):
 
 
 def _blocks(module):
-    """The outermost modules that are not mere containers (ModuleList, Sequential, ModuleDict)."""
-    if not isinstance(module, (torch.nn.ModuleList, torch.nn.Sequential, torch.nn.ModuleDict)):
-        return [module]
-    return [block for child in module.children() for block in _blocks(child)]
+    """Checkpoint units: the outermost modules that are neither containers (ModuleList, Sequential,
+    ModuleDict) nor hold a ModuleList of repeated blocks (an SDXL SpatialTransformer's ten transformer
+    blocks are ten units, not one: one unit's recomputation keeps all of its activations)."""
+    containers = (torch.nn.ModuleList, torch.nn.Sequential, torch.nn.ModuleDict)
+    if isinstance(module, containers) or any(isinstance(c, torch.nn.ModuleList) for c in module.children()):
+        return [block for child in module.children() for block in _blocks(child)]
+    return [module]
 
 
 @contextlib.contextmanager
 def gradient_checkpointing(module):
     """Recompute each block's activations during backward instead of keeping them (less memory, one
     more forward). Patches instance forwards of the shared module and restores them on exit."""
-    blocks = [block for child in module.children() for block in _blocks(child)]
+    blocks = _blocks(module)
     own_forwards = [block.__dict__.get("forward") for block in blocks]   # another patch's, if any
     for block in blocks:
         block.forward = functools.partial(_checkpointed, block.forward)

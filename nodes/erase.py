@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from ..divergences import DIVERGENCES, REDUCTIONS
 from ..unlearning import PACK_VERSION, PARAMETER_PRESETS, ConceptPair, Erasure, ErasureConfig, pair_prompts
 from .anchor_samples import AnchorSampling, anchor_latents
-from .comfy_model import SUPPORTED_FAMILIES, model_family, train_deltas, trainable_keys, training_precision
+from .comfy_model import SUPPORTED_FAMILIES, memory_plan, model_family, train_deltas, trainable_keys, training_precision
 
 Concepts = io.Custom("UNLEARN_CONCEPTS")
 ErasureType = io.Custom("UNLEARN_ERASURE")
@@ -96,6 +96,9 @@ class UnlearnModel(io.ComfyNode):
                              tooltip="Width in pixels of those anchor images."),
                 io.Int.Input("anchor_height", optional=True, default=512, min=16, max=4096, step=8,
                              tooltip="Height in pixels of those anchor images."),
+                io.Combo.Input("gradient_checkpointing", optional=True, options=["auto", "on", "off"], default="auto",
+                               tooltip="Recompute activations in backward to save GPU memory (slower). auto: on for "
+                                       "latents above 96x96 (images above ~768 px) on a GPU."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The erased model: the input with the learned changes as patches."),
@@ -107,7 +110,7 @@ class UnlearnModel(io.ComfyNode):
     @classmethod
     def execute(cls, model, concepts, divergence, steps, learning_rate, seed, parameters, latents=None,
                 temperature=1.0, reduction="mean", alpha=0.5, batch_size=1, anchor_images=4, anchor_steps=20,
-                anchor_cfg=7.0, anchor_width=512, anchor_height=512):
+                anchor_cfg=7.0, anchor_width=512, anchor_height=512, gradient_checkpointing="auto"):
         config = ErasureConfig(steps, learning_rate, seed, divergence, {"alpha": alpha}, temperature, reduction,
                                batch_size, **training_precision(model))
         config.validate()
@@ -133,7 +136,8 @@ class UnlearnModel(io.ComfyNode):
             comfy.model_management.throw_exception_if_processing_interrupted()
             progress.update(1)
 
-        deltas, records = train_deltas(model, concepts, clean, keys, config, on_step)
+        config.frozen_batch, checkpointing = memory_plan(model, clean[0].shape, gradient_checkpointing)
+        deltas, records = train_deltas(model, concepts, clean, keys, config, on_step, checkpointing)
         erased = model.clone()
         erased.add_patches({key: ("diff", (delta,)) for key, delta in deltas.items()}, 1.0)
         metadata = {

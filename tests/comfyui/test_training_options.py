@@ -48,3 +48,12 @@ def test_weights_are_never_written(tiny_unet):
     erase(tiny_unet, checkpointing=True)
     after = tiny_unet.model.diffusion_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_memory_plan_sizes_the_frozen_pass_and_checkpoints_only_large_latents_on_a_gpu(tiny_unet):
+    from comfyui_unlearn.nodes.comfy_model import memory_plan
+
+    assert memory_plan(tiny_unet, (1, 4, 64, 64)) == (8, False)        # SD1.5 at 512 px
+    assert memory_plan(tiny_unet, (1, 4, 128, 128)) == (2, False)      # on the CPU, auto never checkpoints
+    assert memory_plan(tiny_unet, (1, 4, 8, 8), "on") == (64, True)
+    assert memory_plan(tiny_unet, (1, 4, 128, 128), "off")[1] is False
