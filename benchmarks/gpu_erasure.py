@@ -17,15 +17,14 @@ from common import clean_latents, device_name, load_comfyui, print_table, random
 
 SIZES = {"sd15": 512, "sdxl": 1024}
 SETTINGS = {  # name -> (weight dtype, ErasureConfig fields, compute in float32, gradient checkpointing)
-    "default (fp16, loss scaling, auto)": (torch.float16, {"loss_scaling": True}, False, "auto"),
+    "default (fp16, loss scaling)": (torch.float16, {"loss_scaling": True}, False, "auto"),
     "frozen pass every step": (torch.float16, {"loss_scaling": True, "frozen_batch": 1}, False, "auto"),
     "checkpointing on": (torch.float16, {"loss_scaling": True}, False, "on"),
-    "checkpointing off": (torch.float16, {"loss_scaling": True}, False, "off"),
     "fp16 weights, bf16 autocast": (torch.float16, {"autocast_dtype": torch.bfloat16}, False, "auto"),
     "bf16 weights": (torch.bfloat16, {}, False, "auto"),
     "fp16 weights, fp32 compute": (torch.float16, {}, True, "auto"),
 }
-DEFAULT = "default (fp16, loss scaling, auto)"
+DEFAULT = "default (fp16, loss scaling)"
 
 
 def matmul_peak_tflops():
@@ -42,7 +41,7 @@ def matmul_peak_tflops():
 
 def erase(patchers, name, size, steps, setting, preset="cross_attention_kv"):
     """(step times, peak bytes, wall seconds) of one erasure run."""
-    from comfyui_unlearn.nodes.comfy_model import memory_plan, train_deltas, trainable_keys
+    from comfyui_unlearn.nodes.comfy_model import frozen_batch_for, train_deltas, trainable_keys
     from comfyui_unlearn.unlearning import ErasureConfig
 
     weights, fields, fp32_compute, checkpointing = SETTINGS[setting]
@@ -50,8 +49,7 @@ def erase(patchers, name, size, steps, setting, preset="cross_attention_kv"):
     if fp32_compute:
         model.set_model_compute_dtype(torch.float32)
     latents = clean_latents(name, size)
-    frozen_batch, checkpointing = memory_plan(model, latents.shape, checkpointing)
-    fields = {"frozen_batch": frozen_batch, **fields}
+    fields = {"frozen_batch": frozen_batch_for(latents.shape), **fields}
     stamps = []
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -116,7 +114,7 @@ def main():
         torch.cuda.empty_cache()
     print(f"\ndevice: {device_name('cuda')}, torch {torch.__version__}, bf16 matmul peak {peak:.0f} TFLOP/s")
     print_table(["model", "setting", "s/step", "500 steps (s)", "peak GiB", "vs sampling", "of bf16 peak"], rows)
-    write_json("gpu_erasure.json", {"device": device_name("cuda"), "bf16_matmul_tflops": peak, "cases": results})
+    write_json(f"gpu_erasure_{'_'.join(args.models)}.json", {"device": device_name("cuda"), "bf16_matmul_tflops": peak, "cases": results})
 
 
 if __name__ == "__main__":

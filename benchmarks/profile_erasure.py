@@ -23,6 +23,7 @@ def main():
     from comfyui_unlearn.unlearning import ErasureConfig
 
     patcher = random_unet(args.model)
+    if args.memory:
     if args.python:
         import cProfile
         import pstats

@@ -20,7 +20,7 @@ def erase(model, **options):
     g = torch.Generator().manual_seed(0)
     pair = ConceptPair("t", "a", [[torch.randn(1, 77, 768, generator=g), {}]], [[torch.randn(1, 77, 768, generator=g), {}]])
     latents = torch.randn(2, 4, 8, 8, generator=g)
-    checkpointing = options.pop("checkpointing", False)
+    checkpointing = options.pop("checkpointing", "off")
     deltas, records = train_deltas(model, [pair], [latents], trainable_keys(model, "attention"),
                                    ErasureConfig(steps=3, learning_rate=1e-3, **options), None, checkpointing)
     return deltas, records
@@ -28,7 +28,7 @@ def erase(model, **options):
 
 def test_gradient_checkpointing_gives_the_same_erasure_and_restores_the_module(tiny_unet):
     plain, _ = erase(tiny_unet)
-    checkpointed, _ = erase(tiny_unet, checkpointing=True)
+    checkpointed, _ = erase(tiny_unet, checkpointing="on")
     for key in plain:
         assert torch.allclose(plain[key], checkpointed[key], rtol=1e-4, atol=1e-7), key
     assert not any("forward" in m.__dict__ for m in tiny_unet.model.diffusion_model.modules())
@@ -45,15 +45,34 @@ def test_bfloat16_autocast_trains_close_to_float32(tiny_unet):
 
 def test_weights_are_never_written(tiny_unet):
     before = {k: v.clone() for k, v in tiny_unet.model.diffusion_model.state_dict().items()}
-    erase(tiny_unet, checkpointing=True)
+    erase(tiny_unet, checkpointing="on")
     after = tiny_unet.model.diffusion_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_memory_plan_sizes_the_frozen_pass_and_checkpoints_only_large_latents_on_a_gpu(tiny_unet):
-    from comfyui_unlearn.nodes.comfy_model import memory_plan
+def test_frozen_passes_hold_as_many_latents_as_eight_sd15_ones_at_512_px(runner):
+    from comfyui_unlearn.nodes.comfy_model import frozen_batch_for
 
-    assert memory_plan(tiny_unet, (1, 4, 64, 64)) == (8, False)        # SD1.5 at 512 px
-    assert memory_plan(tiny_unet, (1, 4, 128, 128)) == (2, False)      # on the CPU, auto never checkpoints
-    assert memory_plan(tiny_unet, (1, 4, 8, 8), "on") == (64, True)
-    assert memory_plan(tiny_unet, (1, 4, 128, 128), "off")[1] is False
+    assert frozen_batch_for((1, 4, 64, 64)) == 8      # SD1.5 at 512 px
+    assert frozen_batch_for((1, 4, 128, 128)) == 2    # SDXL at 1024 px
+    assert frozen_batch_for((1, 4, 8, 8)) == 64       # capped
+
+
+def test_auto_checkpointing_starts_again_with_it_when_memory_runs_out(tiny_unet, monkeypatch):
+    from comfyui_unlearn.nodes import comfy_model
+
+    attempts = []
+    real_erase = comfy_model.erase
+
+    def erase_that_needs_checkpointing(denoiser, deltas, concepts, config, on_step):
+        checkpointed = any("forward" in m.__dict__ for m in denoiser.model.diffusion_model.modules())
+        attempts.append((checkpointed, config.frozen_batch))
+        if not checkpointed:
+            raise torch.OutOfMemoryError("simulated: the activations do not fit")
+        return real_erase(denoiser, deltas, concepts, config, on_step)
+
+    monkeypatch.setattr(comfy_model, "erase", erase_that_needs_checkpointing)
+    deltas, records = erase(tiny_unet, checkpointing="auto")
+    assert attempts == [(False, 8), (True, 1)] and len(records) == 3
+    assert any(d.abs().sum() > 0 for d in deltas.values())
+    assert not any("forward" in m.__dict__ for m in tiny_unet.model.diffusion_model.modules())
