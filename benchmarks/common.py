@@ -64,6 +64,13 @@ def synthetic_pair(name, seed=0):
     return ConceptPair("target", "anchor", cond(), cond(), cond())
 
 
+def synthetic_concepts(name, seed=0):
+    """The UNLEARN_CONCEPTS of one synthetic pair."""
+    from comfyui_unlearn.unlearning import ConceptSet
+
+    return ConceptSet([synthetic_pair(name, seed)])
+
+
 def clean_latents(name, size, count=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(count, MODELS[name][1], size // 8, size // 8, generator=g)

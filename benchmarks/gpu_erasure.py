@@ -13,7 +13,7 @@ import statistics
 import time
 
 import torch
-from common import clean_latents, device_name, load_comfyui, print_table, random_unet, synthetic_pair, write_json
+from common import clean_latents, device_name, load_comfyui, print_table, random_unet, synthetic_concepts, synthetic_pair, write_json
 
 SIZES = {"sd15": 512, "sdxl": 1024}
 SETTINGS = {  # name -> (weight dtype, ErasureConfig fields, compute in float32, gradient checkpointing)
@@ -53,7 +53,7 @@ def erase(patchers, name, size, steps, setting, preset="cross_attention_kv"):
     stamps = []
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    train_deltas(model, [synthetic_pair(name)], [latents], trainable_keys(model, preset),
+    train_deltas(model, synthetic_concepts(name), [latents], trainable_keys(model, preset),
                  ErasureConfig(steps, 1e-5, **fields),
                  lambda r: (torch.cuda.synchronize(), stamps.append(time.perf_counter())), checkpointing)
     wall = time.perf_counter() - start

@@ -4,8 +4,7 @@
 """
 import argparse
 
-import torch
-from common import clean_latents, load_comfyui, random_unet, synthetic_pair
+from common import clean_latents, load_comfyui, random_unet, synthetic_concepts
 
 
 def main():
@@ -23,13 +22,12 @@ def main():
     from comfyui_unlearn.unlearning import ErasureConfig
 
     patcher = random_unet(args.model)
-    if args.memory:
     if args.python:
         import cProfile
         import pstats
 
         run = lambda steps: train_deltas(  # noqa: E731
-            patcher, [synthetic_pair(args.model)], [clean_latents(args.model, args.size)],
+            patcher, synthetic_concepts(args.model), [clean_latents(args.model, args.size)],
             trainable_keys(patcher, "cross_attention_kv"), ErasureConfig(steps, 1e-5, **training_precision(patcher)), None)
         run(2)
         profiler = cProfile.Profile()
@@ -38,7 +36,7 @@ def main():
         return
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
     with profile(activities=activities, schedule=schedule(wait=1, warmup=2, active=args.steps - 3)) as prof:
-        train_deltas(patcher, [synthetic_pair(args.model)], [clean_latents(args.model, args.size)],
+        train_deltas(patcher, synthetic_concepts(args.model), [clean_latents(args.model, args.size)],
                      trainable_keys(patcher, "cross_attention_kv"),
                      ErasureConfig(args.steps, 1e-5, **training_precision(patcher)), lambda r: prof.step())
     sort = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"

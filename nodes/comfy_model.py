@@ -7,6 +7,7 @@ D as "diff" patches. Clones share the nn.Module, so nothing here ever writes int
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import logging
 
 import comfy.model_management
@@ -14,7 +15,7 @@ import comfy.sampler_helpers
 import comfy.samplers
 import torch
 
-from ..unlearning import Concept, NoiseSchedule, WeightDeltas, erase, select_parameters
+from ..unlearning import Concept, LoraDeltas, NoiseSchedule, WeightDeltas, erase, select_parameters
 
 # Model families whose erasure is verified end to end (model_config class names).
 SUPPORTED_FAMILIES = ("SD15",)
@@ -166,17 +167,29 @@ def gradient_checkpointing(module):
                 block.forward = own
 
 
-def train_deltas(model, pairs, latents, keys, config, on_step, checkpointing="off"):
-    """Erase each ConceptPair (with its clean latents) on a throwaway clone of `model`.
+def weights_fingerprint(model, keys) -> str:
+    """sha256 of the original (unpatched) values of the weights an erasure changes: which base it fits."""
+    originals = model.get_key_patches("diffusion_model.")
+    digest = hashlib.sha256()
+    for key in sorted(keys):
+        weight = originals[key][0][0]
+        digest.update(key.encode())
+        digest.update(weight.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
-    Returns (deltas on the CPU, step records). `model` is never modified, and after an interrupt or
-    an error nothing of the training is left on the shared module. `checkpointing` ("on", "off",
-    "auto") trades a forward pass for the activations' memory; "auto" trains without it and, if the
-    device runs out of memory, starts again with it and one latent per frozen pass.
+
+def train_deltas(model, concepts, latents, keys, config, on_step, checkpointing="off", lora=None):
+    """Erase each pair of the ConceptSet (with its clean latents), keeping its preserved prompts, on a
+    throwaway clone of `model`; `lora` = (rank, alpha) trains LoRA factors instead of full deltas.
+
+    Returns (deltas or LoRA factors on the CPU, step records). `model` is never modified, and after an
+    interrupt or an error nothing of the training is left on the shared module. `checkpointing` ("on",
+    "off", "auto") trades a forward pass for the activations' memory; "auto" trains without it and,
+    if the device runs out of memory, starts again with it and one latent per frozen pass.
     """
     if checkpointing == "auto":
         try:
-            return train_deltas(model, pairs, latents, keys, config, on_step, "off")
+            return train_deltas(model, concepts, latents, keys, config, on_step, "off", lora)
         except torch.OutOfMemoryError:
             logging.warning("Unlearn Model: out of memory; starting again with gradient checkpointing")
             comfy.model_management.soft_empty_cache()
@@ -187,19 +200,21 @@ def train_deltas(model, pairs, latents, keys, config, on_step, checkpointing="of
         work.set_model_compute_dtype(torch.float32)   # float16 gradients underflow without loss scaling
     shapes = {key: tensor.shape for key, tensor in work.model_state_dict().items() if key in set(keys)}
     with torch.inference_mode(False), torch.enable_grad():
-        deltas = WeightDeltas(shapes, device=work.load_device)
+        if lora is None:
+            deltas = WeightDeltas(shapes, device=work.load_device)
+        else:
+            deltas = LoraDeltas(shapes, *lora, device=work.load_device, seed=config.seed)
         for key in keys:
             work.add_weight_wrapper(key, DeltaWrapper(deltas, key))
         comfy.model_management.load_models_gpu([work], memory_required=1e20, force_full_load=True)
         try:
             memory_saving = gradient_checkpointing if checkpointing == "on" else contextlib.nullcontext
             with autograd_safe_weights(work.model.diffusion_model), memory_saving(work.model.diffusion_model):
-                concepts = []
-                for pair, clean in zip(pairs, latents):
-                    shape = (1, *clean.shape[1:])
-                    concepts.append(Concept(model_conds(work, pair.target_cond, shape), model_conds(work, pair.anchor_cond, shape),
-                                            clean, pair.target_text, pair.anchor_text))
-                records = erase(ComfyDenoiser(work), deltas, concepts, config, on_step)
+                shape = (1, *latents[0].shape[1:])
+                erased = [Concept(model_conds(work, pair.target_cond, shape), model_conds(work, pair.anchor_cond, shape),
+                                  clean, pair.target_text, pair.anchor_text) for pair, clean in zip(concepts.pairs, latents)]
+                preserved = [model_conds(work, kept.cond, shape) for kept in concepts.preserve]
+                records = erase(ComfyDenoiser(work), deltas, erased, config, on_step, preserved)
         finally:
             deltas.enabled = False        # the wrappers stay on the modules until the next full load
             work.detach(unpatch_all=True)

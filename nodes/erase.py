@@ -1,13 +1,15 @@
 """Unlearn Concept Pair and Unlearn Model: name what to forget, then erase it from a MODEL."""
 import comfy.model_management
+import comfy.sd
 import comfy.utils
 from comfy_api.latest import io
 
 from ..divergences import DIVERGENCES, REDUCTIONS
-from ..unlearning import PACK_VERSION, PARAMETER_PRESETS, ConceptPair, Erasure, ErasureConfig, pair_prompts
+from ..unlearning import (PACK_VERSION, PARAMETER_PRESETS, ConceptPair, ConceptSet, Erasure, ErasureConfig,
+                          PreservedPrompt, lora_state_dict, pair_prompts, prompt_lines)
 from .anchor_samples import AnchorSampling, anchor_latents
 from .comfy_model import (SUPPORTED_FAMILIES, frozen_batch_for, model_family, train_deltas, trainable_keys,
-                          training_precision)
+                          training_precision, weights_fingerprint)
 
 Concepts = io.Custom("UNLEARN_CONCEPTS")
 ErasureType = io.Custom("UNLEARN_ERASURE")
@@ -34,6 +36,9 @@ class UnlearnConceptPair(io.ComfyNode):
                 io.String.Input("anchor", multiline=True, default="", placeholder="a painting",
                                 tooltip="What the concept should become: one line shared by every target, or one line "
                                         "per target. Empty: the empty prompt."),
+                io.String.Input("preserve", multiline=True, default="", optional=True, placeholder="a dog",
+                                tooltip="Prompts to keep exactly as they are, one per line (e.g. the anchor's class or "
+                                        "neighbouring concepts); weighted by Unlearn Model's preserve_weight."),
                 Concepts.Input("concepts", optional=True,
                                tooltip="Pairs from another Unlearn Concept Pair node, to erase several concepts at once."),
             ],
@@ -41,14 +46,15 @@ class UnlearnConceptPair(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, clip, target, anchor, concepts=None):
+    def execute(cls, clip, target, anchor, preserve="", concepts=None):
         pairs = pair_prompts(target, anchor)
         if clip is None:
             raise ValueError("clip is empty: connect the CLIP output of the checkpoint loader.")
         encode = lambda text: clip.encode_from_tokens_scheduled(clip.tokenize(text))  # noqa: E731, as CLIPTextEncode
         empty = encode("")
-        encoded = [ConceptPair(t, a, encode(t), encode(a) if a else empty, empty) for t, a in pairs]
-        return io.NodeOutput(list(concepts or []) + encoded)
+        encoded = ConceptSet([ConceptPair(t, a, encode(t), encode(a) if a else empty, empty) for t, a in pairs],
+                             [PreservedPrompt(text, encode(text)) for text in prompt_lines(preserve)])
+        return io.NodeOutput((concepts or ConceptSet()).merged(encoded))
 
 
 class UnlearnModel(io.ComfyNode):
@@ -97,6 +103,13 @@ class UnlearnModel(io.ComfyNode):
                              tooltip="Width in pixels of those anchor images."),
                 io.Int.Input("anchor_height", optional=True, default=512, min=16, max=4096, step=8,
                              tooltip="Height in pixels of those anchor images."),
+                io.Float.Input("preserve_weight", optional=True, default=1.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="Weight of keeping the concept pair's preserve prompts unchanged (MSE to the "
+                                       "frozen model). 0 ignores them."),
+                io.Int.Input("rank", optional=True, default=8, min=1, max=256,
+                             tooltip="Rank of the LoRA when parameters is lora (rank 8 on SD1.5: about 3 MB in float16)."),
+                io.Float.Input("lora_alpha", optional=True, default=8.0, min=0.01, max=1024.0, step=0.5,
+                               tooltip="LoRA alpha when parameters is lora: updates are scaled by lora_alpha / rank."),
                 io.Combo.Input("gradient_checkpointing", optional=True, options=["auto", "on", "off"], default="auto",
                                tooltip="Recompute activations in backward to save memory (slower: SDXL at 1024 px "
                                        "1.7x the time, 5 GiB less). auto: only if training runs out of memory."),
@@ -111,11 +124,12 @@ class UnlearnModel(io.ComfyNode):
     @classmethod
     def execute(cls, model, concepts, divergence, steps, learning_rate, seed, parameters, latents=None,
                 temperature=1.0, reduction="mean", alpha=0.5, batch_size=1, anchor_images=4, anchor_steps=20,
-                anchor_cfg=7.0, anchor_width=512, anchor_height=512, gradient_checkpointing="auto"):
+                anchor_cfg=7.0, anchor_width=512, anchor_height=512, preserve_weight=1.0, rank=8, lora_alpha=8.0,
+                gradient_checkpointing="auto"):
         config = ErasureConfig(steps, learning_rate, seed, divergence, {"alpha": alpha}, temperature, reduction,
-                               batch_size, **training_precision(model))
+                               batch_size, preserve_weight=preserve_weight, **training_precision(model))
         config.validate()
-        if not concepts:
+        if not concepts or not concepts.pairs:
             raise ValueError("concepts is empty: connect an Unlearn Concept Pair node with at least one target.")
         family = model_family(model)
         if family not in SUPPORTED_FAMILIES:
@@ -126,35 +140,42 @@ class UnlearnModel(io.ComfyNode):
             raise ValueError(f"parameters='{parameters}' matches no weight of this {family} model; choose another preset.")
 
         sampling = AnchorSampling(anchor_images, anchor_steps, anchor_cfg, anchor_width, anchor_height)
-        sampled_anchors = 0 if latents is not None else len({pair.anchor_text for pair in concepts})
+        sampled_anchors = 0 if latents is not None else len({pair.anchor_text for pair in concepts.pairs})
         progress = comfy.utils.ProgressBar(steps + sampled_anchors * anchor_steps, node_id=cls.hidden.unique_id)
         if latents is not None:
-            clean = [_checked_latents(model, latents)] * len(concepts)
+            clean = [_checked_latents(model, latents)] * len(concepts.pairs)
         else:
-            clean = [anchor_latents(model, pair, sampling, seed, on_step=lambda: progress.update(1)) for pair in concepts]
+            clean = [anchor_latents(model, pair, sampling, seed, on_step=lambda: progress.update(1))
+                     for pair in concepts.pairs]
 
         def on_step(record):
             comfy.model_management.throw_exception_if_processing_interrupted()
             progress.update(1)
 
         config.frozen_batch = frozen_batch_for(clean[0].shape)
-        deltas, records = train_deltas(model, concepts, clean, keys, config, on_step, gradient_checkpointing)
-        erased = model.clone()
-        erased.add_patches({key: ("diff", (delta,)) for key, delta in deltas.items()}, 1.0)
+        lora = (rank, lora_alpha) if parameters == "lora" else None
+        fingerprint = weights_fingerprint(model, keys)
+        deltas, records = train_deltas(model, concepts, clean, keys, config, on_step, gradient_checkpointing, lora)
+        # The same loader call as LoraLoaderModelOnly, so a saved erasure loads into exactly this MODEL.
+        erased, _ = comfy.sd.load_lora_for_models(model, None, lora_state_dict(deltas), 1.0, 0.0)
         metadata = {
             "method": "anchor",
             "divergence": divergence,
             "divergence_params": DIVERGENCES[divergence].resolve({"alpha": alpha}),
             "temperature": temperature,
             "reduction": reduction,
-            "concepts": [{"target": p.target_text, "anchor": p.anchor_text} for p in concepts],
+            "concepts": [{"target": p.target_text, "anchor": p.anchor_text} for p in concepts.pairs],
+            "preserve": [kept.text for kept in concepts.preserve],
+            "preserve_weight": preserve_weight,
             "parameters": parameters,
+            "lora": {"rank": rank, "alpha": lora_alpha} if lora else None,
             "steps": steps,
             "learning_rate": learning_rate,
             "seed": seed,
             "batch_size": batch_size,
             "training_latents": "wired" if latents is not None else vars(sampling),
-            "base_model": family,
+            "base_model": {"family": family, "weights_sha256": fingerprint,
+                           "patched_upstream": bool(model.patches)},
             "pack_version": PACK_VERSION,
         }
         return io.NodeOutput(erased, Erasure(deltas, metadata, records))

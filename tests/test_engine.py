@@ -6,8 +6,9 @@ import torch
 
 from comfyui_unlearn.divergences import DIVERGENCES, REDUCTIONS
 from comfyui_unlearn.unlearning import (
-    Concept, DiscreteVPSchedule, ErasureConfig, NonFiniteLossError, erase, pair_prompts, select_parameters)
-from toy_models import toy_setup
+    Concept, DiscreteVPSchedule, ErasureConfig, LoraDeltas, ModuleDenoiser, NonFiniteLossError, erase, lora_state_dict,
+    pair_prompts, select_parameters)
+from toy_models import eps_unet_predict, toy_setup
 
 
 def make_concept(seed=1):
@@ -62,8 +63,10 @@ def test_presets_pick_attention_weights_by_name():
     assert select_parameters(names, "full") == names
     comfy = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_v.weight"
     assert select_parameters([comfy, comfy.replace("attn2", "attn1")], "cross_attention_kv") == [comfy]
+    assert select_parameters([comfy, comfy.replace("to_v.weight", "to_out.0.weight"), comfy.replace("weight", "bias")],
+                             "lora") == [comfy, comfy.replace("to_v.weight", "to_out.0.weight")]
     with pytest.raises(ValueError, match="choose one of: cross_attention_kv"):
-        select_parameters(names, "lora")
+        select_parameters(names, "loha")
 
 
 def test_erasure_pulls_the_target_onto_the_anchor_and_leaves_weights_alone():
@@ -155,3 +158,52 @@ def test_batched_frozen_passes_give_the_same_erasure_as_one_per_step():
     one_per_step, batched = run(1), run(8)
     for key in one_per_step:
         assert torch.allclose(one_per_step[key], batched[key], rtol=1e-4, atol=1e-7)
+
+
+def prompt_drift(denoiser, deltas, cond, latents, seed=9):
+    """How far the trained model's epsilon for cond has moved from the frozen model's."""
+    probe = Concept(cond, cond, latents)
+    return discrepancy(denoiser, deltas, probe, seed)
+
+
+def test_preservation_term_keeps_the_preserved_prompt_closer_while_both_targets_change():
+    g = torch.Generator().manual_seed(7)
+    kept = torch.randn(1, 3, 8, generator=g)
+    drift, moved = {}, {}
+    for weight in (0.0, 5.0):
+        _, denoiser, deltas = toy_setup("cross_attention")
+        concepts = [make_concept(1), make_concept(2)]
+        config = ErasureConfig(steps=60, learning_rate=3e-3, batch_size=2, preserve_weight=weight)
+        records = erase(denoiser, deltas, concepts, config, preserve=[kept])
+        assert {"erase", "preserve"} <= set(records[-1].terms)
+        drift[weight] = prompt_drift(denoiser, deltas, kept, concepts[0].latents)
+        moved[weight] = [prompt_drift(denoiser, deltas, c.target, c.latents) for c in concepts]
+    assert drift[5.0] < 0.5 * drift[0.0]
+    assert all(m > 1e-4 for m in moved[5.0])
+
+
+def test_lora_starts_at_the_base_weights_and_erases():
+    module, _, _ = toy_setup()
+    schedule = DiscreteVPSchedule()
+    keys = select_parameters([n for n, _ in module.named_parameters()], "attention")
+    keys = [k for k in keys if k.endswith("weight") and dict(module.named_parameters())[k].ndim == 2]
+    deltas = LoraDeltas({k: dict(module.named_parameters())[k].shape for k in keys}, rank=2, alpha=2.0)
+    denoiser = ModuleDenoiser(module, schedule, deltas, eps_unet_predict(schedule))
+    weight = dict(module.named_parameters())[keys[0]]
+    assert torch.equal(deltas.apply(keys[0], weight), weight)
+    concept = make_concept()
+    before = discrepancy(denoiser, deltas, concept)
+    erase(denoiser, deltas, [concept], ErasureConfig(steps=60, learning_rate=3e-3, batch_size=2))
+    assert discrepancy(denoiser, deltas, concept) < 0.5 * before
+
+
+def test_lora_state_dict_uses_the_keys_comfyui_maps():
+    key = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+    bias = "diffusion_model.out.0.bias"
+    full = lora_state_dict({key: torch.ones(4, 3), bias: torch.ones(4)}, torch.float16)
+    assert set(full) == {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k.diff", "lora_unet_out_0.diff_b"}
+    assert full["lora_unet_out_0.diff_b"].dtype == torch.float16
+    lora = lora_state_dict({key: (torch.zeros(4, 2), torch.ones(2, 3), 2.0)})
+    name = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k"
+    assert set(lora) == {f"{name}.lora_up.weight", f"{name}.lora_down.weight", f"{name}.alpha"}
+    assert lora[f"{name}.alpha"].item() == 2.0

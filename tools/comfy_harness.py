@@ -64,7 +64,7 @@ def start_comfyui(comfyui_path, base_dir, cpu=True):
     import nodes
 
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
-    missing = {"UnlearnConceptPair", "UnlearnModel"} - set(nodes.NODE_CLASS_MAPPINGS)
+    missing = {"UnlearnConceptPair", "UnlearnModel", "UnlearnSaveErasure"} - set(nodes.NODE_CLASS_MAPPINGS)
     if missing:
         raise RuntimeError(f"ComfyUI did not load the pack's nodes {sorted(missing)}; see the log above")
     return GraphRunner()

@@ -1,14 +1,16 @@
 """The erasure engine: pure torch, no ComfyUI import (it drives any Denoiser and NoiseSchedule)."""
-from .concepts import ConceptPair, pair_prompts
-from .deltas import WeightDeltas
+from .concepts import ConceptPair, ConceptSet, PreservedPrompt, pair_prompts, prompt_lines
+from .deltas import LoraDeltas, WeightDeltas
 from .erasure import PACK_VERSION, Erasure
+from .export import lora_state_dict, next_free_path, read_erasure_metadata, write_erasure
 from .engine import Concept, Denoiser, ErasureConfig, NonFiniteLossError, StepRecord, erase
 from .parameters import PARAMETER_PRESETS, select_parameters
 from .schedule import DiscreteVPSchedule, NoiseSchedule
 from .torch_module import ModuleDenoiser
 
 __all__ = [
-    "Concept", "ConceptPair", "Denoiser", "DiscreteVPSchedule", "Erasure", "ErasureConfig", "ModuleDenoiser",
-    "NoiseSchedule", "NonFiniteLossError", "PACK_VERSION", "PARAMETER_PRESETS", "StepRecord", "WeightDeltas", "erase",
-    "pair_prompts", "select_parameters",
+    "Concept", "ConceptPair", "ConceptSet", "Denoiser", "DiscreteVPSchedule", "Erasure", "ErasureConfig",
+    "LoraDeltas", "ModuleDenoiser", "NoiseSchedule", "NonFiniteLossError", "PACK_VERSION", "PARAMETER_PRESETS",
+    "PreservedPrompt", "StepRecord", "WeightDeltas", "erase", "lora_state_dict", "next_free_path", "pair_prompts",
+    "prompt_lines", "read_erasure_metadata", "select_parameters", "write_erasure",
 ]

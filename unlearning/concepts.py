@@ -1,5 +1,6 @@
-"""Concept/anchor pairs as users write them: one target per line, one shared anchor or one per target."""
-from dataclasses import dataclass
+"""What to erase and what to keep, as users write it: one target per line, one shared anchor or one
+per target, and prompts to preserve."""
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -12,10 +13,30 @@ class ConceptPair:
     empty_cond: Any = None    # the empty prompt's, e.g. the negative when sampling anchor images
 
 
+@dataclass
+class PreservedPrompt:
+    text: str
+    cond: Any = None
+
+
+@dataclass
+class ConceptSet:
+    """The UNLEARN_CONCEPTS of the nodes: pairs to erase, and prompts whose predictions must not move."""
+
+    pairs: list = field(default_factory=list)       # ConceptPair
+    preserve: list = field(default_factory=list)    # PreservedPrompt
+
+    def merged(self, other: "ConceptSet") -> "ConceptSet":
+        return ConceptSet(self.pairs + other.pairs, self.preserve + other.preserve)
+
+
+def prompt_lines(text: str) -> list:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def pair_prompts(target: str, anchor: str) -> list:
     """[(target, anchor), ...] from the two text boxes; raises ValueError naming the input to fix."""
-    targets = [line.strip() for line in target.splitlines() if line.strip()]
-    anchors = [line.strip() for line in anchor.splitlines() if line.strip()]
+    targets, anchors = prompt_lines(target), prompt_lines(anchor)
     if not targets:
         raise ValueError("target is empty: write the concept to erase, one per line (e.g. 'Van Gogh').")
     if not anchors:

@@ -20,6 +20,10 @@ class WeightDeltas:
     def parameters(self):
         return list(self.tensors.values())
 
+    def weight_keys(self):
+        """The keys of the weights these deltas change."""
+        return list(self.tensors)
+
     def apply(self, key, weight):
         if not self.enabled:
             return weight
@@ -37,3 +41,37 @@ class WeightDeltas:
     def export(self):
         """Detached float32 copies on the CPU, keyed like the weights."""
         return {key: tensor.detach().to("cpu", copy=True) for key, tensor in self.tensors.items()}
+
+
+class LoraDeltas(WeightDeltas):
+    """Low-rank updates D = (alpha / rank) up @ down for 2-D weights, up zero at the start (D = 0).
+
+    The same interface as WeightDeltas; down starts random (seeded), as in LoRA, so the gradient of up
+    is not zero. Exported as (up, down, alpha) per weight: ComfyUI's LoRA format.
+    """
+
+    def __init__(self, shapes, rank, alpha, device=None, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        self.rank, self.alpha = rank, alpha
+        self.factors = {}
+        for key, shape in shapes.items():
+            if len(shape) != 2:
+                raise ValueError(f"LoRA trains linear (2-D) weights only; {key} has shape {tuple(shape)}")
+            down = torch.randn(rank, shape[1], generator=generator) / shape[1] ** 0.5
+            self.factors[key] = (torch.zeros(shape[0], rank, device=device, requires_grad=True),
+                                 down.to(device).requires_grad_(True))
+        self.tensors = {f"{key}.{part}": t for key, pair in self.factors.items() for part, t in zip(("up", "down"), pair)}
+        self.enabled = True
+
+    def weight_keys(self):
+        return list(self.factors)
+
+    def apply(self, key, weight):
+        if not self.enabled:
+            return weight
+        up, down = self.factors[key]
+        return weight + ((self.alpha / self.rank) * (up @ down)).to(weight.dtype)
+
+    def export(self):
+        return {key: (up.detach().to("cpu", copy=True), down.detach().to("cpu", copy=True), float(self.alpha))
+                for key, (up, down) in self.factors.items()}

@@ -53,12 +53,15 @@ class ErasureConfig:
     autocast_dtype: Optional[torch.dtype] = None   # e.g. torch.bfloat16: mixed precision for the model passes
     loss_scaling: bool = False    # dynamic loss scaling, for models that compute in float16
     frozen_batch: int = 8         # latents per frozen (anchor) pass; the steps they cover are drawn ahead
+    preserve_weight: float = 1.0  # weight of the preservation term (when there are prompts to preserve)
 
     def validate(self):
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be a finite positive number, got {self.learning_rate}; try 5e-5")
+        if not (math.isfinite(self.preserve_weight) and self.preserve_weight >= 0):
+            raise ValueError(f"preserve_weight must be a finite number >= 0, got {self.preserve_weight}; try 1.0")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a finite positive number, got {self.temperature}; try 1.0")
         if self.batch_size < 1 or self.frozen_batch < 1:
@@ -75,6 +78,7 @@ class StepRecord:
     m: float          # batch mean of the Mahalanobis term the divergence saw
     sigma: float      # batch mean noise level
     seconds: float
+    terms: dict = field(default_factory=dict)   # the loss's parts, e.g. {"erase": ..., "preserve": ...}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -89,11 +93,12 @@ class Sample:
     x_t: torch.Tensor
     sigma: torch.Tensor
     percent: torch.Tensor
-    anchor_eps: Optional[torch.Tensor] = None
+    preserve: Any = None                          # the conditioning of the prompt preserved this step
+    frozen: dict = field(default_factory=dict)    # "anchor" / "preserve" -> the frozen model's epsilon
 
 
-def draw_samples(concepts, first_step, count, denoiser, config, generator) -> list:
-    """The samples of steps first_step .. first_step + count - 1 (concepts in turn)."""
+def draw_samples(concepts, preserve, first_step, count, denoiser, config, generator) -> list:
+    """The samples of steps first_step .. first_step + count - 1 (concepts and preserved prompts in turn)."""
     schedule, samples = denoiser.schedule, []
     for step in range(first_step, first_step + count):
         concept = concepts[step % len(concepts)]
@@ -102,30 +107,38 @@ def draw_samples(concepts, first_step, count, denoiser, config, generator) -> li
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         percent = schedule.sample_percent(config.batch_size, generator)
         sigma = schedule.sigma_at(percent).to(denoiser.device, torch.float32)
-        samples.append(Sample(concept, schedule.add_noise(x0, noise, sigma), sigma, percent))
+        kept = preserve[step % len(preserve)] if preserve else None
+        samples.append(Sample(concept, schedule.add_noise(x0, noise, sigma), sigma, percent, kept))
     return samples
 
 
-def frozen_eps(denoiser, deltas, samples, cond_of, config):
-    """The frozen model's epsilon for every sample under cond_of(concept), in batched passes.
+def frozen_eps(denoiser, deltas, requests, config) -> list:
+    """The frozen model's epsilon for each (x_t, sigma, cond) request, in batched passes per cond.
 
     The frozen model never changes, so its predictions for the coming steps can be computed
-    together: one pass instead of one per step (measured: that pass is CPU-bound on a GPU).
+    together: one pass instead of one per step (measured: such passes are CPU-bound on a GPU).
     """
-    schedule, results = denoiser.schedule, [None] * len(samples)
-    by_concept = {}
-    for index, sample in enumerate(samples):
-        by_concept.setdefault(id(sample.concept), []).append(index)
+    schedule, results, by_cond = denoiser.schedule, [None] * len(requests), {}
+    for index, (_, _, cond) in enumerate(requests):
+        by_cond.setdefault(id(cond), []).append(index)
     with _autocast(denoiser.device, config.autocast_dtype), torch.no_grad(), deltas.disabled():
-        for indices in by_concept.values():
-            x_t = torch.cat([samples[i].x_t for i in indices])
-            sigma = torch.cat([samples[i].sigma for i in indices])
-            cond = cond_of(samples[indices[0]].concept)
+        for indices in by_cond.values():
+            x_t = torch.cat([requests[i][0] for i in indices])
+            sigma = torch.cat([requests[i][1] for i in indices])
+            cond = requests[indices[0]][2]
             eps = torch.cat([schedule.eps_from_x0(x, denoiser.predict_x0(x, s, cond), s)
                              for x, s in zip(x_t.split(config.frozen_batch), sigma.split(config.frozen_batch))])
-            for i, chunk in zip(indices, eps.split(config.batch_size)):
+            for i, chunk in zip(indices, eps.split([len(requests[i][0]) for i in indices])):
                 results[i] = chunk
     return results
+
+
+def prepare_frozen(denoiser, deltas, samples, config):
+    """Fill sample.frozen with the frozen model's epsilon for each sample's anchor and preserved prompt."""
+    requests = [(s.x_t, s.sigma, s.concept.anchor, s, "anchor") for s in samples]
+    requests += [(s.x_t, s.sigma, s.preserve, s, "preserve") for s in samples if s.preserve is not None]
+    for (_, _, _, sample, role), eps in zip(requests, frozen_eps(denoiser, deltas, [r[:3] for r in requests], config)):
+        sample.frozen[role] = eps
 
 
 def _autocast(device, dtype):
@@ -138,11 +151,13 @@ def erase(
     concepts: list,
     config: ErasureConfig,
     on_step: Optional[Callable[[StepRecord], None]] = None,
+    preserve: list = (),
 ) -> list:
     """Train `deltas` so the denoiser forgets each concept; returns one record per step.
 
-    `on_step` runs after every step and may raise to stop the run (interrupt). Same seed, same inputs,
-    same device -> the same deltas.
+    `preserve` holds conditionings whose predictions must stay the frozen model's (one per step, in
+    turn, at the same noisy latents). `on_step` runs after every step and may raise to stop the run
+    (interrupt). Same seed, same inputs, same device -> the same deltas.
     """
     config.validate()
     if not concepts:
@@ -156,9 +171,8 @@ def erase(
     for step in range(config.steps):
         started = time.perf_counter()
         if not upcoming:
-            upcoming = draw_samples(concepts, step, min(steps_ahead, config.steps - step), denoiser, config, generator)
-            for sample, eps in zip(upcoming, frozen_eps(denoiser, deltas, upcoming, lambda c: c.anchor, config)):
-                sample.anchor_eps = eps
+            upcoming = draw_samples(concepts, preserve, step, min(steps_ahead, config.steps - step), denoiser, config, generator)
+            prepare_frozen(denoiser, deltas, upcoming, config)
         sample = upcoming.pop(0)
         x_t, sigma = sample.x_t, sample.sigma
 
@@ -166,8 +180,14 @@ def erase(
             target_eps = schedule.eps_from_x0(x_t, denoiser.predict_x0(x_t, sigma, sample.concept.target), sigma)
         step_weight = schedule.step_weight(sample.percent).to(x_t.device) if config.reduction == "step" else None
         loss, m = divergence_loss(
-            target_eps, sample.anchor_eps, config.divergence, temperature=config.temperature,
+            target_eps, sample.frozen["anchor"], config.divergence, temperature=config.temperature,
             reduction=config.reduction, step_weight=step_weight, **config.divergence_params)
+        terms = {"erase": loss.detach()}
+        if sample.preserve is not None:
+            with _autocast(x_t.device, config.autocast_dtype):
+                kept_eps = schedule.eps_from_x0(x_t, denoiser.predict_x0(x_t, sigma, sample.preserve), sigma)
+            terms["preserve"], _ = divergence_loss(kept_eps, sample.frozen["preserve"], "kl")
+            loss = loss + config.preserve_weight * terms["preserve"]
 
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -180,7 +200,8 @@ def erase(
         scaler.step(optimizer)      # skipped, and the scale halved, if float16 gradients overflowed
         scaler.update()
 
-        record = StepRecord(step + 1, loss.item(), m.mean().item(), sigma.mean().item(), time.perf_counter() - started)
+        record = StepRecord(step + 1, loss.item(), m.mean().item(), sigma.mean().item(), time.perf_counter() - started,
+                            {name: value.item() for name, value in terms.items()})
         records.append(record)
         if on_step is not None:
             on_step(record)

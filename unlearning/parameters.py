@@ -23,6 +23,10 @@ PARAMETER_PRESETS = {
         r"",
         "Every weight of the diffusion model: strongest, biggest, and most likely to disturb other concepts.",
     ),
+    "lora": (
+        r"\.attn[12]\.to_(q|k|v|out\.0)\.weight$",
+        "A LoRA (rank `rank`) on every attention projection, the usual LoRA targets: small files to share.",
+    ),
 }
 
 

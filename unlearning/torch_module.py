@@ -18,7 +18,7 @@ class ModuleDenoiser:
 
     def predict_x0(self, x_t, sigma, cond):
         weights = dict(self.module.named_parameters())
-        overrides = {key: self.deltas.apply(key, weights[key]) for key in self.deltas.tensors}
+        overrides = {key: self.deltas.apply(key, weights[key]) for key in self.deltas.weight_keys()}
 
         def call(*args, **kwargs):
             return torch.func.functional_call(self.module, overrides, args, kwargs)

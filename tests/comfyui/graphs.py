@@ -55,3 +55,36 @@ def reference_latents(runner, checkpoint, seeds=(1, 2)):
 
 def same(a, b):
     return a.shape == b.shape and torch.equal(a, b)
+
+
+def with_saved_erasure(graph, dtype="float32", prefix="test/erasure"):
+    graph["13"]["inputs"].update(dtype=dtype, filename_prefix=prefix)
+    return graph
+
+
+def saved_lora_name(result):
+    """The loras-relative file name that UnlearnSaveErasure reported."""
+    text = result.outputs["13"]["text"][0]
+    return text.split("saved ", 1)[1].split(" in the loras folder")[0]
+
+
+def lora_graph(checkpoint, lora_name, strength, seed=42):
+    """Stock LoraLoaderModelOnly on the checkpoint's MODEL -> the example's KSampler -> SaveLatent."""
+    graph = plain_graph(checkpoint, seed)
+    graph["30"] = {"class_type": "LoraLoaderModelOnly",
+                   "inputs": {"model": ["1", 0], "lora_name": lora_name, "strength_model": strength}}
+    graph["7"]["inputs"]["model"] = ["30", 0]
+    return graph
+
+
+def sample_prompts(graph, model, prompts, first_id, prefix):
+    """Add CLIPTextEncode -> KSampler (seed 42, 3 steps) -> SaveLatent per prompt on `model`; {prompt: save id}."""
+    saves = {}
+    for offset, prompt in enumerate(prompts):
+        encode, sampler, save = (str(first_id + 3 * offset + i) for i in range(3))
+        graph[encode] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": prompt}}
+        graph[sampler] = copy.deepcopy(graph["7"])
+        graph[sampler]["inputs"].update(model=model, positive=[encode, 0])
+        graph[save] = _save_latent([sampler, 0], f"{prefix}/{offset}")
+        saves[prompt] = save
+    return saves

@@ -15,13 +15,13 @@ def tiny_unet(runner):
 
 def erase(model, **options):
     from comfyui_unlearn.nodes.comfy_model import train_deltas, trainable_keys
-    from comfyui_unlearn.unlearning import ConceptPair, ErasureConfig
+    from comfyui_unlearn.unlearning import ConceptPair, ConceptSet, ErasureConfig
 
     g = torch.Generator().manual_seed(0)
     pair = ConceptPair("t", "a", [[torch.randn(1, 77, 768, generator=g), {}]], [[torch.randn(1, 77, 768, generator=g), {}]])
     latents = torch.randn(2, 4, 8, 8, generator=g)
     checkpointing = options.pop("checkpointing", "off")
-    deltas, records = train_deltas(model, [pair], [latents], trainable_keys(model, "attention"),
+    deltas, records = train_deltas(model, ConceptSet([pair]), [latents], trainable_keys(model, "attention"),
                                    ErasureConfig(steps=3, learning_rate=1e-3, **options), None, checkpointing)
     return deltas, records
 
@@ -64,12 +64,12 @@ def test_auto_checkpointing_starts_again_with_it_when_memory_runs_out(tiny_unet,
     attempts = []
     real_erase = comfy_model.erase
 
-    def erase_that_needs_checkpointing(denoiser, deltas, concepts, config, on_step):
+    def erase_that_needs_checkpointing(denoiser, deltas, concepts, config, on_step, preserve):
         checkpointed = any("forward" in m.__dict__ for m in denoiser.model.diffusion_model.modules())
         attempts.append((checkpointed, config.frozen_batch))
         if not checkpointed:
             raise torch.OutOfMemoryError("simulated: the activations do not fit")
-        return real_erase(denoiser, deltas, concepts, config, on_step)
+        return real_erase(denoiser, deltas, concepts, config, on_step, preserve)
 
     monkeypatch.setattr(comfy_model, "erase", erase_that_needs_checkpointing)
     deltas, records = erase(tiny_unet, checkpointing="auto")

@@ -1,0 +1,90 @@
+"""Erasures as state dicts that ComfyUI's stock LoRA loaders read (LoraLoader, LoraLoaderModelOnly).
+
+Keys follow the kohya convention on ComfyUI's own weight names: the weight
+"diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight" becomes the module name
+"lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k", with
+- ".diff" (a full weight delta) or ".diff_b" (a bias delta), or
+- ".lora_up.weight", ".lora_down.weight" and ".alpha" (a LoRA: delta = alpha / rank * up @ down).
+"""
+import glob
+import json
+import re
+from pathlib import Path, PurePosixPath
+
+import torch
+
+PREFIX = "diffusion_model."
+
+
+def module_name(key: str) -> str:
+    if not key.startswith(PREFIX):
+        raise ValueError(f"{key} is not a diffusion-model weight")
+    return "lora_unet_" + key[len(PREFIX):].rsplit(".", 1)[0].replace(".", "_")
+
+
+def lora_state_dict(exported: dict, dtype=torch.float32) -> dict:
+    """Tensors to save from WeightDeltas.export() (key -> delta) or LoraDeltas.export() (key -> up, down, alpha)."""
+    state = {}
+    for key, value in exported.items():
+        name = module_name(key)
+        if isinstance(value, tuple):
+            up, down, alpha = value
+            state[f"{name}.lora_up.weight"] = up.to(dtype)
+            state[f"{name}.lora_down.weight"] = down.to(dtype)
+            state[f"{name}.alpha"] = torch.tensor(alpha)
+        else:
+            state[f"{name}.diff_b" if key.endswith(".bias") else f"{name}.diff"] = value.to(dtype)
+    return state
+
+
+METADATA_KEY = "comfyui_unlearn"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]")
+
+
+def safe_relative_path(prefix: str) -> PurePosixPath:
+    """`filename_prefix` as a path inside the target folder; raises ValueError naming the fix."""
+    text = prefix.strip().replace("\\", "/")
+    if not text:
+        raise ValueError("filename_prefix is empty: give a name such as 'unlearn/van_gogh'.")
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
+        raise ValueError(f"filename_prefix must be relative to the loras folder, got '{prefix}'.")
+    parts = [p for p in text.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise ValueError(f"filename_prefix must stay inside the loras folder: '{prefix}' climbs out of it.")
+    parts = [_UNSAFE.sub("_", p).strip(" .") or "_" for p in parts]
+    return PurePosixPath(*parts)
+
+
+def next_free_path(folder, prefix: str) -> Path:
+    """folder/<prefix>_00001.safetensors, numbered past the files already there; stays inside folder."""
+    folder = Path(folder).resolve()
+    relative = safe_relative_path(prefix)
+    target = (folder / relative).parent.resolve()
+    if target != folder and folder not in target.parents:
+        raise ValueError(f"filename_prefix must stay inside the loras folder: '{prefix}' leads to {target}.")
+    stem = relative.name
+    numbers = [int(m.group(1)) for p in target.glob(f"{glob.escape(stem)}_*.safetensors")
+               if (m := re.fullmatch(re.escape(stem) + r"_(\d+)\.safetensors", p.name))] if target.is_dir() else []
+    return target / f"{stem}_{max(numbers, default=0) + 1:05d}.safetensors"
+
+
+def write_erasure(path, state_dict: dict, metadata: dict) -> Path:
+    """Save a LoRA-loader state dict with the erasure's metadata in the safetensors header."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(path),
+                  metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+    except OSError as error:
+        raise OSError(f"cannot write {path}: {error.strerror or error}. Make the loras folder writable, or list a "
+                      f"writable one under 'loras' in ComfyUI's extra_model_paths.yaml.") from error
+    return path
+
+
+def read_erasure_metadata(path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}"))
