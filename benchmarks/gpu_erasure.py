@@ -39,7 +39,7 @@ def matmul_peak_tflops():
     return 2 * 8192 ** 3 * 20 / (time.perf_counter() - start) / 1e12
 
 
-def erase(patchers, name, size, steps, setting, preset="cross_attention_kv"):
+def erase(patchers, name, size, steps, setting, preset):
     """(step times, peak bytes, wall seconds) of one erasure run."""
     from comfyui_unlearn.nodes.comfy_model import frozen_batch_for, train_deltas, trainable_keys
     from comfyui_unlearn.unlearning import ErasureConfig
@@ -55,16 +55,17 @@ def erase(patchers, name, size, steps, setting, preset="cross_attention_kv"):
     start = time.perf_counter()
     train_deltas(model, synthetic_concepts(name), [latents], trainable_keys(model, preset),
                  ErasureConfig(steps, 1e-5, **fields),
-                 lambda r: (torch.cuda.synchronize(), stamps.append(time.perf_counter())), checkpointing)
+                 lambda r: (torch.cuda.synchronize(), stamps.append(time.perf_counter())), checkpointing,
+                 (8, 8.0) if preset == "lora" else None)
     wall = time.perf_counter() - start
     return [b - a for a, b in zip(stamps, stamps[1:])], torch.cuda.max_memory_allocated(), wall
 
 
-def step_flops(patchers, name, size, setting):
+def step_flops(patchers, name, size, setting, preset):
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        erase(patchers, name, size, 1, setting)
+        erase(patchers, name, size, 1, setting, preset)
     return counter.get_total_flops()
 
 
@@ -83,6 +84,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["sd15", "sdxl"])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS))
+    parser.add_argument("--preset", default="cross_attention_kv", help="parameters preset (lora: rank 8)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--full-run", type=int, default=500, help="steps of the one real end-to-end run (sd15)")
     args = parser.parse_args()
@@ -95,17 +97,18 @@ def main():
         sampling = sampling_peak(patchers[torch.float16], name, size)
         rows.append([name, "plain sampling (fp16, CFG, 4 steps)", "", "", f"{sampling / 2**30:.2f}", "1.00", ""])
         for setting in args.settings:
-            times, peak_bytes, _ = erase(patchers, name, size, args.steps, setting)
+            times, peak_bytes, _ = erase(patchers, name, size, args.steps, setting, args.preset)
             step = statistics.median(times[2:])
-            flops = step_flops(patchers, name, size, setting)
+            flops = step_flops(patchers, name, size, setting, args.preset)
             mfu = flops / step / 1e12 / peak
-            results.append({"model": name, "px": size, "setting": setting, "step_s": step, "steps_500_s": 500 * step,
+            results.append({"model": name, "px": size, "preset": args.preset, "setting": setting, "step_s": step,
+                            "steps_500_s": 500 * step,
                             "peak_gib": peak_bytes / 2**30, "sampling_peak_gib": sampling / 2**30,
                             "tflop_per_step": flops / 1e12, "fraction_of_bf16_peak": mfu})
             rows.append([name, setting, f"{step:.3f}", f"{500 * step:.0f}", f"{peak_bytes / 2**30:.2f}",
                          f"{peak_bytes / sampling:.2f}", f"{mfu:.1%}"])
         if name == "sd15" and args.full_run:
-            times, peak_bytes, wall = erase(patchers, name, size, args.full_run, DEFAULT)
+            times, peak_bytes, wall = erase(patchers, name, size, args.full_run, DEFAULT, args.preset)
             results.append({"model": name, "px": size, "setting": f"end to end, {args.full_run} steps",
                             "wall_s": wall, "peak_gib": peak_bytes / 2**30})
             rows.append([name, f"end to end, {args.full_run} steps, default", f"{statistics.median(times):.3f}",
@@ -114,7 +117,7 @@ def main():
         torch.cuda.empty_cache()
     print(f"\ndevice: {device_name('cuda')}, torch {torch.__version__}, bf16 matmul peak {peak:.0f} TFLOP/s")
     print_table(["model", "setting", "s/step", "500 steps (s)", "peak GiB", "vs sampling", "of bf16 peak"], rows)
-    write_json(f"gpu_erasure_{'_'.join(args.models)}.json", {"device": device_name("cuda"), "bf16_matmul_tflops": peak, "cases": results})
+    write_json(f"gpu_erasure_{'_'.join(args.models)}_{args.preset}.json", {"device": device_name("cuda"), "bf16_matmul_tflops": peak, "cases": results})
 
 
 if __name__ == "__main__":

@@ -92,27 +92,36 @@ def model_conds(model, conditioning, latent_shape):
 
 
 @contextlib.contextmanager
-def autograd_safe_weights(module):
-    """Let autograd save the loaded weights for backward, without copying them.
+def frozen_base_weights(module):
+    """Make the loaded weights constants for autograd while training, without copying them.
 
-    ComfyUI loads weights inside torch.inference_mode(), and inference tensors cannot be saved for
-    backward. Each one is swapped for a normal tensor over the same storage (zero-copy, same
-    values) and put back on exit, so the shared module ends exactly as it was.
+    ComfyUI creates its parameters with requires_grad=True, so autograd would compute (and keep, on
+    the shared module) a gradient for every weight; they are switched off and back on afterwards.
+    Inside ComfyUI's executor the weights are also inference tensors, which autograd cannot save for
+    backward: each is swapped for a normal tensor over the same storage (zero-copy, same values) and
+    put back on exit, so the shared module ends exactly as it was.
     """
-    swapped = []
+    swapped, unflagged = [], []
     for submodule in module.modules():
         for store in (submodule._parameters, submodule._buffers):
             for name, tensor in store.items():
-                if tensor is not None and tensor.is_inference():
+                if tensor is None:
+                    continue
+                if tensor.is_inference():
                     alias = torch.empty(0, dtype=tensor.dtype, device=tensor.device).set_(
                         tensor.untyped_storage(), tensor.storage_offset(), tensor.size(), tensor.stride())
                     store[name] = torch.nn.Parameter(alias, requires_grad=False) if isinstance(tensor, torch.nn.Parameter) else alias
                     swapped.append((store, name, tensor))
+                elif tensor.requires_grad:
+                    tensor.requires_grad_(False)
+                    unflagged.append(tensor)
     try:
         yield
     finally:
         for store, name, tensor in reversed(swapped):
             store[name] = tensor
+        for tensor in unflagged:
+            tensor.requires_grad_(True)
 
 
 FROZEN_PASS_AREA = 8 * 64 * 64   # latent pixels per frozen pass: 8 SD1.5 latents at 512 px
@@ -209,7 +218,7 @@ def train_deltas(model, concepts, latents, keys, config, on_step, checkpointing=
         comfy.model_management.load_models_gpu([work], memory_required=1e20, force_full_load=True)
         try:
             memory_saving = gradient_checkpointing if checkpointing == "on" else contextlib.nullcontext
-            with autograd_safe_weights(work.model.diffusion_model), memory_saving(work.model.diffusion_model):
+            with frozen_base_weights(work.model.diffusion_model), memory_saving(work.model.diffusion_model):
                 shape = (1, *latents[0].shape[1:])
                 erased = [Concept(model_conds(work, pair.target_cond, shape), model_conds(work, pair.anchor_cond, shape),
                                   clean, pair.target_text, pair.anchor_text) for pair, clean in zip(concepts.pairs, latents)]

@@ -76,3 +76,12 @@ def test_auto_checkpointing_starts_again_with_it_when_memory_runs_out(tiny_unet,
     assert attempts == [(False, 8), (True, 1)] and len(records) == 3
     assert any(d.abs().sum() > 0 for d in deltas.values())
     assert not any("forward" in m.__dict__ for m in tiny_unet.model.diffusion_model.modules())
+
+
+def test_base_weights_get_no_gradient_and_keep_their_flags(tiny_unet):
+    parameters = list(tiny_unet.model.diffusion_model.parameters())
+    flags = [p.requires_grad for p in parameters]
+    assert all(flags)    # ComfyUI loads parameters with requires_grad=True (outside inference mode)
+    erase(tiny_unet)
+    assert all(p.grad is None for p in parameters)
+    assert [p.requires_grad for p in parameters] == flags
