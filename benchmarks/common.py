@@ -64,11 +64,12 @@ def synthetic_pair(name, seed=0):
     return ConceptPair("target", "anchor", cond(), cond(), cond())
 
 
-def synthetic_concepts(name, seed=0):
-    """The UNLEARN_CONCEPTS of one synthetic pair."""
-    from comfyui_unlearn.unlearning import ConceptSet
+def synthetic_concepts(name, latents, seed=0):
+    """One engine Concept (ComfyUI conditionings) of the synthetic pair, training on `latents`."""
+    from comfyui_unlearn.unlearning import Concept
 
-    return ConceptSet([synthetic_pair(name, seed)])
+    pair = synthetic_pair(name, seed)
+    return [Concept(pair.target_cond, pair.anchor_cond, latents, "target", "anchor", pair.empty_cond)]
 
 
 def clean_latents(name, size, count=4, seed=0):

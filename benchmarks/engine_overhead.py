@@ -27,7 +27,7 @@ def sync(device):
 
 def engine_steps(patcher, pair, latents, steps, device):
     from comfyui_unlearn.nodes.comfy_model import train_deltas, trainable_keys
-    from comfyui_unlearn.unlearning import ConceptSet, ErasureConfig
+    from comfyui_unlearn.unlearning import Concept, ErasureConfig
 
     times = []
 
@@ -37,7 +37,8 @@ def engine_steps(patcher, pair, latents, steps, device):
 
     times.append(time.perf_counter())
     keys = trainable_keys(patcher, "cross_attention_kv")
-    deltas, _ = train_deltas(patcher, ConceptSet([pair]), [latents], keys, ErasureConfig(steps, LEARNING_RATE), timed)
+    concepts = [Concept(pair.target_cond, pair.anchor_cond, latents)]
+    deltas, _ = train_deltas(patcher, concepts, [], keys, ErasureConfig(steps, LEARNING_RATE), timed)
     return deltas, [b - a for a, b in zip(times, times[1:])]
 
 

@@ -37,7 +37,7 @@ def run_case(case, name, size, device):
 
         patcher = random_unet(name, dtype=torch.float16 if device == "cuda" else torch.float32)
         reset_peak(device)
-        train_deltas(patcher, synthetic_concepts(name), [clean_latents(name, size)], trainable_keys(patcher, case),
+        train_deltas(patcher, synthetic_concepts(name, clean_latents(name, size)), [], trainable_keys(patcher, case),
                      ErasureConfig(STEPS, 1e-5, **training_precision(patcher)), None)
     return read_peak(device)
 

@@ -53,7 +53,7 @@ def erase(patchers, name, size, steps, setting, preset):
     stamps = []
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    train_deltas(model, synthetic_concepts(name), [latents], trainable_keys(model, preset),
+    train_deltas(model, synthetic_concepts(name, latents), [], trainable_keys(model, preset),
                  ErasureConfig(steps, 1e-5, **fields),
                  lambda r: (torch.cuda.synchronize(), stamps.append(time.perf_counter())), checkpointing,
                  (8, 8.0) if preset == "lora" else None)

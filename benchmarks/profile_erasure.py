@@ -27,7 +27,7 @@ def main():
         import pstats
 
         run = lambda steps: train_deltas(  # noqa: E731
-            patcher, synthetic_concepts(args.model), [clean_latents(args.model, args.size)],
+            patcher, synthetic_concepts(args.model, clean_latents(args.model, args.size)), [],
             trainable_keys(patcher, "cross_attention_kv"), ErasureConfig(steps, 1e-5, **training_precision(patcher)), None)
         run(2)
         profiler = cProfile.Profile()
@@ -36,7 +36,7 @@ def main():
         return
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
     with profile(activities=activities, schedule=schedule(wait=1, warmup=2, active=args.steps - 3)) as prof:
-        train_deltas(patcher, synthetic_concepts(args.model), [clean_latents(args.model, args.size)],
+        train_deltas(patcher, synthetic_concepts(args.model, clean_latents(args.model, args.size)), [],
                      trainable_keys(patcher, "cross_attention_kv"),
                      ErasureConfig(args.steps, 1e-5, **training_precision(patcher)), lambda r: prof.step())
     sort = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"

@@ -15,7 +15,7 @@ import comfy.sampler_helpers
 import comfy.samplers
 import torch
 
-from ..unlearning import Concept, LoraDeltas, NoiseSchedule, WeightDeltas, erase, select_parameters
+from ..unlearning import LoraDeltas, NoiseSchedule, WeightDeltas, erase, select_parameters
 
 # Model families whose erasure is verified end to end (model_config class names).
 SUPPORTED_FAMILIES = ("SD15",)
@@ -187,9 +187,10 @@ def weights_fingerprint(model, keys) -> str:
     return digest.hexdigest()
 
 
-def train_deltas(model, concepts, latents, keys, config, on_step, checkpointing="off", lora=None):
-    """Erase each pair of the ConceptSet (with its clean latents), keeping its preserved prompts, on a
-    throwaway clone of `model`; `lora` = (rank, alpha) trains LoRA factors instead of full deltas.
+def train_deltas(model, concepts, preserve, keys, config, on_step, checkpointing="off", lora=None):
+    """Run the engine on a throwaway clone of `model`: erase each engine Concept (whose target, anchor
+    and empty are CONDITIONINGs here) while keeping the `preserve` CONDITIONINGs; `lora` = (rank,
+    alpha) trains LoRA factors instead of full deltas.
 
     Returns (deltas or LoRA factors on the CPU, step records). `model` is never modified, and after an
     interrupt or an error nothing of the training is left on the shared module. `checkpointing` ("on",
@@ -198,7 +199,7 @@ def train_deltas(model, concepts, latents, keys, config, on_step, checkpointing=
     """
     if checkpointing == "auto":
         try:
-            return train_deltas(model, concepts, latents, keys, config, on_step, "off", lora)
+            return train_deltas(model, concepts, preserve, keys, config, on_step, "off", lora)
         except torch.OutOfMemoryError:
             logging.warning("Unlearn Model: out of memory; starting again with gradient checkpointing")
             comfy.model_management.soft_empty_cache()
@@ -219,11 +220,11 @@ def train_deltas(model, concepts, latents, keys, config, on_step, checkpointing=
         try:
             memory_saving = gradient_checkpointing if checkpointing == "on" else contextlib.nullcontext
             with frozen_base_weights(work.model.diffusion_model), memory_saving(work.model.diffusion_model):
-                shape = (1, *latents[0].shape[1:])
-                erased = [Concept(model_conds(work, pair.target_cond, shape), model_conds(work, pair.anchor_cond, shape),
-                                  clean, pair.target_text, pair.anchor_text) for pair, clean in zip(concepts.pairs, latents)]
-                preserved = [model_conds(work, kept.cond, shape) for kept in concepts.preserve]
-                records = erase(ComfyDenoiser(work), deltas, erased, config, on_step, preserved)
+                shape = (1, *concepts[0].latent_shape())
+                convert = lambda cond: None if cond is None else model_conds(work, cond, shape)  # noqa: E731
+                prepared = [dataclasses.replace(c, target=convert(c.target), anchor=convert(c.anchor), empty=convert(c.empty))
+                            for c in concepts]
+                records = erase(ComfyDenoiser(work), deltas, prepared, config, on_step, [convert(p) for p in preserve])
         finally:
             deltas.enabled = False        # the wrappers stay on the modules until the next full load
             work.detach(unpatch_all=True)

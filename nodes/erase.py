@@ -5,8 +5,8 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..divergences import DIVERGENCES, REDUCTIONS
-from ..unlearning import (PACK_VERSION, PARAMETER_PRESETS, ConceptPair, ConceptSet, Erasure, ErasureConfig,
-                          PreservedPrompt, lora_state_dict, pair_prompts, prompt_lines)
+from ..unlearning import (OBJECTIVES, PACK_VERSION, PARAMETER_PRESETS, Concept, ConceptPair, ConceptSet, Erasure,
+                          ErasureConfig, PreservedPrompt, lora_state_dict, pair_prompts, prompt_lines)
 from .anchor_samples import AnchorSampling, anchor_latents
 from .comfy_model import (SUPPORTED_FAMILIES, frozen_batch_for, model_family, train_deltas, trainable_keys,
                           training_precision, weights_fingerprint)
@@ -57,6 +57,24 @@ class UnlearnConceptPair(io.ComfyNode):
         return io.NodeOutput((concepts or ConceptSet()).merged(encoded))
 
 
+def _objective_inputs():
+    """One optional input per objective parameter, its tooltip naming the objectives that use it."""
+    users, specs = {}, {}
+    for objective in OBJECTIVES.values():
+        for p in objective.parameters:
+            users.setdefault(p.name, []).append(objective.name)
+            specs[p.name] = p
+    inputs = []
+    for name, p in specs.items():
+        tooltip = f"{p.description} Used by: {', '.join(users[name])}."
+        if isinstance(p.default, int):
+            inputs.append(io.Int.Input(name, optional=True, default=p.default, min=p.minimum, max=p.maximum, tooltip=tooltip))
+        else:
+            inputs.append(io.Float.Input(name, optional=True, default=p.default, min=p.minimum, max=p.maximum,
+                                         step=0.01, tooltip=tooltip))
+    return inputs
+
+
 class UnlearnModel(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -64,13 +82,13 @@ class UnlearnModel(io.ComfyNode):
             node_id="UnlearnModel",
             display_name="Unlearn Model",
             category=CATEGORY,
-            description="Erases concepts from a diffusion model by pulling its prediction for each concept onto the "
-                        "frozen prediction for its anchor. The input MODEL is never modified.",
+            description="Erases concepts from a diffusion model (by default by pulling its prediction for each "
+                        "concept onto the frozen prediction for its anchor). The input MODEL is never modified.",
             inputs=[
                 io.Model.Input("model", tooltip="The model to erase from. It stays as it was for every other branch."),
                 Concepts.Input("concepts", tooltip="What to forget and what to map it to (Unlearn Concept Pair)."),
                 io.Combo.Input("divergence", options=list(DIVERGENCES), default="kl", tooltip=_choices_tooltip(
-                    "How the model's prediction is compared with the anchor's; kl is the classic MSE.",
+                    "How the model's prediction is compared with its training target; kl is the classic MSE.",
                     {name: d.description for name, d in DIVERGENCES.items()})),
                 io.Int.Input("steps", default=200, min=1, max=100000,
                              tooltip="Optimisation steps. 100-500 is typical; more erases harder and drifts more."),
@@ -81,9 +99,16 @@ class UnlearnModel(io.ComfyNode):
                 io.Combo.Input("parameters", options=list(PARAMETER_PRESETS), default="cross_attention_kv",
                                tooltip=_choices_tooltip("Which weights change.",
                                                         {k: v[1] for k, v in PARAMETER_PRESETS.items()})),
+                io.Combo.Input("objective", optional=True, options=list(OBJECTIVES), default="anchor",
+                               tooltip=_choices_tooltip("The unlearning method.",
+                                                        {name: o.description for name, o in OBJECTIVES.items()})),
                 io.Latent.Input("latents", optional=True,
-                                tooltip="Clean latents (e.g. VAE Encode of anchor images) to noise for training. "
-                                        "Unconnected: anchor images are sampled from the model and cached."),
+                                tooltip="anchor: clean latents (e.g. VAE Encode of anchor images) to noise for training. "
+                                        "constrained_forward_kl and vdu: the images to forget. Unconnected: sampled "
+                                        "from the model (anchor images; images of the target) and cached."),
+                io.Image.Input("images", optional=True,
+                               tooltip="Images to forget (constrained_forward_kl, vdu), encoded with vae; instead of latents."),
+                io.Vae.Input("vae", optional=True, tooltip="The VAE that encodes images."),
                 io.Float.Input("temperature", optional=True, default=1.0, min=1e-6, max=1e6, step=0.001,
                                tooltip="The Gaussians' variance: m = discrepancy / temperature. Lower it to make "
                                        "Hellinger, chi-squared, JS and TV differ more from kl (no effect on kl)."),
@@ -94,15 +119,16 @@ class UnlearnModel(io.ComfyNode):
                 io.Int.Input("batch_size", optional=True, default=1, min=1, max=64,
                              tooltip="Noisy latents per step. Larger is smoother and slower."),
                 io.Int.Input("anchor_images", optional=True, default=4, min=1, max=256,
-                             tooltip="Anchor images sampled per anchor prompt when latents is unconnected."),
+                             tooltip="Images sampled per prompt when the objective needs images and none are connected."),
                 io.Int.Input("anchor_steps", optional=True, default=20, min=1, max=200,
-                             tooltip="Sampling steps (euler, normal) for those anchor images."),
+                             tooltip="Sampling steps (euler, normal) for those images."),
                 io.Float.Input("anchor_cfg", optional=True, default=7.0, min=0.0, max=30.0, step=0.1,
-                               tooltip="CFG scale for those anchor images (the empty prompt is the negative)."),
+                               tooltip="CFG scale for those images (the empty prompt is the negative)."),
                 io.Int.Input("anchor_width", optional=True, default=512, min=16, max=4096, step=8,
-                             tooltip="Width in pixels of those anchor images."),
+                             tooltip="Width in pixels of those images (and of the trajectories esd and the "
+                                     "constrained_reverse_kl / constrained_likelihood objectives sample)."),
                 io.Int.Input("anchor_height", optional=True, default=512, min=16, max=4096, step=8,
-                             tooltip="Height in pixels of those anchor images."),
+                             tooltip="Height in pixels of those images and trajectories."),
                 io.Float.Input("preserve_weight", optional=True, default=1.0, min=0.0, max=100.0, step=0.1,
                                tooltip="Weight of keeping the concept pair's preserve prompts unchanged (MSE to the "
                                        "frozen model). 0 ignores them."),
@@ -111,23 +137,28 @@ class UnlearnModel(io.ComfyNode):
                 io.Float.Input("lora_alpha", optional=True, default=8.0, min=0.01, max=1024.0, step=0.5,
                                tooltip="LoRA alpha when parameters is lora: updates are scaled by lora_alpha / rank."),
                 io.Combo.Input("gradient_checkpointing", optional=True, options=["auto", "on", "off"], default="auto",
-                               tooltip="Recompute activations in backward to save memory (slower: SDXL at 1024 px "
-                                       "1.7x the time, 5 GiB less). auto: only if training runs out of memory."),
+                               tooltip="Recompute activations in backward to save memory (slower: SDXL at 1024 px on "
+                                       "an H100 took 1.75x the time for 24% less). auto: only if training runs out of memory."),
+                *_objective_inputs(),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The erased model: the input with the learned changes as patches."),
                 ErasureType.Output(display_name="erasure", tooltip="The learned weight changes and how they were made."),
+                io.LossMap.Output(display_name="losses",
+                                  tooltip="Per step: loss, its terms and the objective's state (e.g. lambda); plot "
+                                          "it with Plot Loss Graph."),
             ],
             hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
-    def execute(cls, model, concepts, divergence, steps, learning_rate, seed, parameters, latents=None,
-                temperature=1.0, reduction="mean", alpha=0.5, batch_size=1, anchor_images=4, anchor_steps=20,
-                anchor_cfg=7.0, anchor_width=512, anchor_height=512, preserve_weight=1.0, rank=8, lora_alpha=8.0,
-                gradient_checkpointing="auto"):
+    def execute(cls, model, concepts, divergence, steps, learning_rate, seed, parameters, objective="anchor",
+                latents=None, images=None, vae=None, temperature=1.0, reduction="mean", alpha=0.5, batch_size=1,
+                anchor_images=4, anchor_steps=20, anchor_cfg=7.0, anchor_width=512, anchor_height=512,
+                preserve_weight=1.0, rank=8, lora_alpha=8.0, gradient_checkpointing="auto", **objective_params):
         config = ErasureConfig(steps, learning_rate, seed, divergence, {"alpha": alpha}, temperature, reduction,
-                               batch_size, preserve_weight=preserve_weight, **training_precision(model))
+                               batch_size, preserve_weight=preserve_weight, objective=objective,
+                               objective_params=objective_params, **training_precision(model))
         config.validate()
         if not concepts or not concepts.pairs:
             raise ValueError("concepts is empty: connect an Unlearn Concept Pair node with at least one target.")
@@ -138,30 +169,35 @@ class UnlearnModel(io.ComfyNode):
         keys = trainable_keys(model, parameters)
         if not keys:
             raise ValueError(f"parameters='{parameters}' matches no weight of this {family} model; choose another preset.")
+        method = OBJECTIVES[objective]
+        if objective == "vdu" and parameters == "lora":
+            raise ValueError("objective='vdu' needs full weight deltas (its prior is per weight): choose a parameters "
+                             "preset other than lora.")
 
         sampling = AnchorSampling(anchor_images, anchor_steps, anchor_cfg, anchor_width, anchor_height)
-        sampled_anchors = 0 if latents is not None else len({pair.anchor_text for pair in concepts.pairs})
-        progress = comfy.utils.ProgressBar(steps + sampled_anchors * anchor_steps, node_id=cls.hidden.unique_id)
-        if latents is not None:
-            clean = [_checked_latents(model, latents)] * len(concepts.pairs)
-        else:
-            clean = [anchor_latents(model, pair, sampling, seed, on_step=lambda: progress.update(1))
-                     for pair in concepts.pairs]
+        given = _given_latents(model, latents, images, vae)
+        prompts = _prompts_to_sample(method, concepts.pairs, given)
+        progress = comfy.utils.ProgressBar(steps + len(prompts) * anchor_steps, node_id=cls.hidden.unique_id)
+        sample = lambda pair, prompt: anchor_latents(model, pair, sampling, seed, prompt,  # noqa: E731
+                                                     on_step=lambda: progress.update(1))
+        engine_concepts = [_engine_concept(model, method, pair, given, sampling, sample) for pair in concepts.pairs]
 
         def on_step(record):
             comfy.model_management.throw_exception_if_processing_interrupted()
             progress.update(1)
 
-        config.frozen_batch = frozen_batch_for(clean[0].shape)
+        config.frozen_batch = frozen_batch_for((1, *engine_concepts[0].latent_shape()))
         lora = (rank, lora_alpha) if parameters == "lora" else None
         fingerprint = weights_fingerprint(model, keys)
-        deltas, records = train_deltas(model, concepts, clean, keys, config, on_step, gradient_checkpointing, lora)
+        deltas, records = train_deltas(model, engine_concepts, [kept.cond for kept in concepts.preserve], keys, config,
+                                       on_step, gradient_checkpointing, lora)
         # The same loader call as LoraLoaderModelOnly, so a saved erasure loads into exactly this MODEL.
         erased, _ = comfy.sd.load_lora_for_models(model, None, lora_state_dict(deltas), 1.0, 0.0)
         metadata = {
-            "method": "anchor",
-            "divergence": divergence,
-            "divergence_params": DIVERGENCES[divergence].resolve({"alpha": alpha}),
+            "method": objective,
+            "objective_params": method.resolve(objective_params),
+            "divergence": divergence if method.uses_divergence else None,
+            "divergence_params": DIVERGENCES[divergence].resolve({"alpha": alpha}) if method.uses_divergence else {},
             "temperature": temperature,
             "reduction": reduction,
             "concepts": [{"target": p.target_text, "anchor": p.anchor_text} for p in concepts.pairs],
@@ -170,22 +206,58 @@ class UnlearnModel(io.ComfyNode):
             "parameters": parameters,
             "lora": {"rank": rank, "alpha": lora_alpha} if lora else None,
             "steps": steps,
+            "steps_run": len(records),
             "learning_rate": learning_rate,
             "seed": seed,
             "batch_size": batch_size,
-            "training_latents": "wired" if latents is not None else vars(sampling),
+            "training_images": "connected" if given is not None else vars(sampling),
             "base_model": {"family": family, "weights_sha256": fingerprint,
                            "patched_upstream": bool(model.patches)},
             "pack_version": PACK_VERSION,
         }
-        return io.NodeOutput(erased, Erasure(deltas, metadata, records))
+        losses = {"loss": [r.loss for r in records]}
+        for name in records[0].terms:
+            losses[name] = [r.terms.get(name) for r in records]
+        return io.NodeOutput(erased, Erasure(deltas, metadata, records), losses)
 
 
-def _checked_latents(model, latents):
-    samples = latents["samples"]
+def _given_latents(model, latents, images, vae):
+    """The LATENT, or the IMAGE encoded by the VAE, checked against the model's latent channels; or None."""
+    if images is not None:
+        if vae is None:
+            raise ValueError("images is connected but vae is not: connect the checkpoint's VAE to encode them.")
+        samples = vae.encode(images[:, :, :, :3])
+    elif latents is not None:
+        samples = latents["samples"]
+    else:
+        return None
     channels = model.get_model_object("latent_format").latent_channels
     if samples.ndim != 4 or samples.shape[1] != channels:
         raise ValueError(
             f"latents has shape {tuple(samples.shape)} but this model takes {channels}-channel latents: encode "
-            f"the images with this model's VAE (VAE Encode), or leave latents unconnected to sample anchor images.")
+            f"the images with this model's VAE (VAE Encode), or leave latents unconnected to sample images.")
     return samples
+
+
+def _prompts_to_sample(method, pairs, given):
+    """The (pair, prompt role) whose images must be sampled: anchors for the retained data, targets for
+    the data to forget when none is connected; each distinct prompt once."""
+    wanted = []
+    if "latents" in method.needs and not (given is not None and "forget_latents" not in method.needs):
+        wanted += [(p.anchor_text, "anchor") for p in pairs]
+    if "forget_latents" in method.needs and given is None:
+        wanted += [(p.target_text, "target") for p in pairs]
+    return set(wanted)
+
+
+def _engine_concept(model, method, pair, given, sampling, sample):
+    """An engine Concept for one pair, with the data its objective trains on."""
+    forget = "forget_latents" in method.needs
+    concept = Concept(pair.target_cond, pair.anchor_cond, None, pair.target_text, pair.anchor_text, pair.empty_cond,
+                      shape=(model.get_model_object("latent_format").latent_channels,
+                             sampling.height // 8, sampling.width // 8))
+    if "latents" in method.needs:
+        concept.latents = given if given is not None and not forget else sample(pair, "anchor")
+    if forget:
+        concept.forget_latents = given if given is not None else sample(pair, "target")
+    return concept

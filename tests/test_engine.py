@@ -13,8 +13,9 @@ from toy_models import eps_unet_predict, toy_setup
 
 def make_concept(seed=1):
     g = torch.Generator().manual_seed(seed)
-    target, anchor = torch.randn(1, 3, 8, generator=g), torch.randn(1, 3, 8, generator=g)
-    return Concept(target, anchor, torch.randn(6, 4, 4, 4, generator=g), "snoopy", "a dog")
+    target, anchor, empty = (torch.randn(1, 3, 8, generator=g) for _ in range(3))
+    return Concept(target, anchor, torch.randn(6, 4, 4, 4, generator=g), "snoopy", "a dog", empty=empty,
+                   forget_latents=2.0 + 0.5 * torch.randn(3, 4, 4, 4, generator=g))   # unlike the anchor images
 
 
 def discrepancy(denoiser, deltas, concept, seed=5):

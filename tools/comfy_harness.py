@@ -61,7 +61,10 @@ def start_comfyui(comfyui_path, base_dir, cpu=True):
         link.symlink_to(PACK_ROOT, target_is_directory=True)
     import_comfyui(comfyui_path, base_dir, cpu)
     import utils.extra_config  # noqa: F401   # before `nodes`, which puts comfy/ (and its utils.py) on sys.path
+    import folder_paths
     import nodes
+
+    Path(folder_paths.get_temp_directory()).mkdir(parents=True, exist_ok=True)   # main.py makes it at start-up
 
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
     missing = {"UnlearnConceptPair", "UnlearnModel", "UnlearnSaveErasure"} - set(nodes.NODE_CLASS_MAPPINGS)

@@ -4,13 +4,15 @@ from .deltas import LoraDeltas, WeightDeltas
 from .erasure import PACK_VERSION, Erasure
 from .export import lora_state_dict, next_free_path, read_erasure_metadata, write_erasure
 from .engine import Concept, Denoiser, ErasureConfig, NonFiniteLossError, StepRecord, erase
+from .objectives import OBJECTIVES, dual_ascent, get_objective
 from .parameters import PARAMETER_PRESETS, select_parameters
 from .schedule import DiscreteVPSchedule, NoiseSchedule
 from .torch_module import ModuleDenoiser
 
 __all__ = [
     "Concept", "ConceptPair", "ConceptSet", "Denoiser", "DiscreteVPSchedule", "Erasure", "ErasureConfig",
-    "LoraDeltas", "ModuleDenoiser", "NoiseSchedule", "NonFiniteLossError", "PACK_VERSION", "PARAMETER_PRESETS",
+    "LoraDeltas", "ModuleDenoiser", "NoiseSchedule", "NonFiniteLossError", "OBJECTIVES", "PACK_VERSION",
+    "PARAMETER_PRESETS", "dual_ascent", "get_objective",
     "PreservedPrompt", "StepRecord", "WeightDeltas", "erase", "lora_state_dict", "next_free_path", "pair_prompts",
     "prompt_lines", "read_erasure_metadata", "select_parameters", "write_erasure",
 ]

@@ -1,10 +1,13 @@
-"""The erasure loop: pull the model's prediction for a concept onto the frozen prediction for its anchor.
+"""The erasure loop, shared by every objective.
 
-At the same noisy latent x_t and noise level, the trainable model conditioned on the target
-concept is pulled toward the frozen model's prediction for the anchor (stop-gradient on the anchor
-side), with a divergence applied to the discrepancy in epsilon space (Ablating Concepts' model-based
-loss, generalised to f-divergences by f-DMU).
+Each step draws noisy latents (from clean latents, from the data to forget, or from a partial
+sampling trajectory of the frozen or the trained model), gets the frozen model's predictions the
+objective asks for (batched over the coming steps: the frozen model never changes), and lets the
+objective turn the trainable model's predictions into a loss; then one Adam step on the deltas,
+the objective's own update (a dual variable, say), and a record. The objectives are in objectives.py;
+the default, `anchor`, is Ablating Concepts' model-based loss generalised to f-divergences (f-DMU).
 """
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,6 +17,7 @@ import torch
 
 from ..divergences import REDUCTIONS, divergence_loss, get_divergence
 from .deltas import WeightDeltas
+from .objectives import get_objective
 from .schedule import NoiseSchedule
 
 
@@ -30,13 +34,19 @@ class Denoiser(Protocol):
 
 @dataclass
 class Concept:
-    """One concept to erase: its conditioning, its anchor's, and clean latents to noise."""
+    """One concept to erase: its conditionings and the latents its objective trains on."""
 
     target: Any
     anchor: Any
-    latents: torch.Tensor
+    latents: Optional[torch.Tensor]          # clean latents to noise: anchor images (the retain data)
     target_text: str = ""
     anchor_text: str = ""
+    empty: Any = None                        # the empty prompt's conditioning (ESD, CFG in trajectories)
+    forget_latents: Optional[torch.Tensor] = None   # data to forget (constrained_forward_kl, vdu)
+    shape: Optional[tuple] = None            # (C, H, W) of the latents, where no latents are given
+
+    def latent_shape(self):
+        return tuple(self.latents.shape[1:]) if self.latents is not None else tuple(self.shape)
 
 
 @dataclass
@@ -52,8 +62,10 @@ class ErasureConfig:
     max_grad_norm: float = 1.0
     autocast_dtype: Optional[torch.dtype] = None   # e.g. torch.bfloat16: mixed precision for the model passes
     loss_scaling: bool = False    # dynamic loss scaling, for models that compute in float16
-    frozen_batch: int = 8         # latents per frozen (anchor) pass; the steps they cover are drawn ahead
+    frozen_batch: int = 8         # latents per frozen pass; the steps they cover are drawn ahead
     preserve_weight: float = 1.0  # weight of the preservation term (when there are prompts to preserve)
+    objective: str = "anchor"
+    objective_params: dict = field(default_factory=dict)
 
     def validate(self):
         if self.steps < 1:
@@ -69,6 +81,7 @@ class ErasureConfig:
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"reduction '{self.reduction}' is unknown; choose one of: {', '.join(REDUCTIONS)}")
         get_divergence(self.divergence)
+        get_objective(self.objective).check(self.objective_params)
 
 
 @dataclass
@@ -78,7 +91,7 @@ class StepRecord:
     m: float          # batch mean of the Mahalanobis term the divergence saw
     sigma: float      # batch mean noise level
     seconds: float
-    terms: dict = field(default_factory=dict)   # the loss's parts, e.g. {"erase": ..., "preserve": ...}
+    terms: dict = field(default_factory=dict)   # the loss's parts and the objective's state, e.g. lambda
 
 
 class NonFiniteLossError(RuntimeError):
@@ -86,63 +99,133 @@ class NonFiniteLossError(RuntimeError):
 
 
 @dataclass
-class Sample:
-    """One step's noisy latents; drawn ahead so that the frozen passes of several steps run as one."""
+class Draw:
+    """Noisy latents of one step: x_t at sigma, and the noise that made it (None on a trajectory)."""
 
-    concept: Concept
     x_t: torch.Tensor
     sigma: torch.Tensor
     percent: torch.Tensor
+    noise: Optional[torch.Tensor] = None
+
+
+@dataclass
+class Step:
+    """What one step trains on; drawn ahead so that the frozen passes of several steps run as one."""
+
+    concept: Concept
+    draws: dict = field(default_factory=dict)     # draw name -> Draw
     preserve: Any = None                          # the conditioning of the prompt preserved this step
-    frozen: dict = field(default_factory=dict)    # "anchor" / "preserve" -> the frozen model's epsilon
-
-
-def draw_samples(concepts, preserve, first_step, count, denoiser, config, generator) -> list:
-    """The samples of steps first_step .. first_step + count - 1 (concepts and preserved prompts in turn)."""
-    schedule, samples = denoiser.schedule, []
-    for step in range(first_step, first_step + count):
-        concept = concepts[step % len(concepts)]
-        pick = torch.randint(len(concept.latents), (config.batch_size,), generator=generator)
-        x0 = concept.latents[pick].to(denoiser.device, torch.float32)
-        noise = torch.randn(x0.shape, generator=generator).to(x0)
-        percent = schedule.sample_percent(config.batch_size, generator)
-        sigma = schedule.sigma_at(percent).to(denoiser.device, torch.float32)
-        kept = preserve[step % len(preserve)] if preserve else None
-        samples.append(Sample(concept, schedule.add_noise(x0, noise, sigma), sigma, percent, kept))
-    return samples
-
-
-def frozen_eps(denoiser, deltas, requests, config) -> list:
-    """The frozen model's epsilon for each (x_t, sigma, cond) request, in batched passes per cond.
-
-    The frozen model never changes, so its predictions for the coming steps can be computed
-    together: one pass instead of one per step (measured: such passes are CPU-bound on a GPU).
-    """
-    schedule, results, by_cond = denoiser.schedule, [None] * len(requests), {}
-    for index, (_, _, cond) in enumerate(requests):
-        by_cond.setdefault(id(cond), []).append(index)
-    with _autocast(denoiser.device, config.autocast_dtype), torch.no_grad(), deltas.disabled():
-        for indices in by_cond.values():
-            x_t = torch.cat([requests[i][0] for i in indices])
-            sigma = torch.cat([requests[i][1] for i in indices])
-            cond = requests[indices[0]][2]
-            eps = torch.cat([schedule.eps_from_x0(x, denoiser.predict_x0(x, s, cond), s)
-                             for x, s in zip(x_t.split(config.frozen_batch), sigma.split(config.frozen_batch))])
-            for i, chunk in zip(indices, eps.split([len(requests[i][0]) for i in indices])):
-                results[i] = chunk
-    return results
-
-
-def prepare_frozen(denoiser, deltas, samples, config):
-    """Fill sample.frozen with the frozen model's epsilon for each sample's anchor and preserved prompt."""
-    requests = [(s.x_t, s.sigma, s.concept.anchor, s, "anchor") for s in samples]
-    requests += [(s.x_t, s.sigma, s.preserve, s, "preserve") for s in samples if s.preserve is not None]
-    for (_, _, _, sample, role), eps in zip(requests, frozen_eps(denoiser, deltas, [r[:3] for r in requests], config)):
-        sample.frozen[role] = eps
+    frozen: dict = field(default_factory=dict)    # (draw name, conditioning role) -> the frozen epsilon
 
 
 def _autocast(device, dtype):
     return torch.autocast(torch.device(device).type, dtype, enabled=dtype is not None)
+
+
+def conditioning(step, role):
+    """A step's conditioning by role: "target", "anchor", "empty" or "preserve"."""
+    return step.preserve if role == "preserve" else getattr(step.concept, role)
+
+
+class Trainer:
+    """The state of one run: the denoiser, its deltas, the data and the sampling random stream."""
+
+    def __init__(self, denoiser, deltas, concepts, config, preserve):
+        self.denoiser, self.deltas, self.concepts, self.config = denoiser, deltas, concepts, config
+        self.preserve = list(preserve)
+        self.schedule = denoiser.schedule
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.objective = get_objective(config.objective)(config, self)
+
+    def epsilon(self, draw, cond, frozen=False):
+        """The model's epsilon at a draw: trainable (with gradients) or frozen (deltas off, no gradients)."""
+        with _autocast(self.denoiser.device, self.config.autocast_dtype):
+            if frozen:
+                with torch.no_grad(), self.deltas.disabled():
+                    x0 = self.denoiser.predict_x0(draw.x_t, draw.sigma, cond)
+            else:
+                x0 = self.denoiser.predict_x0(draw.x_t, draw.sigma, cond)
+        return self.schedule.eps_from_x0(draw.x_t, x0, draw.sigma)
+
+    def divergence(self, pred, target, percent):
+        """The configured divergence between two epsilon predictions: (loss, per-sample m)."""
+        config = self.config
+        step_weight = self.schedule.step_weight(percent).to(pred.device) if config.reduction == "step" else None
+        return divergence_loss(pred, target, config.divergence, temperature=config.temperature,
+                               reduction=config.reduction, step_weight=step_weight, **config.divergence_params)
+
+    def draw_from_latents(self, latents):
+        batch, device = self.config.batch_size, self.denoiser.device
+        pick = torch.randint(len(latents), (batch,), generator=self.generator)
+        x0 = latents[pick].to(device, torch.float32)
+        noise = torch.randn(x0.shape, generator=self.generator).to(x0)
+        percent = self.schedule.sample_percent(batch, self.generator)
+        sigma = self.schedule.sigma_at(percent).to(device, torch.float32)
+        return Draw(self.schedule.add_noise(x0, noise, sigma), sigma, percent, noise)
+
+    def plan(self, first_step, count):
+        """The Steps of first_step .. first_step + count - 1: concepts and preserved prompts in turn."""
+        steps = []
+        for index in range(first_step, first_step + count):
+            concept = self.concepts[index % len(self.concepts)]
+            kept = self.preserve[index % len(self.preserve)] if self.preserve else None
+            step = Step(concept, preserve=kept)
+            for name, source in self.objective.draws.items():
+                if source in ("latents", "forget_latents"):
+                    step.draws[name] = self.draw_from_latents(getattr(concept, source))
+            steps.append(step)
+        for name, source in self.objective.draws.items():
+            if source in ("frozen_trajectory", "model_trajectory"):
+                self.draw_from_trajectories(steps, name, frozen=source == "frozen_trajectory")
+        self.fill_frozen(steps)
+        return steps
+
+    def draw_from_trajectories(self, steps, name, frozen):
+        """x_t from partial sampling: Euler from pure noise with CFG (the step's target prompt against the
+        empty one), each sample stopped at a random grid step; all samples of a concept run batched."""
+        params = self.objective.params
+        count, cfg, batch = int(params["trajectory_steps"]), params["trajectory_cfg"], self.config.batch_size
+        device = self.denoiser.device
+        grid = torch.linspace(0, 1, count + 1, dtype=torch.float64)[:-1]
+        grid = torch.clamp(grid, min=self.schedule.percent_per_step)
+        sigmas = self.schedule.sigma_at(grid).to(device, torch.float32)
+        for concept in {id(s.concept): s.concept for s in steps}.values():
+            own = [s for s in steps if s.concept is concept]
+            noise = torch.randn((len(own) * batch, *concept.latent_shape()), generator=self.generator).to(device)
+            stops = torch.randint(count, (len(own) * batch,), generator=self.generator).to(device)
+            x = self.schedule.add_noise(torch.zeros_like(noise), noise, sigmas[:1].expand(len(noise)))
+            stopped = x.clone()
+            with torch.no_grad(), (self.deltas.disabled() if frozen else contextlib.nullcontext()):
+                for k in range(count):
+                    stopped[stops == k] = x[stops == k]
+                    if k == count - 1 or bool((stops <= k).all()):
+                        break
+                    draw = Draw(x, sigmas[k].expand(len(x)), grid[k].expand(len(x)))
+                    with _autocast(device, self.config.autocast_dtype):
+                        x0_cond = self.denoiser.predict_x0(x, draw.sigma, concept.target)
+                        x0_empty = self.denoiser.predict_x0(x, draw.sigma, concept.empty)
+                    denoised = x0_empty + cfg * (x0_cond - x0_empty)
+                    x = x + (sigmas[k + 1] - sigmas[k]) * (x - denoised) / sigmas[k]
+            for i, step in enumerate(own):
+                rows = slice(i * batch, (i + 1) * batch)
+                step.draws[name] = Draw(stopped[rows], sigmas[stops[rows]], grid[stops[rows].cpu()])
+
+    def fill_frozen(self, steps):
+        """Every frozen epsilon the objective asks for, one batched pass per (draw name, conditioning)."""
+        requests = [(step, name, role) for step in steps for name, role in self.objective.frozen_roles]
+        requests += [(step, self.objective.main_draw, "preserve") for step in steps if step.preserve is not None]
+        groups = {}
+        for step, name, role in requests:
+            groups.setdefault((name, id(conditioning(step, role))), []).append((step, name, role))
+        chunk = self.config.frozen_batch
+        for members in groups.values():
+            draws = [step.draws[name] for step, name, _ in members]
+            joined = Draw(torch.cat([d.x_t for d in draws]), torch.cat([d.sigma for d in draws]), None)
+            cond = conditioning(members[0][0], members[0][2])
+            eps = torch.cat([self.epsilon(Draw(x, s, None), cond, frozen=True)
+                             for x, s in zip(joined.x_t.split(chunk), joined.sigma.split(chunk))])
+            for (step, name, role), part in zip(members, eps.split([len(d.x_t) for d in draws])):
+                step.frozen[(name, role)] = part
 
 
 def erase(
@@ -156,42 +239,36 @@ def erase(
     """Train `deltas` so the denoiser forgets each concept; returns one record per step.
 
     `preserve` holds conditionings whose predictions must stay the frozen model's (one per step, in
-    turn, at the same noisy latents). `on_step` runs after every step and may raise to stop the run
-    (interrupt). Same seed, same inputs, same device -> the same deltas.
+    turn, at the step's noisy latents). `on_step` runs after every step and may raise to stop the run
+    (interrupt). The objective may stop early (VDU). Same seed, same inputs, same device -> the same
+    deltas.
     """
     config.validate()
     if not concepts:
         raise ValueError("no concepts to erase")
-    schedule = denoiser.schedule
-    generator = torch.Generator().manual_seed(config.seed)
+    trainer = Trainer(denoiser, deltas, concepts, config, preserve)
+    objective = trainer.objective
     optimizer = torch.optim.Adam(deltas.parameters(), lr=config.learning_rate)
     scaler = torch.amp.GradScaler(torch.device(denoiser.device).type, enabled=config.loss_scaling)
     steps_ahead = max(1, config.frozen_batch // config.batch_size)
     records, upcoming = [], []
-    for step in range(config.steps):
+    for index in range(config.steps):
         started = time.perf_counter()
         if not upcoming:
-            upcoming = draw_samples(concepts, preserve, step, min(steps_ahead, config.steps - step), denoiser, config, generator)
-            prepare_frozen(denoiser, deltas, upcoming, config)
-        sample = upcoming.pop(0)
-        x_t, sigma = sample.x_t, sample.sigma
+            upcoming = trainer.plan(index, min(steps_ahead, config.steps - index))
+        step = upcoming.pop(0)
 
-        with _autocast(x_t.device, config.autocast_dtype):
-            target_eps = schedule.eps_from_x0(x_t, denoiser.predict_x0(x_t, sigma, sample.concept.target), sigma)
-        step_weight = schedule.step_weight(sample.percent).to(x_t.device) if config.reduction == "step" else None
-        loss, m = divergence_loss(
-            target_eps, sample.frozen["anchor"], config.divergence, temperature=config.temperature,
-            reduction=config.reduction, step_weight=step_weight, **config.divergence_params)
-        terms = {"erase": loss.detach()}
-        if sample.preserve is not None:
-            with _autocast(x_t.device, config.autocast_dtype):
-                kept_eps = schedule.eps_from_x0(x_t, denoiser.predict_x0(x_t, sigma, sample.preserve), sigma)
-            terms["preserve"], _ = divergence_loss(kept_eps, sample.frozen["preserve"], "kl")
-            loss = loss + config.preserve_weight * terms["preserve"]
+        loss, terms, m = objective.loss(step)
+        if step.preserve is not None:
+            main = objective.main_draw
+            kept = trainer.epsilon(step.draws[main], step.preserve)
+            preserve_loss, _ = divergence_loss(kept, step.frozen[(main, "preserve")], "kl")
+            terms["preserve"] = preserve_loss.detach()
+            loss = loss + config.preserve_weight * preserve_loss
 
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"the loss became {loss.item()} at step {step + 1}: lower learning_rate "
+                f"the loss became {loss.item()} at step {index + 1}: lower learning_rate "
                 f"(now {config.learning_rate:g}) or raise temperature (now {config.temperature:g})")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -200,9 +277,13 @@ def erase(
         scaler.step(optimizer)      # skipped, and the scale halved, if float16 gradients overflowed
         scaler.update()
 
-        record = StepRecord(step + 1, loss.item(), m.mean().item(), sigma.mean().item(), time.perf_counter() - started,
-                            {name: value.item() for name, value in terms.items()})
+        state = objective.update(terms)
+        sigma = next(iter(step.draws.values())).sigma
+        record = StepRecord(index + 1, loss.item(), m.mean().item(), sigma.mean().item(),
+                            time.perf_counter() - started, {**{k: float(v) for k, v in terms.items()}, **state})
         records.append(record)
         if on_step is not None:
             on_step(record)
+        if objective.finished():
+            break
     return records

@@ -101,14 +101,13 @@ def test_preserved_prompt_prediction_moves_less_than_without_the_term(runner):
     import folder_paths
 
     from comfyui_unlearn.nodes.comfy_model import ComfyDenoiser, model_conds, train_deltas, trainable_keys
-    from comfyui_unlearn.unlearning import ConceptPair, ConceptSet, ErasureConfig, PreservedPrompt, lora_state_dict
+    from comfyui_unlearn.unlearning import Concept, ErasureConfig, lora_state_dict
 
     model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(folder_paths.get_full_path("checkpoints", CKPT))
     encode = lambda text: clip.encode_from_tokens_scheduled(clip.tokenize(text))  # noqa: E731
-    pairs = [ConceptPair("Snoopy", "a dog", encode("Snoopy"), encode("a dog")),
-             ConceptPair("Van Gogh", "a painting", encode("Van Gogh"), encode("a painting"))]
-    kept = PreservedPrompt("a cat", encode("a cat"))
     latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    concepts = [Concept(encode("Snoopy"), encode("a dog"), latents), Concept(encode("Van Gogh"), encode("a painting"), latents)]
+    cat = encode("a cat")
 
     def epsilon(patcher, cond):
         import comfy.model_management
@@ -121,12 +120,12 @@ def test_preserved_prompt_prediction_moves_less_than_without_the_term(runner):
         with torch.no_grad():
             return denoiser.schedule.eps_from_x0(x_t, denoiser.predict_x0(x_t, sigma, model_conds(patcher, cond, (1, 4, 8, 8))), sigma)
 
-    prompts = {"a cat": kept.cond, "Snoopy": pairs[0].target_cond, "Van Gogh": pairs[1].target_cond}
+    prompts = {"a cat": cat, "Snoopy": concepts[0].target, "Van Gogh": concepts[1].target}
     before = {text: epsilon(model, cond) for text, cond in prompts.items()}
     moved = {}
     for weight in (0.0, 10.0):
-        deltas, _ = train_deltas(model, ConceptSet(pairs, [kept]), [latents, latents],
-                                 trainable_keys(model, "cross_attention"), ErasureConfig(20, 1e-4, preserve_weight=weight), None)
+        deltas, _ = train_deltas(model, concepts, [cat], trainable_keys(model, "cross_attention"),
+                                 ErasureConfig(20, 1e-4, preserve_weight=weight), None)
         erased, _ = comfy.sd.load_lora_for_models(model, None, lora_state_dict(deltas), 1.0, 0.0)
         moved[weight] = {text: ((epsilon(erased, cond) - before[text]).norm() / before[text].norm()).item()
                          for text, cond in prompts.items()}

@@ -15,13 +15,13 @@ def tiny_unet(runner):
 
 def erase(model, **options):
     from comfyui_unlearn.nodes.comfy_model import train_deltas, trainable_keys
-    from comfyui_unlearn.unlearning import ConceptPair, ConceptSet, ErasureConfig
+    from comfyui_unlearn.unlearning import Concept, ErasureConfig
 
     g = torch.Generator().manual_seed(0)
-    pair = ConceptPair("t", "a", [[torch.randn(1, 77, 768, generator=g), {}]], [[torch.randn(1, 77, 768, generator=g), {}]])
-    latents = torch.randn(2, 4, 8, 8, generator=g)
+    prompt = lambda: [[torch.randn(1, 77, 768, generator=g), {}]]  # noqa: E731
+    concept = Concept(prompt(), prompt(), torch.randn(2, 4, 8, 8, generator=g))
     checkpointing = options.pop("checkpointing", "off")
-    deltas, records = train_deltas(model, ConceptSet([pair]), [latents], trainable_keys(model, "attention"),
+    deltas, records = train_deltas(model, [concept], [], trainable_keys(model, "attention"),
                                    ErasureConfig(steps=3, learning_rate=1e-3, **options), None, checkpointing)
     return deltas, records
 

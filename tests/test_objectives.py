@@ -1,0 +1,147 @@
+"""unlearning/objectives.py: each objective's target and loss on a tiny torch model, and the shared loop."""
+import math
+
+import pytest
+import torch
+
+from comfyui_unlearn.divergences import DIVERGENCES
+from comfyui_unlearn.unlearning import OBJECTIVES, ErasureConfig, dual_ascent, erase
+from comfyui_unlearn.unlearning.engine import Trainer
+from comfyui_unlearn.unlearning.objectives import ESD, VDU, ConstrainedForwardKL, ConstrainedReverseKL
+from test_engine import make_concept
+from toy_models import toy_setup
+
+
+def trainer_for(objective, **params):
+    module, denoiser, deltas = toy_setup("cross_attention")
+    config = ErasureConfig(objective=objective, objective_params=params, learning_rate=3e-3, batch_size=2)
+    return module, Trainer(denoiser, deltas, [make_concept()], config, [])
+
+
+def test_esd_target_is_the_formula():
+    _, trainer = trainer_for("esd", guidance=2.0)
+    step = trainer.plan(0, 1)[0]
+    draw = step.draws["main"]
+    concept, unconditional = (trainer.epsilon(draw, c, frozen=True) for c in (step.concept.target, step.concept.empty))
+    pred = trainer.epsilon(draw, step.concept.target)
+    loss, _, _ = trainer.objective.loss(step)
+    expected = torch.nn.functional.mse_loss(pred, unconditional - 2.0 * (concept - unconditional))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_esd_trains_on_the_frozen_models_partial_trajectories():
+    _, trainer = trainer_for("esd", trajectory_steps=10)
+    steps = trainer.plan(0, 8)
+    sigmas = trainer.schedule.sigma_at(torch.linspace(0, 1, 11, dtype=torch.float64)[:-1].clamp_min(1 / 999))
+    for step in steps:
+        draw = step.draws["main"]
+        assert draw.noise is None and draw.x_t.shape == (2, 4, 4, 4) and torch.isfinite(draw.x_t).all()
+        assert all(any(math.isclose(s, g, rel_tol=1e-5) for g in sigmas.tolist()) for s in draw.sigma.tolist())
+    stops = torch.cat([s.draws["main"].sigma for s in steps])
+    assert len(set(stops.tolist())) > 1     # samples stop at different points of the trajectories
+
+
+def test_dual_ascent_raises_lambda_while_violated_and_lowers_it_never_below_zero():
+    lam = 0.0
+    for _ in range(5):
+        lam = dual_ascent(lam, 1.0, 0.1, 0.95)
+    assert lam == pytest.approx(0.5)
+    for _ in range(3):
+        lam = dual_ascent(lam, -1.0, 0.1, 0.95)
+    assert lam == pytest.approx(0.2)
+    for _ in range(10):
+        lam = dual_ascent(lam, -1.0, 0.1, 0.95)
+    assert lam == 0.0
+    assert dual_ascent(0.9, 5.0, 0.1, 0.95) == 0.95
+
+
+def test_constrained_reverse_kl_raises_lambda_until_the_model_is_far_enough_from_the_concept():
+    _, denoiser, deltas = toy_setup("cross_attention")
+    config = ErasureConfig(steps=60, learning_rate=3e-3, batch_size=2, objective="constrained_reverse_kl",
+                           objective_params={"budget": 1.5, "dual_step": 0.2, "trajectory_steps": 6})
+    records = erase(denoiser, deltas, [make_concept()], config)
+    lambdas = [r.terms["lambda"] for r in records]
+    assert lambdas[0] > 0 and max(lambdas) > 0.3         # the model starts at the concept: violated
+    assert all(0 <= value <= ConstrainedReverseKL.lambda_max for value in lambdas)
+    assert records[-1].terms["constraint_estimate"] > records[0].terms["constraint_estimate"]
+
+
+def test_constrained_forward_kl_lowers_lambda_once_the_forget_error_meets_the_budget():
+    _, denoiser, deltas = toy_setup("cross_attention")
+    config = ErasureConfig(steps=80, learning_rate=3e-3, batch_size=2, objective="constrained_forward_kl",
+                           objective_params={"budget": 0.2, "dual_step": 0.2})
+    records = erase(denoiser, deltas, [make_concept()], config)
+    lambdas = [r.terms["lambda"] for r in records]
+    ratios = [r.terms["constraint_estimate"] for r in records]
+    assert max(lambdas) > 0 and max(ratios) > 1.2               # it got the forget error up to the budget ...
+    satisfied = [i for i, r in enumerate(ratios) if r > 1.2]
+    assert lambdas[-1] < max(lambdas[:satisfied[0] + 1]) or lambdas[-1] == 0.0   # ... and then eased off
+    assert all(0 <= value <= ConstrainedForwardKL.lambda_max for value in lambdas)
+
+
+def test_vdu_loss_has_the_right_signs_and_its_prior_pulls_weights_back():
+    _, trainer = trainer_for("vdu", gamma=0.5)
+    step = trainer.plan(0, 1)[0]
+    objective, deltas = trainer.objective, trainer.deltas
+    loss, terms, _ = objective.loss(step)
+    assert terms["prior"].item() == 0.0                                            # deltas start at zero
+    assert loss.item() == pytest.approx(-0.5 * terms["forget"].item(), rel=1e-5)   # the forget error is rewarded
+    # A small descent step on the loss raises the forget error ...
+    grads = torch.autograd.grad(loss, deltas.parameters())
+    with torch.no_grad():
+        for delta, grad in zip(deltas.parameters(), grads):
+            delta -= 1e-2 * grad / grad.norm()
+    _, after, _ = objective.loss(step)
+    assert after["forget"].item() > terms["forget"].item()
+    # ... and with gamma = 1 (the prior alone), descending the loss moves the weights back.
+    objective.params["gamma"] = 1.0
+    prior_loss, after, _ = objective.loss(step)
+    grads = torch.autograd.grad(prior_loss, deltas.parameters())
+    assert after["prior"].item() > 0
+    assert all((g * d >= 0).all() and (g * d).sum() > 0 for g, d in zip(grads, deltas.parameters()))
+
+
+def test_vdu_stops_early_once_the_forget_error_reaches_the_ratio():
+    _, denoiser, deltas = toy_setup("cross_attention")
+    config = ErasureConfig(steps=300, learning_rate=2e-2, batch_size=2, objective="vdu",
+                           objective_params={"gamma": 0.05, "stop_ratio": 1.3})
+    records = erase(denoiser, deltas, [make_concept()], config)
+    assert len(records) < 300 and records[-1].terms["forget_error_ratio"] >= 1.3
+
+
+def test_vdu_refuses_lora():
+    from comfyui_unlearn.unlearning import LoraDeltas, ModuleDenoiser
+    from toy_models import eps_unet_predict
+
+    module, denoiser, _ = toy_setup()
+    lora = LoraDeltas({"block.attn2.to_k.weight": module.block.attn2.to_k.weight.shape}, rank=2, alpha=2)
+    with pytest.raises(ValueError, match="vdu objective needs full weight deltas"):
+        erase(ModuleDenoiser(module, denoiser.schedule, lora, eps_unet_predict(denoiser.schedule)), lora,
+              [make_concept()], ErasureConfig(objective="vdu"))
+
+
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
+def test_every_objective_runs_in_the_one_loop_with_preservation(objective):
+    _, denoiser, deltas = toy_setup("cross_attention")
+    keep = torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(3))
+    config = ErasureConfig(steps=4, learning_rate=1e-3, batch_size=2, objective=objective, divergence="hellinger",
+                           temperature=0.05, objective_params={"trajectory_steps": 4})
+    records = erase(denoiser, deltas, [make_concept(1), make_concept(2)], config, preserve=[keep])
+    assert len(records) == 4 and all(math.isfinite(r.loss) for r in records)
+    assert all("preserve" in r.terms and r.seconds > 0 for r in records)
+    assert any(d.abs().sum() > 0 for d in deltas.export().values())
+
+
+@pytest.mark.parametrize("name,value", [("guidance", -1.0), ("trajectory_steps", 1), ("budget", float("nan"))])
+def test_bad_objective_parameters_name_the_input(name, value):
+    objective = "esd" if name != "budget" else "constrained_reverse_kl"
+    _, denoiser, deltas = toy_setup()
+    with pytest.raises(ValueError, match=f"{name} must be between"):
+        erase(denoiser, deltas, [make_concept()], ErasureConfig(objective=objective, objective_params={name: value}))
+
+
+def test_objectives_declare_what_they_need():
+    for name, objective in OBJECTIVES.items():
+        assert objective.name == name and 20 < len(objective.description) < 120 and objective.formula
+        assert set(objective.needs) <= {"latents", "forget_latents", "empty"}
+    assert not VDU.uses_divergence and ESD.uses_divergence and set(DIVERGENCES)

@@ -1,0 +1,276 @@
+"""Unlearning objectives: where a step's noisy latents come from, which frozen predictions it needs,
+and its loss. The loop that runs them all is engine.erase; adding one is one class and one entry.
+
+Notation: eps_theta is the trained model, eps_0 the frozen one (the same weights with the deltas
+off), c* the concept's prompt, c_a its anchor's, 0 the empty prompt; D is the configured divergence.
+"""
+import math
+
+import torch
+
+from ..divergences import Parameter
+from .deltas import LoraDeltas
+
+GUIDANCE = Parameter("guidance", 1.0, 0.0, 20.0, "ESD's eta: how far past the unconditional prediction the "
+                                                  "concept is pushed (1: eps_0(0) - (eps_0(c*) - eps_0(0))).")
+BUDGET = Parameter("budget", 1.0, 0.0, 10.0, "The constraint's bound, relative: 1 = as far from the concept as "
+                                              "the anchor is (reverse KL, likelihood), or twice its denoising "
+                                              "error on the data to forget (forward KL).")
+DUAL_STEP = Parameter("dual_step", 0.05, 0.0, 1.0, "Step size of the dual ascent on lambda, per training step.")
+GAMMA = Parameter("gamma", 0.9, 0.0, 1.0, "VDU's balance: gamma x stability prior - (1 - gamma) x forget error.")
+STOP_RATIO = Parameter("stop_ratio", 2.0, 1.0, 100.0, "VDU stops once the denoising error on the data to forget "
+                                                       "reaches this multiple of where it started.")
+TRAJECTORY_STEPS = Parameter("trajectory_steps", 20, 2, 200, "Euler steps of the partial-sampling trajectories "
+                                                              "that x_t is taken from.")
+TRAJECTORY_CFG = Parameter("trajectory_cfg", 3.0, 0.0, 30.0, "CFG scale of those trajectories (ESD: 3).")
+
+
+def dual_ascent(lam, violation, step_size, lam_max):
+    """Projected dual ascent: lambda grows while the constraint is violated (violation > 0), shrinks once
+    it holds, and stays in [0, lam_max]."""
+    return min(max(lam + step_size * violation, 0.0), lam_max)
+
+
+def per_sample_mse(pred, target):
+    return (pred.float() - target.float()).square().flatten(1).mean(1)
+
+
+class Objective:
+    name = ""
+    description = ""              # one line: the node's tooltip
+    formula = ""                  # for the README
+    parameters = ()
+    draws = {"main": "latents"}   # draw name -> "latents", "forget_latents", "frozen_trajectory", "model_trajectory"
+    frozen_roles = ()             # (draw name, conditioning role) the loss needs from the frozen model
+    uses_divergence = True
+    needs = ("latents",)          # the Concept fields it trains on
+
+    def __init__(self, config, trainer):
+        self.config, self.trainer = config, trainer
+        self.params = self.resolve(config.objective_params)
+
+    @property
+    def main_draw(self):
+        """The draw that preserved prompts are held at: the first one."""
+        return next(iter(self.draws))
+
+    @classmethod
+    def resolve(cls, params):
+        return {p.name: params.get(p.name, p.default) for p in cls.parameters}
+
+    @classmethod
+    def check(cls, params):
+        for p in cls.parameters:
+            value = params.get(p.name, p.default)
+            if not (math.isfinite(value) and p.minimum <= value <= p.maximum):
+                raise ValueError(f"{p.name} must be between {p.minimum} and {p.maximum} for the {cls.name} "
+                                 f"objective, got {value}; {p.description}")
+
+    def loss(self, step):
+        """(loss, terms, m): the loss to minimise, its named parts, and the per-sample m for the record."""
+        raise NotImplementedError
+
+    def update(self, terms) -> dict:
+        """After the optimiser step: update own state (a dual variable); returns what to record."""
+        return {}
+
+    def finished(self) -> bool:
+        return False
+
+
+class Anchor(Objective):
+    name = "anchor"
+    description = "Ablating Concepts / f-DMU: the concept's prediction is pulled onto the frozen anchor's."
+    formula = "D(eps_theta(x_t, c*), eps_0(x_t, c_a)), x_t from noised anchor images"
+    frozen_roles = (("main", "anchor"),)
+
+    def loss(self, step):
+        draw = step.draws["main"]
+        pred = self.trainer.epsilon(draw, step.concept.target)
+        loss, m = self.trainer.divergence(pred, step.frozen[("main", "anchor")], draw.percent)
+        return loss, {"erase": loss.detach()}, m
+
+
+class ESD(Objective):
+    name = "esd"
+    description = "ESD: the concept is pushed away from itself, past the unconditional prediction (no anchor)."
+    formula = "D(eps_theta(x_t, c*), eps_0(x_t, 0) - eta (eps_0(x_t, c*) - eps_0(x_t, 0))), x_t from the frozen model's trajectories"
+    parameters = (GUIDANCE, TRAJECTORY_STEPS, TRAJECTORY_CFG)
+    draws = {"main": "frozen_trajectory"}
+    frozen_roles = (("main", "target"), ("main", "empty"))
+    needs = ("empty",)
+
+    def loss(self, step):
+        draw = step.draws["main"]
+        unconditional, concept = step.frozen[("main", "empty")], step.frozen[("main", "target")]
+        target = unconditional - self.params["guidance"] * (concept - unconditional)
+        loss, m = self.trainer.divergence(self.trainer.epsilon(draw, step.concept.target), target, draw.percent)
+        return loss, {"erase": loss.detach()}, m
+
+
+class _Constrained(Objective):
+    """A Lagrangian with one multiplier lambda, updated by projected dual ascent on the constraint's
+    running estimate (an exponential moving average: the per-step estimates are noisy)."""
+
+    lambda_max = 1.0
+
+    def __init__(self, config, trainer):
+        super().__init__(config, trainer)
+        self.lam, self.estimate = 0.0, None
+
+    def violation(self, estimate) -> float:
+        raise NotImplementedError
+
+    def update(self, terms):
+        value = float(terms["constraint"])
+        self.estimate = value if self.estimate is None else 0.9 * self.estimate + 0.1 * value
+        self.lam = dual_ascent(self.lam, self.violation(self.estimate), self.params["dual_step"], self.lambda_max)
+        return {"lambda": self.lam, "constraint_estimate": self.estimate}
+
+
+class ConstrainedReverseKL(_Constrained):
+    name = "constrained_reverse_kl"
+    description = "Stay close to the anchor while keeping at least `budget` x the anchor's divergence from the concept."
+    formula = ("(1 - lam) D(eps_theta, eps*), eps* = eps_0(c_a) - lam/(1-lam) (eps_0(c*) - eps_0(c_a)); "
+               "constraint D(eps_theta, eps_0(c*)) >= budget D(eps_0(c_a), eps_0(c*)); x_t on the trained model's trajectories")
+    parameters = (BUDGET, DUAL_STEP, TRAJECTORY_STEPS, TRAJECTORY_CFG)
+    draws = {"main": "model_trajectory"}
+    frozen_roles = (("main", "anchor"), ("main", "target"))
+    needs = ("empty",)
+    lambda_max = 0.95    # lambda / (1 - lambda) diverges at 1
+
+    def __init__(self, config, trainer):
+        super().__init__(config, trainer)
+        self.bound = None
+
+    def loss(self, step):
+        draw = step.draws["main"]
+        anchor, concept = step.frozen[("main", "anchor")], step.frozen[("main", "target")]
+        target = anchor - self.lam / (1 - self.lam) * (concept - anchor)
+        pred = self.trainer.epsilon(draw, step.concept.target)
+        primal, m = self.trainer.divergence(pred, target, draw.percent)
+        separation, _ = self.trainer.divergence(pred.detach(), concept, draw.percent)
+        if self.bound is None:
+            self.bound = self.params["budget"] * self.trainer.divergence(anchor, concept, draw.percent)[0].item()
+        return (1 - self.lam) * primal, {"erase": primal.detach(), "constraint": separation}, m
+
+    def violation(self, estimate):
+        return (self.bound - estimate) / max(self.bound, 1e-12)
+
+
+class ConstrainedLikelihood(_Constrained):
+    name = "constrained_likelihood"
+    description = "Tilt the model away from the concept until its predictions carry less concept evidence than `budget` allows."
+    formula = ("D(eps_theta, eps*), eps* = eps_0(c_a) - lam (eps_0(c*) - eps_0(c_a)); constraint: evidence "
+               "(|eps_theta - eps_0(c_a)|^2 - |eps_theta - eps_0(c*)|^2) / |eps_0(c*) - eps_0(c_a)|^2 <= 1 - 2 budget; "
+               "x_t on the trained model's trajectories")
+    parameters = (BUDGET, DUAL_STEP, TRAJECTORY_STEPS, TRAJECTORY_CFG)
+    draws = {"main": "model_trajectory"}
+    frozen_roles = (("main", "anchor"), ("main", "target"))
+    needs = ("empty",)
+    lambda_max = 10.0
+
+    def loss(self, step):
+        draw = step.draws["main"]
+        anchor, concept = step.frozen[("main", "anchor")], step.frozen[("main", "target")]
+        pred = self.trainer.epsilon(draw, step.concept.target)
+        loss, m = self.trainer.divergence(pred, anchor - self.lam * (concept - anchor), draw.percent)
+        with torch.no_grad():
+            evidence = (per_sample_mse(pred, anchor) - per_sample_mse(pred, concept)) / per_sample_mse(concept, anchor).clamp_min(1e-12)
+        return loss, {"erase": loss.detach(), "constraint": evidence.mean()}, m
+
+    def violation(self, estimate):
+        return estimate - (1 - 2 * min(self.params["budget"], 1.0))
+
+
+class ConstrainedForwardKL(_Constrained):
+    name = "constrained_forward_kl"
+    description = "Data unlearning: keep denoising anchor images, make the images to forget harder to denoise."
+    formula = ("D(eps_theta(x_r, c*), eps_r) - lam min(|eps_theta(x_f, c*) - eps_f|^2, 5 e_0); constraint: forget "
+               "error >= (1 + budget) e_0; x_r noised anchor images, x_f noised images to forget")
+    parameters = (BUDGET, DUAL_STEP)
+    draws = {"retain": "latents", "forget": "forget_latents"}
+    needs = ("latents", "forget_latents")
+    lambda_max = 0.9
+
+    def __init__(self, config, trainer):
+        super().__init__(config, trainer)
+        self.initial_error = None
+
+    def loss(self, step):
+        retain, forget = step.draws["retain"], step.draws["forget"]
+        kept, m = self.trainer.divergence(self.trainer.epsilon(retain, step.concept.target), retain.noise, retain.percent)
+        error = per_sample_mse(self.trainer.epsilon(forget, step.concept.target), forget.noise)
+        if self.initial_error is None:
+            self.initial_error = error.mean().item()
+        forgotten = torch.minimum(error, torch.full_like(error, 5 * self.initial_error)).mean()
+        ratio = error.mean().detach() / self.initial_error
+        return kept - self.lam * forgotten, {"retain": kept.detach(), "forget": forgotten.detach(), "constraint": ratio}, m
+
+    def violation(self, estimate):
+        target = 1 + self.params["budget"]
+        return (target - estimate) / target
+
+
+class VDU(Objective):
+    name = "vdu"
+    description = "VDU: raise the denoising error of a few images to forget, held by a prior on the weights."
+    formula = ("gamma sum(F_a D^2) / 2 - (1 - gamma) min(|eps_theta(x_f, c*) - eps_f|^2, 5 e_0), F_a the diagonal "
+               "Fisher of the anchor images' denoising loss (floored), D the weight deltas; stops at stop_ratio x e_0")
+    parameters = (GAMMA, STOP_RATIO)
+    draws = {"forget": "forget_latents"}
+    uses_divergence = False
+    needs = ("latents", "forget_latents")
+    fisher_samples = 8
+
+    def __init__(self, config, trainer):
+        super().__init__(config, trainer)
+        if isinstance(trainer.deltas, LoraDeltas):
+            raise ValueError("the vdu objective needs full weight deltas (its prior is per weight): choose a "
+                             "parameters preset other than lora")
+        self.precision = None
+        self.initial_error, self.error = None, None
+
+    def estimate_precision(self, concept):
+        """Diagonal Fisher of the anchor images' denoising loss at the pretrained weights: the prior's
+        precision (how much each weight matters to what must be kept). Floored at 1e-3 x its median so
+        that no weight is left entirely free."""
+        deltas, fisher = self.trainer.deltas, None
+        for _ in range(self.fisher_samples):
+            draw = self.trainer.draw_from_latents(concept.latents)
+            loss = per_sample_mse(self.trainer.epsilon(draw, concept.anchor), draw.noise).mean()
+            grads = torch.autograd.grad(loss, deltas.parameters())
+            squares = [g.float().square() for g in grads]
+            fisher = squares if fisher is None else [f + s for f, s in zip(fisher, squares)]
+        fisher = [f / self.fisher_samples for f in fisher]
+        floor = 1e-3 * torch.cat([f.flatten() for f in fisher]).median().item()
+        return [f.clamp_min(floor) for f in fisher]
+
+    def loss(self, step):
+        if self.precision is None:
+            self.precision = self.estimate_precision(step.concept)
+        forget = step.draws["forget"]
+        error = per_sample_mse(self.trainer.epsilon(forget, step.concept.target), forget.noise)
+        if self.initial_error is None:
+            self.initial_error = error.mean().item()
+        plasticity = torch.minimum(error, torch.full_like(error, 5 * self.initial_error)).mean()
+        prior = sum((p * d.square()).sum() for p, d in zip(self.precision, self.trainer.deltas.parameters())) / 2
+        gamma = self.params["gamma"]
+        self.error = error.mean().item()
+        return gamma * prior - (1 - gamma) * plasticity, {"prior": prior.detach(), "forget": plasticity.detach()}, error
+
+    def update(self, terms):
+        return {"forget_error_ratio": self.error / self.initial_error}
+
+    def finished(self):
+        return self.error is not None and self.error >= self.params["stop_ratio"] * self.initial_error
+
+
+OBJECTIVES = {o.name: o for o in [Anchor, ESD, ConstrainedReverseKL, ConstrainedForwardKL, ConstrainedLikelihood, VDU]}
+
+
+def get_objective(name):
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise ValueError(f"objective '{name}' is unknown; choose one of: {', '.join(OBJECTIVES)}") from None
