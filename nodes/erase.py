@@ -5,6 +5,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..divergences import DIVERGENCES, REDUCTIONS
+from ..divergences.variational import PAIRS
 from ..unlearning import (OBJECTIVES, PACK_VERSION, PARAMETER_PRESETS, Concept, ConceptPair, ConceptSet, Erasure,
                           ErasureConfig, PreservedPrompt, lora_state_dict, pair_prompts, prompt_lines)
 from .anchor_samples import AnchorSampling, anchor_latents
@@ -15,6 +16,7 @@ Concepts = io.Custom("UNLEARN_CONCEPTS")
 ErasureType = io.Custom("UNLEARN_ERASURE")
 
 CATEGORY = "unlearning"
+VARIATIONAL = [f"variational_{name}" for name in PAIRS]
 
 
 def _choices_tooltip(lead, choices):
@@ -87,9 +89,12 @@ class UnlearnModel(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The model to erase from. It stays as it was for every other branch."),
                 Concepts.Input("concepts", tooltip="What to forget and what to map it to (Unlearn Concept Pair)."),
-                io.Combo.Input("divergence", options=list(DIVERGENCES), default="kl", tooltip=_choices_tooltip(
+                io.Combo.Input("divergence", options=list(DIVERGENCES) + VARIATIONAL, default="kl", tooltip=_choices_tooltip(
                     "How the model's prediction is compared with its training target; kl is the classic MSE.",
-                    {name: d.description for name, d in DIVERGENCES.items()})),
+                    {**{name: d.description for name, d in DIVERGENCES.items()},
+                     "variational_<name>": "the min-max form with a trained critic (kl, reverse_kl, hellinger, "
+                                           "jensen_shannon, pearson_chi2, total_variation): harder erasure, less "
+                                           "realistic images; see the critic_* inputs"})),
                 io.Int.Input("steps", default=200, min=1, max=100000,
                              tooltip="Optimisation steps. 100-500 is typical; more erases harder and drifts more."),
                 io.Float.Input("learning_rate", default=5e-5, min=1e-7, max=1.0, step=1e-6,
@@ -140,6 +145,15 @@ class UnlearnModel(io.ComfyNode):
                                tooltip="Recompute activations in backward to save memory (slower: SDXL at 1024 px on "
                                        "an H100 took 1.75x the time for 24% less). auto: only if training runs out of memory."),
                 *_objective_inputs(),
+                io.Float.Input("critic_learning_rate", optional=True, default=1e-4, min=1e-7, max=1.0, step=1e-5,
+                               tooltip="variational_* divergences: AdamW learning rate of the critic (f-DMU: 1e-4)."),
+                io.Int.Input("critic_warmup", optional=True, default=30, min=0, max=10000,
+                             tooltip="variational_* divergences: critic-only steps before the model trains (f-DMU: 30)."),
+                io.Int.Input("critic_width", optional=True, default=64, min=4, max=512,
+                             tooltip="variational_* divergences: channels of the critic's first layer (f-DMU: 64)."),
+                io.Boolean.Input("critic_noise_level", optional=True, default=True,
+                                 tooltip="variational_* divergences: give the critic each sample's noise level (the "
+                                         "reference's critic has none; see the README for the comparison)."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The erased model: the input with the learned changes as patches."),
@@ -155,10 +169,13 @@ class UnlearnModel(io.ComfyNode):
     def execute(cls, model, concepts, divergence, steps, learning_rate, seed, parameters, objective="anchor",
                 latents=None, images=None, vae=None, temperature=1.0, reduction="mean", alpha=0.5, batch_size=1,
                 anchor_images=4, anchor_steps=20, anchor_cfg=7.0, anchor_width=512, anchor_height=512,
-                preserve_weight=1.0, rank=8, lora_alpha=8.0, gradient_checkpointing="auto", **objective_params):
+                preserve_weight=1.0, rank=8, lora_alpha=8.0, gradient_checkpointing="auto", critic_learning_rate=1e-4,
+                critic_warmup=30, critic_width=64, critic_noise_level=True, **objective_params):
+        critic = {"critic_learning_rate": critic_learning_rate, "critic_warmup": critic_warmup,
+                  "critic_width": critic_width, "critic_noise_level": critic_noise_level}
         config = ErasureConfig(steps, learning_rate, seed, divergence, {"alpha": alpha}, temperature, reduction,
                                batch_size, preserve_weight=preserve_weight, objective=objective,
-                               objective_params=objective_params, **training_precision(model))
+                               objective_params=objective_params, **critic, **training_precision(model))
         config.validate()
         if not concepts or not concepts.pairs:
             raise ValueError("concepts is empty: connect an Unlearn Concept Pair node with at least one target.")
@@ -197,7 +214,8 @@ class UnlearnModel(io.ComfyNode):
             "method": objective,
             "objective_params": method.resolve(objective_params),
             "divergence": divergence if method.uses_divergence else None,
-            "divergence_params": DIVERGENCES[divergence].resolve({"alpha": alpha}) if method.uses_divergence else {},
+            "divergence_params": (critic if config.variational else DIVERGENCES[divergence].resolve({"alpha": alpha}))
+                                 if method.uses_divergence else {},
             "temperature": temperature,
             "reduction": reduction,
             "concepts": [{"target": p.target_text, "anchor": p.anchor_text} for p in concepts.pairs],

@@ -145,3 +145,19 @@ def test_objectives_declare_what_they_need():
         assert objective.name == name and 20 < len(objective.description) < 120 and objective.formula
         assert set(objective.needs) <= {"latents", "forget_latents", "empty"}
     assert not VDU.uses_divergence and ESD.uses_divergence and set(DIVERGENCES)
+
+
+@pytest.mark.parametrize("name", ["hellinger", "pearson_chi2", "total_variation"])
+def test_variational_divergences_run_with_warm_up_and_report_the_bound(name):
+    _, denoiser, deltas = toy_setup("cross_attention")
+    config = ErasureConfig(steps=5, learning_rate=1e-3, batch_size=2, divergence=f"variational_{name}",
+                           critic_warmup=3, critic_width=8, critic_noise_level=True)
+    records = erase(denoiser, deltas, [make_concept()], config)
+    assert len(records) == 5 and all(math.isfinite(r.terms["critic_bound"]) for r in records)
+    assert any(d.abs().sum() > 0 for d in deltas.export().values())
+
+
+def test_unknown_variational_divergence_names_the_choices():
+    _, denoiser, deltas = toy_setup()
+    with pytest.raises(ValueError, match="variational_kl, variational_reverse_kl"):
+        erase(denoiser, deltas, [make_concept()], ErasureConfig(divergence="variational_bhattacharyya"))

@@ -16,9 +16,13 @@ from typing import Any, Callable, Optional, Protocol
 import torch
 
 from ..divergences import REDUCTIONS, divergence_loss, get_divergence
+from ..divergences.variational import PAIRS, PatchCritic, VariationalDivergence
 from .deltas import WeightDeltas
 from .objectives import get_objective
 from .schedule import NoiseSchedule
+
+
+VARIATIONAL_PREFIX = "variational_"
 
 
 class Denoiser(Protocol):
@@ -66,6 +70,16 @@ class ErasureConfig:
     preserve_weight: float = 1.0  # weight of the preservation term (when there are prompts to preserve)
     objective: str = "anchor"
     objective_params: dict = field(default_factory=dict)
+    # For the variational_<name> divergences: the critic and its schedule (f-DMU: AdamW 1e-4, 30 warm-up steps).
+    critic_learning_rate: float = 1e-4
+    critic_warmup: int = 30
+    critic_width: int = 64
+    critic_noise_level: bool = False
+
+    @property
+    def variational(self) -> Optional[str]:
+        """The f-GAN pair of a variational_<name> divergence, else None."""
+        return self.divergence[len(VARIATIONAL_PREFIX):] if self.divergence.startswith(VARIATIONAL_PREFIX) else None
 
     def validate(self):
         if self.steps < 1:
@@ -80,7 +94,14 @@ class ErasureConfig:
             raise ValueError(f"batch_size and frozen_batch must be at least 1, got {self.batch_size}, {self.frozen_batch}")
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"reduction '{self.reduction}' is unknown; choose one of: {', '.join(REDUCTIONS)}")
-        get_divergence(self.divergence)
+        if self.variational is None:
+            get_divergence(self.divergence)
+        elif self.variational not in PAIRS:
+            raise ValueError(f"divergence '{self.divergence}' is unknown; the variational ones are: "
+                             f"{', '.join(VARIATIONAL_PREFIX + name for name in PAIRS)}")
+        if self.critic_warmup < 0 or not (math.isfinite(self.critic_learning_rate) and self.critic_learning_rate > 0):
+            raise ValueError(f"critic_warmup must be >= 0 and critic_learning_rate positive, got "
+                             f"{self.critic_warmup}, {self.critic_learning_rate}")
         get_objective(self.objective).check(self.objective_params)
 
 
@@ -136,6 +157,8 @@ class Trainer:
         self.schedule = denoiser.schedule
         self.generator = torch.Generator().manual_seed(config.seed)
         self.objective = get_objective(config.objective)(config, self)
+        self.critic = None            # the VariationalDivergence of a variational_<name> divergence
+        self.critic_bound = None      # its last estimate of the divergence, for the record
 
     def epsilon(self, draw, cond, frozen=False):
         """The model's epsilon at a draw: trainable (with gradients) or frozen (deltas off, no gradients)."""
@@ -148,11 +171,30 @@ class Trainer:
         return self.schedule.eps_from_x0(draw.x_t, x0, draw.sigma)
 
     def divergence(self, pred, target, percent):
-        """The configured divergence between two epsilon predictions: (loss, per-sample m)."""
+        """The configured divergence between the trained prediction `pred` and its target: (loss, per-sample m).
+
+        A variational divergence first takes one critic step on (target, pred), then returns the
+        model's side of the min-max; m is the closed-form Mahalanobis term either way, for the record.
+        """
+        config = self.config
+        if config.variational is None:
+            step_weight = self.schedule.step_weight(percent).to(pred.device) if config.reduction == "step" else None
+            return divergence_loss(pred, target, config.divergence, temperature=config.temperature,
+                                   reduction=config.reduction, step_weight=step_weight, **config.divergence_params)
+        if self.critic is None:
+            critic = PatchCritic(pred.shape[1], config.critic_width, config.critic_noise_level, min(pred.shape[-2:]))
+            self.critic = VariationalDivergence(config.variational, critic.to(pred.device), config.critic_learning_rate)
+        percent = percent.to(pred.device, torch.float32)
+        self.critic_bound = self.critic.critic_step(target, pred, percent)
+        return self.critic.generator_loss(pred, percent), self.measure(pred.detach(), target, percent)[1]
+
+    def measure(self, pred, target, percent):
+        """KL (the MSE) between two predictions, with the configured reduction and temperature: what the
+        constraints are stated in, whichever divergence trains."""
         config = self.config
         step_weight = self.schedule.step_weight(percent).to(pred.device) if config.reduction == "step" else None
-        return divergence_loss(pred, target, config.divergence, temperature=config.temperature,
-                               reduction=config.reduction, step_weight=step_weight, **config.divergence_params)
+        return divergence_loss(pred, target, "kl", temperature=config.temperature, reduction=config.reduction,
+                               step_weight=step_weight)
 
     def draw_from_latents(self, latents):
         batch, device = self.config.batch_size, self.denoiser.device
@@ -251,14 +293,21 @@ def erase(
     optimizer = torch.optim.Adam(deltas.parameters(), lr=config.learning_rate)
     scaler = torch.amp.GradScaler(torch.device(denoiser.device).type, enabled=config.loss_scaling)
     steps_ahead = max(1, config.frozen_batch // config.batch_size)
+    warmup = config.critic_warmup if config.variational and objective.uses_divergence else 0
     records, upcoming = [], []
-    for index in range(config.steps):
+    for index in range(-warmup, config.steps):
         started = time.perf_counter()
         if not upcoming:
             upcoming = trainer.plan(index, min(steps_ahead, config.steps - index))
         step = upcoming.pop(0)
+        if index < 0:       # a variational divergence's critic learns alone first (f-DMU: 30 steps)
+            with torch.no_grad():
+                objective.loss(step)
+            continue
 
         loss, terms, m = objective.loss(step)
+        if trainer.critic_bound is not None:
+            terms["critic_bound"] = trainer.critic_bound
         if step.preserve is not None:
             main = objective.main_draw
             kept = trainer.epsilon(step.draws[main], step.preserve)

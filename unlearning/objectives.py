@@ -130,9 +130,9 @@ class _Constrained(Objective):
 
 class ConstrainedReverseKL(_Constrained):
     name = "constrained_reverse_kl"
-    description = "Stay close to the anchor while keeping at least `budget` x the anchor's divergence from the concept."
+    description = "Stay close to the anchor while keeping at least `budget` x the anchor's KL from the concept."
     formula = ("(1 - lam) D(eps_theta, eps*), eps* = eps_0(c_a) - lam/(1-lam) (eps_0(c*) - eps_0(c_a)); "
-               "constraint D(eps_theta, eps_0(c*)) >= budget D(eps_0(c_a), eps_0(c*)); x_t on the trained model's trajectories")
+               "constraint KL(eps_theta, eps_0(c*)) >= budget KL(eps_0(c_a), eps_0(c*)); x_t on the trained model's trajectories")
     parameters = (BUDGET, DUAL_STEP, TRAJECTORY_STEPS, TRAJECTORY_CFG)
     draws = {"main": "model_trajectory"}
     frozen_roles = (("main", "anchor"), ("main", "target"))
@@ -149,9 +149,9 @@ class ConstrainedReverseKL(_Constrained):
         target = anchor - self.lam / (1 - self.lam) * (concept - anchor)
         pred = self.trainer.epsilon(draw, step.concept.target)
         primal, m = self.trainer.divergence(pred, target, draw.percent)
-        separation, _ = self.trainer.divergence(pred.detach(), concept, draw.percent)
+        separation, _ = self.trainer.measure(pred.detach(), concept, draw.percent)
         if self.bound is None:
-            self.bound = self.params["budget"] * self.trainer.divergence(anchor, concept, draw.percent)[0].item()
+            self.bound = self.params["budget"] * self.trainer.measure(anchor, concept, draw.percent)[0].item()
         return (1 - self.lam) * primal, {"erase": primal.detach(), "constraint": separation}, m
 
     def violation(self, estimate):

@@ -7,6 +7,7 @@ import torch
 from graphs import erase_graph, plain_graph, reference_latents, same, saved_latent
 
 from comfyui_unlearn.divergences import DIVERGENCES
+from comfyui_unlearn.divergences.variational import PAIRS
 from comfyui_unlearn.unlearning import OBJECTIVES
 
 pytestmark = pytest.mark.comfyui
@@ -51,6 +52,16 @@ def test_same_seed_same_erasure_and_other_seed_other_erasure(runner):
 @pytest.mark.parametrize("divergence", list(DIVERGENCES))
 def test_every_divergence_runs_in_the_graph(runner, references, divergence):
     result = run(runner, erase_graph(CKPT, seed=1, divergence=divergence, temperature=0.05, alpha=2.0))
+    assert same(latent(result, "20"), references[1])
+    erased = latent(result, "21")
+    assert torch.isfinite(erased).all() and not same(erased, references[1])
+
+
+@pytest.mark.parametrize("pair", list(PAIRS))
+def test_every_variational_divergence_runs_in_the_graph(runner, references, pair):
+    graph = erase_graph(CKPT, seed=1, divergence=f"variational_{pair}", critic_warmup=2, critic_width=8)
+    graph["51"] = {"class_type": "LossGraphNode", "inputs": {"loss": ["3", 2], "filename_prefix": f"loss_{pair}"}}
+    result = run(runner, graph)
     assert same(latent(result, "20"), references[1])
     erased = latent(result, "21")
     assert torch.isfinite(erased).all() and not same(erased, references[1])

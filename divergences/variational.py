@@ -1,0 +1,112 @@
+"""Variational f-divergences: the f-GAN lower bound with a trained critic (f-DMU's min-max form).
+
+D_f(P || Q) >= E_P[g(V(x))] - E_Q[f*(g(V(x)))] for any critic V, with equality at the optimal one;
+g maps the critic's raw output into the conjugate's domain (Nowozin et al., arXiv 1606.00709). Here P
+is the frozen model's prediction for the anchor and Q the trained model's for the concept: the
+critic maximises the bound, the model minimises it.
+"""
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LOGIT_CLAMP = 20.0   # exp(20) is the largest value the exponential conjugates can produce
+
+
+@dataclass(frozen=True)
+class FGanPair:
+    name: str
+    activation: Callable     # g: critic output v -> t in dom f*
+    conjugate_of_activation: Callable   # f*(g(v)), written to stay finite
+    generator: Callable      # f(u), for the Fenchel identity tests
+    generator_slope: Callable  # f'(u)
+    conjugate: Callable      # f*(t)
+    estimates: str           # what the bound estimates, in terms of the closed forms
+
+
+PAIRS = {p.name: p for p in [
+    FGanPair("kl", lambda v: v, lambda v: torch.exp(v - 1),
+             lambda u: u * torch.log(u), lambda u: torch.log(u) + 1, lambda t: torch.exp(t - 1), "kl"),
+    FGanPair("reverse_kl", lambda v: -torch.exp(-v), lambda v: v - 1,
+             lambda u: -torch.log(u), lambda u: -1 / u, lambda t: -1 - torch.log(-t), "reverse_kl"),
+    FGanPair("hellinger", lambda v: -torch.expm1(-v), torch.expm1,
+             lambda u: (u.sqrt() - 1) ** 2, lambda u: 1 - u.rsqrt(), lambda t: t / (1 - t), "hellinger"),
+    FGanPair("jensen_shannon", lambda v: math.log(2) - F.softplus(-v), lambda v: F.softplus(v) - math.log(2),
+             lambda u: u * torch.log(u) - (u + 1) * torch.log((u + 1) / 2), lambda u: torch.log(2 * u / (u + 1)),
+             lambda t: -torch.log(2 - torch.exp(t)), "2 x jensen_shannon"),
+    FGanPair("pearson_chi2", lambda v: v, lambda v: v * v / 4 + v,
+             lambda u: (u - 1) ** 2, lambda u: 2 * (u - 1), lambda t: t * t / 4 + t, "pearson_chi2"),
+    FGanPair("total_variation", lambda v: torch.tanh(v) / 2, lambda v: torch.tanh(v) / 2,
+             lambda u: (u - 1).abs() / 2, lambda u: torch.sign(u - 1) / 2, lambda t: t, "total_variation"),
+]}
+
+
+def variational_bound(pair: FGanPair, critic_real, critic_fake):
+    """E_P[g(V)] - E_Q[f*(g(V))] from the critic's outputs on samples of P (real) and Q (fake)."""
+    real, fake = critic_real.clamp(-LOGIT_CLAMP, LOGIT_CLAMP), critic_fake.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+    return pair.activation(real).mean() - pair.conjugate_of_activation(fake).mean()
+
+
+class PatchCritic(nn.Module):
+    """f-DMU's critic: a spectral-norm PatchGAN on the denoiser's outputs (64 -> 128 -> 256 -> 512 -> 1
+    channels at width 64), one logit per patch. Differences from the reference: as many stride-2
+    convolutions as the latent allows (three from 32 x 32 up), the last two convolutions 3 x 3 (the
+    reference's 4 x 4 ones would shrink small latents away), and no mask channel (the pack trains on
+    whole latents). With noise_level, the step's noise level (fraction of the way through denoising) is
+    one more input channel."""
+
+    def __init__(self, channels, width=64, noise_level=False, spatial=64):
+        super().__init__()
+        self.noise_level = noise_level
+        downsamples = max(0, min(3, int(math.log2(max(spatial, 1))) - 2))   # keep >= 4 x 4 for the last two convs
+        layers, in_ch = [], channels + (1 if noise_level else 0)
+        for i in range(downsamples):
+            out = width * 2 ** i
+            layers += [nn.utils.spectral_norm(nn.Conv2d(in_ch, out, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            in_ch = out
+        out = width * 2 ** downsamples
+        layers += [nn.utils.spectral_norm(nn.Conv2d(in_ch, out, 3, 1, 1)), nn.LeakyReLU(0.2), nn.Conv2d(out, 1, 3, 1, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x, percent=None):
+        if self.noise_level:
+            x = torch.cat([x, percent.view(-1, 1, 1, 1).to(x).expand(-1, 1, *x.shape[2:])], dim=1)
+        return self.net(x)
+
+
+class VariationalDivergence:
+    """A critic, its optimiser and the f-GAN pair: the min-max form of one f-divergence.
+
+    critic_step and generator_loss each touch only their own side: the critic sees detached
+    predictions and zeroes its gradients before its backward, and its parameters are frozen while the
+    generator's loss is formed, so no gradient crosses from one update to the other (the reference
+    code leaked the generator's gradient into the critic's next step).
+    """
+
+    def __init__(self, name, critic, learning_rate=1e-4, max_grad_norm=None):
+        self.pair = PAIRS[name]
+        self.critic = critic
+        self.optimizer = torch.optim.AdamW(critic.parameters(), lr=learning_rate)
+        self.max_grad_norm = max_grad_norm
+
+    def critic_step(self, real, fake, percent=None):
+        """One ascent step of the critic on the bound; returns the bound before the step."""
+        self.critic.requires_grad_(True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.enable_grad():   # also during the warm-up, which runs the model under no_grad
+            bound = variational_bound(self.pair, self.critic(real.detach().float(), percent),
+                                      self.critic(fake.detach().float(), percent))
+            (-bound).backward()
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        return bound.detach()
+
+    def generator_loss(self, fake, percent=None):
+        """-E_Q[f*(g(V))]: minimising it lowers the bound (the P term does not depend on the model)."""
+        self.critic.requires_grad_(False)
+        logits = self.critic(fake.float(), percent).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+        return -self.pair.conjugate_of_activation(logits).mean()
