@@ -53,3 +53,4 @@ def runner(tmp_path_factory):
     write_tiny_sd15(base / "models" / "checkpoints" / "tiny_sd15.safetensors")
     write_tiny_sd3(base / "models" / "diffusion_models" / "tiny_sd3.safetensors")
     return runner
+

@@ -7,6 +7,7 @@ import comfy_harness
 import torch
 from safetensors.torch import load_file
 
+CHECKPOINT = "tiny_sd15.safetensors"   # written by the `runner` fixture (tests/conftest.py)
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "erase_concept.json"
 SHIPPED = json.loads(WORKFLOW.read_text())
 FAST_UNLEARN = dict(steps=3, learning_rate=1e-4, anchor_images=2, anchor_steps=2, anchor_width=64, anchor_height=64)
@@ -35,20 +36,23 @@ def _save_latent(samples, prefix):
     return {"class_type": "SaveLatent", "inputs": {"samples": samples, "filename_prefix": prefix}}
 
 
-def saved_latent(result, node_id, output_dir):
+def run(runner, graph):
+    """Run a graph that must succeed."""
+    result = runner.run(graph)
+    assert result.success, result.error
+    return result
+
+
+def latent(result, node_id):
     """The latent tensor a SaveLatent node wrote in this run."""
     entry = result.outputs[node_id]["latents"][0]
-    return load_file(str(Path(output_dir) / entry["subfolder"] / entry["filename"]))["latent_tensor"]
+    return load_file(str(comfy_harness.output_dir() / entry["subfolder"] / entry["filename"]))["latent_tensor"]
 
 
 def reference_latents(runner, checkpoint, seeds=(1, 2)):
     """The untouched branch's latents from a fresh executor cache, per seed."""
     runner.reset()
-    refs = {}
-    for seed in seeds:
-        result = runner.run(plain_graph(checkpoint, seed))
-        assert result.success, result.error
-        refs[seed] = saved_latent(result, "20", comfy_harness.output_dir())
+    refs = {seed: latent(run(runner, plain_graph(checkpoint, seed)), "20") for seed in seeds}
     runner.reset()
     return refs
 

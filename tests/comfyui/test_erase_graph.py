@@ -1,32 +1,15 @@
 """Real ComfyUI graphs on a tiny SD1.5-layout checkpoint: the example workflow, end to end, on the CPU."""
 import math
 
-import comfy_harness
 import pytest
 import torch
-from graphs import erase_graph, plain_graph, reference_latents, same, saved_latent
+from graphs import CHECKPOINT as CKPT, erase_graph, latent, plain_graph, run, same
 
 from comfyui_unlearn.divergences import DIVERGENCES
 from comfyui_unlearn.divergences.variational import PAIRS
 from comfyui_unlearn.unlearning import OBJECTIVES
 
 pytestmark = pytest.mark.comfyui
-CKPT = "tiny_sd15.safetensors"
-
-
-def run(runner, graph):
-    result = runner.run(graph)
-    assert result.success, result.error
-    return result
-
-
-def latent(result, node_id):
-    return saved_latent(result, node_id, comfy_harness.output_dir())
-
-
-@pytest.fixture(scope="module")
-def references(runner):
-    return reference_latents(runner, CKPT)
 
 
 def test_erased_branch_changes_while_the_original_stays_bit_identical(runner, references):

@@ -1,31 +1,14 @@
 """Saved erasures load in ComfyUI's stock LoRA loader; several concepts at once; preserved prompts."""
 from pathlib import Path
 
-import comfy_harness
 import pytest
 import torch
-from graphs import (erase_graph, lora_graph, reference_latents, same, sample_prompts, saved_latent, saved_lora_name,
-                    with_saved_erasure)
+from graphs import (CHECKPOINT as CKPT, erase_graph, latent, lora_graph, run, same, sample_prompts,
+                    saved_lora_name, with_saved_erasure)
 
 from comfyui_unlearn.unlearning import PACK_VERSION, read_erasure_metadata
 
 pytestmark = pytest.mark.comfyui
-CKPT = "tiny_sd15.safetensors"
-
-
-@pytest.fixture(scope="module")
-def references(runner):
-    return reference_latents(runner, CKPT)
-
-
-def run(runner, graph):
-    result = runner.run(graph)
-    assert result.success, result.error
-    return result
-
-
-def latent(result, node_id):
-    return saved_latent(result, node_id, comfy_harness.output_dir())
 
 
 def loras_folder():
