@@ -6,6 +6,7 @@ from .export import lora_state_dict, next_free_path, read_erasure_metadata, writ
 from .engine import Concept, Denoiser, ErasureConfig, NonFiniteLossError, StepRecord, erase
 from .objectives import OBJECTIVES, dual_ascent, get_objective
 from .parameters import PARAMETER_PRESETS, select_parameters
+from .sampling import euler_sample
 from .schedule import DiscreteVPSchedule, NoiseSchedule
 from .torch_module import ModuleDenoiser
 
@@ -13,6 +14,7 @@ __all__ = [
     "Concept", "ConceptPair", "ConceptSet", "Denoiser", "DiscreteVPSchedule", "Erasure", "ErasureConfig",
     "LoraDeltas", "ModuleDenoiser", "NoiseSchedule", "NonFiniteLossError", "OBJECTIVES", "PACK_VERSION",
     "PARAMETER_PRESETS", "dual_ascent", "get_objective",
-    "PreservedPrompt", "StepRecord", "WeightDeltas", "erase", "lora_state_dict", "next_free_path", "pair_prompts",
+    "PreservedPrompt", "StepRecord", "WeightDeltas", "erase", "euler_sample", "lora_state_dict", "next_free_path",
+    "pair_prompts",
     "prompt_lines", "read_erasure_metadata", "select_parameters", "write_erasure",
 ]

@@ -19,6 +19,7 @@ from ..divergences import REDUCTIONS, divergence_loss, get_divergence
 from ..divergences.variational import PAIRS, PatchCritic, VariationalDivergence
 from .deltas import WeightDeltas
 from .objectives import get_objective
+from .sampling import euler_sample
 from .schedule import NoiseSchedule
 
 
@@ -74,7 +75,7 @@ class ErasureConfig:
     critic_learning_rate: float = 1e-4
     critic_warmup: int = 30
     critic_width: int = 64
-    critic_noise_level: bool = False
+    critic_noise_level: bool = True       # measured: see benchmarks/variational_critic.py
 
     @property
     def variational(self) -> Optional[str]:
@@ -182,7 +183,9 @@ class Trainer:
             return divergence_loss(pred, target, config.divergence, temperature=config.temperature,
                                    reduction=config.reduction, step_weight=step_weight, **config.divergence_params)
         if self.critic is None:
-            critic = PatchCritic(pred.shape[1], config.critic_width, config.critic_noise_level, min(pred.shape[-2:]))
+            with torch.random.fork_rng(devices=[]):    # the critic's initial weights follow the seed, not the global RNG
+                torch.manual_seed(config.seed)
+                critic = PatchCritic(pred.shape[1], config.critic_width, config.critic_noise_level, min(pred.shape[-2:]))
             self.critic = VariationalDivergence(config.variational, critic.to(pred.device), config.critic_learning_rate)
         percent = percent.to(pred.device, torch.float32)
         self.critic_bound = self.critic.critic_step(target, pred, percent)
@@ -228,29 +231,18 @@ class Trainer:
         params = self.objective.params
         count, cfg, batch = int(params["trajectory_steps"]), params["trajectory_cfg"], self.config.batch_size
         device = self.denoiser.device
-        grid = torch.linspace(0, 1, count + 1, dtype=torch.float64)[:-1]
-        grid = torch.clamp(grid, min=self.schedule.percent_per_step)
+        grid = torch.linspace(0, 1, count + 1, dtype=torch.float64)[:-1].clamp_min(self.schedule.percent_per_step)
         sigmas = self.schedule.sigma_at(grid).to(device, torch.float32)
         for concept in {id(s.concept): s.concept for s in steps}.values():
             own = [s for s in steps if s.concept is concept]
             noise = torch.randn((len(own) * batch, *concept.latent_shape()), generator=self.generator).to(device)
             stops = torch.randint(count, (len(own) * batch,), generator=self.generator).to(device)
-            x = self.schedule.add_noise(torch.zeros_like(noise), noise, sigmas[:1].expand(len(noise)))
-            stopped = x.clone()
-            with torch.no_grad(), (self.deltas.disabled() if frozen else contextlib.nullcontext()):
-                for k in range(count):
-                    stopped[stops == k] = x[stops == k]
-                    if k == count - 1 or bool((stops <= k).all()):
-                        break
-                    draw = Draw(x, sigmas[k].expand(len(x)), grid[k].expand(len(x)))
-                    with _autocast(device, self.config.autocast_dtype):
-                        x0_cond = self.denoiser.predict_x0(x, draw.sigma, concept.target)
-                        x0_empty = self.denoiser.predict_x0(x, draw.sigma, concept.empty)
-                    denoised = x0_empty + cfg * (x0_cond - x0_empty)
-                    x = x + (sigmas[k + 1] - sigmas[k]) * (x - denoised) / sigmas[k]
+            with (self.deltas.disabled() if frozen else contextlib.nullcontext()), \
+                    _autocast(device, self.config.autocast_dtype):
+                states = euler_sample(self.denoiser, concept.target, noise, sigmas, cfg, concept.empty, stops)
             for i, step in enumerate(own):
                 rows = slice(i * batch, (i + 1) * batch)
-                step.draws[name] = Draw(stopped[rows], sigmas[stops[rows]], grid[stops[rows].cpu()])
+                step.draws[name] = Draw(states[rows], sigmas[stops[rows]], grid[stops[rows].cpu()])
 
     def fill_frozen(self, steps):
         """Every frozen epsilon the objective asks for, one batched pass per (draw name, conditioning)."""
