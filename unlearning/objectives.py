@@ -35,6 +35,38 @@ def per_sample_mse(pred, target):
     return (pred.float() - target.float()).square().flatten(1).mean(1)
 
 
+class ForgetError:
+    """The trained model's denoising error on the images to forget, clipped at 5 x its starting value e_0
+    (gradient ascent on an unbounded error would run away; SISS clips it likewise), and its running mean.
+
+    One step's error swings by an order of magnitude with the noise level it drew, so e_0 is the mean
+    over `baseline_draws` draws at the start, and stopping rules read the running mean (EMA 0.9, from e_0).
+    """
+    baseline_draws = 16
+
+    def __init__(self):
+        self.initial, self.running = None, None
+
+    def __call__(self, trainer, step):
+        """(clipped mean error to ascend, per-sample error)."""
+        if self.initial is None:
+            self.initial = self.running = self.baseline(trainer, step.concept)
+        forget = step.draws["forget"]
+        error = per_sample_mse(trainer.epsilon(forget, step.concept.target), forget.noise)
+        self.running = 0.9 * self.running + 0.1 * error.mean().item()
+        return torch.minimum(error, torch.full_like(error, 5 * self.initial)).mean(), error
+
+    def baseline(self, trainer, concept):
+        with torch.no_grad():
+            draws = [trainer.draw_from_latents(concept.forget_latents) for _ in range(self.baseline_draws)]
+            return torch.cat([per_sample_mse(trainer.epsilon(d, concept.target), d.noise) for d in draws]).mean().item()
+
+    @property
+    def ratio(self):
+        """The running error over e_0."""
+        return self.running / self.initial
+
+
 class Objective:
     name = ""
     description = ""              # one line: the node's tooltip
@@ -195,16 +227,13 @@ class ConstrainedForwardKL(_Constrained):
 
     def __init__(self, config, trainer):
         super().__init__(config, trainer)
-        self.initial_error = None
+        self.forget_error = ForgetError()
 
     def loss(self, step):
-        retain, forget = step.draws["retain"], step.draws["forget"]
+        retain = step.draws["retain"]
         kept, m = self.trainer.divergence(self.trainer.epsilon(retain, step.concept.target), retain.noise, retain.percent)
-        error = per_sample_mse(self.trainer.epsilon(forget, step.concept.target), forget.noise)
-        if self.initial_error is None:
-            self.initial_error = error.mean().item()
-        forgotten = torch.minimum(error, torch.full_like(error, 5 * self.initial_error)).mean()
-        ratio = error.mean().detach() / self.initial_error
+        forgotten, error = self.forget_error(self.trainer, step)
+        ratio = error.mean().detach() / self.forget_error.initial
         return kept - self.lam * forgotten, {"retain": kept.detach(), "forget": forgotten.detach(), "constraint": ratio}, m
 
     def violation(self, estimate):
@@ -229,7 +258,7 @@ class VDU(Objective):
             raise ValueError("the vdu objective needs full weight deltas (its prior is per weight): choose a "
                              "parameters preset other than lora")
         self.precision = None
-        self.initial_error, self.error = None, None
+        self.forget_error = ForgetError()
 
     def estimate_precision(self, concept):
         """Diagonal Fisher of the anchor images' denoising loss at the pretrained weights: the prior's
@@ -249,21 +278,16 @@ class VDU(Objective):
     def loss(self, step):
         if self.precision is None:
             self.precision = self.estimate_precision(step.concept)
-        forget = step.draws["forget"]
-        error = per_sample_mse(self.trainer.epsilon(forget, step.concept.target), forget.noise)
-        if self.initial_error is None:
-            self.initial_error = error.mean().item()
-        plasticity = torch.minimum(error, torch.full_like(error, 5 * self.initial_error)).mean()
+        plasticity, error = self.forget_error(self.trainer, step)
         prior = sum((p * d.square()).sum() for p, d in zip(self.precision, self.trainer.deltas.parameters())) / 2
         gamma = self.params["gamma"]
-        self.error = error.mean().item()
         return gamma * prior - (1 - gamma) * plasticity, {"prior": prior.detach(), "forget": plasticity.detach()}, error
 
     def update(self, terms):
-        return {"forget_error_ratio": self.error / self.initial_error}
+        return {"forget_error_ratio": self.forget_error.ratio}
 
     def finished(self):
-        return self.error is not None and self.error >= self.params["stop_ratio"] * self.initial_error
+        return self.forget_error.initial is not None and self.forget_error.ratio >= self.params["stop_ratio"]
 
 
 OBJECTIVES = {o.name: o for o in [Anchor, ESD, ConstrainedReverseKL, ConstrainedForwardKL, ConstrainedLikelihood, VDU]}
