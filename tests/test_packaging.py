@@ -1,4 +1,4 @@
-"""Registry metadata and shipped workflows, checked without ComfyUI."""
+"""Registry metadata, shipped workflows and the layout's one-way imports, checked without ComfyUI."""
 import json
 import tomllib
 from pathlib import Path
@@ -27,3 +27,17 @@ def test_every_api_workflow_has_its_ui_twin_with_the_same_nodes():
         assert {n["id"]: n["type"] for n in ui["nodes"]} == {int(k): v["class_type"] for k, v in api.items()}
         links = sum(isinstance(v, list) for node in api.values() for v in node["inputs"].values())
         assert len(ui["links"]) == links
+
+
+def test_engine_and_divergences_import_nothing_from_comfyui_or_the_nodes():
+    import ast
+
+    comfy_modules = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "node_helpers", "nodes"}
+    for folder in ("divergences", "unlearning"):
+        for path in (ROOT / folder).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+                assert not {n.split(".")[0] for n in names} & comfy_modules, f"{path} imports {names}"
+                if isinstance(node, ast.ImportFrom) and node.level == 2:
+                    assert (node.module or "").split(".")[0] != "nodes", f"{path} imports the nodes"
