@@ -10,7 +10,7 @@ pip() { "$VENV/bin/python" -m pip --disable-pip-version-check --quiet "$@" >&2; 
 constraints="$(mktemp)"; trap 'rm -f "$constraints" "$constraints.req"' EXIT
 echo "torch==2.13.0" > "$constraints"
 pip install "torch==2.13.0"
-pip install -c "$constraints" pytest safetensors numpy
+pip install -c "$constraints" pytest safetensors numpy "diffusers==0.42.1"   # diffusers: the offline benchmark's model
 COMFY="${COMFYUI_PATH:-$HOME/ComfyUI}"
 if [ -f "$COMFY/comfy/model_patcher.py" ]; then
   grep -v -E '^(torch|torchvision|torchaudio)$' "$COMFY/requirements.txt" > "$constraints.req"

@@ -1,0 +1,296 @@
+"""The offline erasure benchmark: erase "a sneaker" -> "a sandal" from the committed base model with
+each divergence and objective of the pack's engine; is the concept gone, is the rest intact, at what cost.
+
+Per run: the classifier's accuracy on samples of the target's canonical prompt, its three synonyms and
+a template never used in training or erasure (lower = erased; and where those samples go instead);
+the mean and worst accuracy on the nine other classes and their drop from the original model (same
+seeds); the Frechet distance of classifier features between the erased and the original model's
+samples of those classes; the erasure's steps, seconds and peak memory. Sweeps of the learning rate
+and the temperature draw each divergence's erasure-vs-preservation curve.
+
+    python benchmarks/fashion/run.py            # the whole table, about 11 minutes on 2 CPU cores (two runs side by side)
+    python benchmarks/fashion/run.py --quick    # kl at the pack's defaults only, under a minute
+"""
+import argparse
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+import task
+from train import frechet_distance
+
+from comfyui_unlearn.divergences import DIVERGENCES  # noqa: E402
+from comfyui_unlearn.divergences.variational import PAIRS  # noqa: E402
+from comfyui_unlearn.unlearning import Concept, ErasureConfig, WeightDeltas, erase, select_parameters  # noqa: E402
+
+TARGET, ANCHOR = 7, 5          # sneaker -> sandal
+RESULTS = task.HERE.parents[0] / "results"
+ANCHOR_IMAGES = 4              # the node's default number of sampled anchor images
+SWEEP_LR = (8e-4, 1.5e-3, 3e-3)
+TRAJECTORY_OBJECTIVES = ("esd", "constrained_reverse_kl", "constrained_likelihood")   # the slow ones: start first
+
+
+@dataclass(frozen=True)
+class Run:
+    label: str
+    group: str                 # "defaults", "sweep", "variational", "objectives"
+    config: ErasureConfig = field(default_factory=ErasureConfig)
+    in_grid: bool = False      # a row of the picture
+
+
+@dataclass(frozen=True)
+class Sizes:
+    canonical: int = 32
+    synonym: int = 16
+    held_out: int = 32
+    other: int = 24
+
+
+def eval_prompts():
+    """(group, prompt) pairs whose samples are judged."""
+    groups = [("canonical", task.prompt(TARGET))]
+    groups += [("synonyms", task.prompt(TARGET, i)) for i in (1, 2, 3)]
+    groups += [("held_out", task.HELD_OUT_TEMPLATE.format(task.CLASSES[TARGET][0]))]
+    groups += [(f"class_{c}", task.prompt(c)) for c in range(10) if c != TARGET]
+    return groups
+
+
+def samples_of(denoiser, encoder, sizes):
+    counts = {"canonical": sizes.canonical, "synonyms": sizes.synonym, "held_out": sizes.held_out}
+    out = {}
+    for group, text in eval_prompts():
+        cond = tuple(t[:1] for t in encoder([text]))
+        out[(group, text)] = task.sample(denoiser, cond, counts.get(group, sizes.other), task.stable_seed(text))
+    return out
+
+
+def judge(classifier, samples, original=None):
+    """Accuracies (and, against the original model's samples, the preservation measures)."""
+    predictions = {key: classifier(images).argmax(1) for key, images in samples.items()}
+    target = {g: torch.cat([p for (group, _), p in predictions.items() if group == g]) for g in ("canonical", "synonyms", "held_out")}
+    erased = torch.cat(list(target.values()))
+    instead = torch.bincount(erased[erased != TARGET], minlength=10)
+    others = {int(g[6:]): (p == int(g[6:])).float().mean().item() for (g, _), p in predictions.items() if g.startswith("class_")}
+    result = {
+        "target_accuracy": {g: (p == TARGET).float().mean().item() for g, p in target.items()},
+        "goes_to": {task.CLASSES[c][0]: round(n / len(erased), 3) for c, n in enumerate(instead.tolist()) if n},
+        "other_accuracy_mean": sum(others.values()) / len(others),
+        "other_accuracy_worst": min(others.values()),
+        "other_accuracy": {task.CLASSES[c][0]: a for c, a in others.items()},
+    }
+    if original is not None:
+        keys = [k for k in samples if k[0].startswith("class_")]
+        result["frechet_distance_others"] = frechet_distance(
+            classifier.features(torch.cat([samples[k] for k in keys])),
+            classifier.features(torch.cat([original[k] for k in keys])))
+    return result
+
+
+def reset_peak_memory():
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory():
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+
+
+def run_erasure(unet, concept, run):
+    """Erase with one configuration; returns (a denoiser with the learned deltas on, records, seconds, bytes)."""
+    names = set(select_parameters([n for n, _ in unet.named_parameters()], "cross_attention_kv"))   # the default
+    deltas = WeightDeltas({n: p.shape for n, p in unet.named_parameters() if n in names})
+    denoiser = task.denoiser(unet, deltas)
+    reset_peak_memory()
+    started = time.perf_counter()
+    records = erase(denoiser, deltas, [concept], run.config)
+    return denoiser, records, time.perf_counter() - started, peak_memory()
+
+
+def plan(quick):
+    """The runs: the pack's defaults per divergence, sweeps, variational divergences, objectives.
+
+    The sweeps use a temperature at which m is of order 10 at the start (m is about 0.01 at
+    temperature 1 on this model), so that the bounded divergences' weights differ from MSE's;
+    pearson_chi2 (log-space form) reweights samples only within a batch, so it is swept at batch 4,
+    beside kl at batch 4. total_variation keeps temperature 1: its loss is TV itself, not MSE-like.
+    """
+    default = ErasureConfig()
+    if quick:
+        return [Run("kl", "defaults")]
+    runs = [Run(name, "defaults", replace(default, divergence=name), in_grid=name in ("kl", "total_variation"))
+            for name in DIVERGENCES]
+    sweeps = [("kl", 1.0, 1, (2e-4, 8e-4, 1.5e-3, 3e-3)), ("kl", 1.0, 4, (8e-4, 3e-3))]
+    sweeps += [(name, 1e-3, 1, SWEEP_LR) for name in ("hellinger", "jensen_shannon")]
+    sweeps += [("pearson_chi2", 1e-3, 4, SWEEP_LR), ("total_variation", 1.0, 1, SWEEP_LR)]
+    for name, temperature, batch, rates in sweeps:
+        for lr in rates:
+            runs.append(Run(f"{name} t={temperature:g} b={batch} lr={lr:g}", "sweep", replace(
+                default, divergence=name, temperature=temperature, batch_size=batch, learning_rate=lr),
+                in_grid=lr == 1.5e-3))
+    runs += [Run(f"variational_{p}", "variational", replace(default, divergence=f"variational_{p}"),
+                 in_grid=p == "hellinger") for p in PAIRS]
+    for objective in ("esd", "constrained_reverse_kl", "constrained_likelihood", "constrained_forward_kl", "vdu"):
+        runs.append(Run(objective, "objectives", replace(default, objective=objective), in_grid=True))
+    runs.append(Run("vdu stop_ratio=10", "objectives", replace(default, objective="vdu",
+                                                                objective_params={"stop_ratio": 10.0})))
+    return runs
+
+
+class Bench:
+    """What every run needs: the base model, the judge, the prompts, the concept, the original samples
+    (sampled here, or handed over by the process that sampled them)."""
+
+    def __init__(self, sizes, threads, images=None, original=None):
+        torch.set_num_threads(threads)
+        self.sizes, self.encoder = sizes, task.PromptEncoder()
+        self.unet = task.load(task.build_unet(), task.BASE_MODEL)
+        self.classifier = task.load(task.Classifier(), task.CLASSIFIER)
+        frozen = task.denoiser(self.unet)
+        self.images = images or {c: task.sample(frozen, self.cond(task.prompt(c)), ANCHOR_IMAGES,
+                                                task.stable_seed("images " + task.prompt(c))) for c in (TARGET, ANCHOR)}
+        self.concept = Concept(self.cond(task.prompt(TARGET)), self.cond(task.prompt(ANCHOR)), self.images[ANCHOR],
+                               task.prompt(TARGET), task.prompt(ANCHOR), empty=self.cond(""),
+                               forget_latents=self.images[TARGET])
+        self.original = original or samples_of(frozen, self.encoder, sizes)
+        self.baseline = judge(self.classifier, self.original)
+
+    def cond(self, text):
+        return tuple(t[:1] for t in self.encoder([text]))
+
+    def __call__(self, run):
+        """One run's result row and its grid row."""
+        denoiser, records, seconds, memory = run_erasure(self.unet, self.concept, run)
+        samples = samples_of(denoiser, self.encoder, self.sizes)
+        verdict = judge(self.classifier, samples, self.original)
+        verdict["other_accuracy_drop"] = self.baseline["other_accuracy_mean"] - verdict["other_accuracy_mean"]
+        return {"label": run.label, "group": run.group, "divergence": run.config.divergence,
+                "objective": run.config.objective, "temperature": run.config.temperature,
+                "batch_size": run.config.batch_size, "learning_rate": run.config.learning_rate,
+                "steps": len(records), "m_first_20_steps": sum(r.m for r in records[:20]) / len(records[:20]),
+                "seconds": seconds, "peak_memory_bytes": memory, **verdict}, grid_row(samples)
+
+
+_worker_bench = None
+
+
+def _start_worker(sizes, images, original):
+    global _worker_bench
+    _worker_bench = Bench(sizes, 1, images, original)
+
+
+def _run_in_worker(run):
+    return _worker_bench(run)
+
+
+def run_all(runs, bench, workers):
+    """Each run's (result, grid row) in plan order, printed as they come. With several workers, each is
+    a process with one torch thread (two threads per process on a 2-core machine run slower)."""
+    def report(item):
+        print(row(item[0]), flush=True)
+        return item
+
+    if workers == 1:
+        return [report(bench(run)) for run in runs]
+    import multiprocessing
+
+    order = sorted(range(len(runs)), key=lambda i: runs[i].config.objective not in TRAJECTORY_OBJECTIVES)
+    shared = (bench.sizes, bench.images, bench.original)     # sampled once, not again in every worker
+    with multiprocessing.get_context("spawn").Pool(workers, _start_worker, shared) as pool:
+        done = [report(item) for item in pool.imap(_run_in_worker, [runs[i] for i in order])]
+    return [done[order.index(i)] for i in range(len(runs))]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="kl at the pack's defaults, fewer samples (< 1 minute)")
+    parser.add_argument("--workers", type=int, default=2, help="runs side by side, one thread each (default 2)")
+    args = parser.parse_args()
+    sizes = Sizes(16, 8, 16, 12) if args.quick else Sizes()
+    bench = Bench(sizes, threads=2)
+    results = [{"label": "original model", "group": "original", **bench.baseline}]
+    grid = {"original model": grid_row(bench.original)}
+    runs = plan(args.quick)
+    for run, (result, picture) in zip(runs, run_all(runs, bench, 1 if args.quick else args.workers)):
+        results.append(result)
+        if run.in_grid or args.quick:
+            grid[run.label] = picture
+    name = "fashion_erasure_quick" if args.quick else "fashion_erasure"
+    RESULTS.mkdir(exist_ok=True)
+    save_grid(grid, RESULTS / f"{name}.png")
+    (RESULTS / f"{name}.json").write_text(json.dumps({"sizes": vars(sizes), "runs": results}, indent=1) + "\n")
+    table = markdown(results)
+    (RESULTS / f"{name}.md").write_text(table + "\n")
+    print("\n" + table)
+    if args.quick:
+        check_quick(results)
+    return results
+
+
+def check_quick(results):
+    """The quick mode's claim: kl at the defaults lowers the target's accuracy and keeps the others."""
+    original, erased = results[0], results[1]
+    lowered = erased["target_accuracy"]["canonical"] <= original["target_accuracy"]["canonical"] - 0.25
+    kept = erased["other_accuracy_drop"] <= 0.10
+    print(f"quick check: target accuracy {original['target_accuracy']['canonical']:.0%} -> "
+          f"{erased['target_accuracy']['canonical']:.0%} ({'lowered' if lowered else 'NOT lowered enough'}), "
+          f"other classes drop {erased['other_accuracy_drop'] * 100:+.1f} points ({'kept' if kept else 'NOT kept'})")
+    if not (lowered and kept):
+        raise SystemExit(1)
+
+
+GRID_CLASSES = (TARGET, ANCHOR, 0, 8)      # sneaker, sandal, t-shirt, bag
+
+
+def grid_row(samples):
+    """8 samples of the target's canonical prompt, then 4 each of three other classes."""
+    picks = [samples[("canonical", task.prompt(TARGET))][:8]]
+    picks += [samples[(f"class_{c}", task.prompt(c))][:4] for c in GRID_CLASSES[1:]]
+    return torch.cat(picks)
+
+
+def save_grid(rows, path, scale=3):
+    from PIL import Image, ImageDraw
+
+    label_width, cell = 215, task.SIZE * scale
+    width = label_width + cell * len(next(iter(rows.values()))) + 3 * 6
+    canvas = Image.new("L", (width, 18 + cell * len(rows)), 255)
+    draw = ImageDraw.Draw(canvas)
+    headers = [(label_width, "'a photo of a sneaker' (erased)")] + [
+        (label_width + cell * (8 + 4 * i) + 6 * (i + 1), f"'a photo of a {task.CLASSES[c][0]}'")
+        for i, c in enumerate(GRID_CLASSES[1:])]
+    for x, text in headers:
+        draw.text((x + 2, 3), text, fill=0)
+    for r, (label, images) in enumerate(rows.items()):
+        y = 18 + r * cell
+        draw.text((4, y + cell // 3), label, fill=0)
+        for i, image in enumerate(((images + 1) * 127.5).round().clamp(0, 255).byte()):
+            x = label_width + i * cell + 6 * ((i >= 8) + (i >= 12) + (i >= 16))
+            canvas.paste(Image.fromarray(image[0].numpy()).resize((cell, cell), Image.NEAREST), (x, y))
+    canvas.save(path)
+
+
+HEADER = ["run", "target: canonical", "synonyms", "held-out template", "samples go to", "others mean (change)",
+          "others worst", "FD others", "steps", "s", "peak MiB"]
+
+
+def row(r):
+    t = r["target_accuracy"]
+    goes = ", ".join(f"{k} {v:.0%}" for k, v in sorted(r["goes_to"].items(), key=lambda kv: -kv[1])[:2])
+    drop = f" ({round(-r['other_accuracy_drop'] * 100, 1) + 0.0:+.1f})" if "other_accuracy_drop" in r else ""
+    cost = [r.get("steps", ""), f"{r['seconds']:.1f}" if "seconds" in r else "",
+            f"{r['peak_memory_bytes'] / 2**20:.0f}" if "peak_memory_bytes" in r else ""]
+    fd = f"{r['frechet_distance_others']:.2f}" if "frechet_distance_others" in r else ""
+    return (f"| {r['label']} | {t['canonical']:.0%} | {t['synonyms']:.0%} | {t['held_out']:.0%} | {goes} | "
+            f"{r['other_accuracy_mean']:.1%}{drop} | {r['other_accuracy_worst']:.0%} | {fd} | " + " | ".join(map(str, cost)) + " |")
+
+
+def markdown(results):
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    return "\n".join(lines + [row(r) for r in results])
+
+
+if __name__ == "__main__":
+    main()
