@@ -90,8 +90,13 @@ def write_json(name, payload):
     print(f"wrote {path}")
 
 
+def markdown_row(cells):
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def markdown_table(header, rows):
+    return "\n".join([markdown_row(header), "|" + "---|" * len(header)] + [markdown_row(row) for row in rows])
+
+
 def print_table(header, rows):
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(str(c) for c in row) + " |")
+    print(markdown_table(header, rows))

@@ -5,9 +5,9 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..divergences import DIVERGENCES, REDUCTIONS
-from ..divergences.variational import PAIRS
-from ..unlearning import (OBJECTIVES, PACK_VERSION, PARAMETER_PRESETS, Concept, ConceptPair, ConceptSet, Erasure,
-                          ErasureConfig, PreservedPrompt, lora_state_dict, pair_prompts, prompt_lines)
+from ..unlearning import (OBJECTIVES, PACK_VERSION, PARAMETER_PRESETS, VARIATIONAL_DIVERGENCES, Concept,
+                          ConceptPair, ConceptSet, Erasure, ErasureConfig, PreservedPrompt, lora_state_dict,
+                          pair_prompts, prompt_lines)
 from .anchor_samples import AnchorSampling, anchor_latents
 from .comfy_model import (SUPPORTED_FAMILIES, frozen_batch_for, model_family, train_deltas, trainable_keys,
                           training_precision, weights_fingerprint)
@@ -16,7 +16,6 @@ Concepts = io.Custom("UNLEARN_CONCEPTS")
 ErasureType = io.Custom("UNLEARN_ERASURE")
 
 CATEGORY = "unlearning"
-VARIATIONAL = [f"variational_{name}" for name in PAIRS]
 
 
 def _choices_tooltip(lead, choices):
@@ -89,12 +88,14 @@ class UnlearnModel(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The model to erase from. It stays as it was for every other branch."),
                 Concepts.Input("concepts", tooltip="What to forget and what to map it to (Unlearn Concept Pair)."),
-                io.Combo.Input("divergence", options=list(DIVERGENCES) + VARIATIONAL, default="kl", tooltip=_choices_tooltip(
-                    "How the model's prediction is compared with its training target; kl is the classic MSE.",
-                    {**{name: d.description for name, d in DIVERGENCES.items()},
-                     "variational_<name>": "the min-max form with a trained critic (kl, reverse_kl, hellinger, "
-                                           "jensen_shannon, pearson_chi2, total_variation): harder erasure, less "
-                                           "realistic images; see the critic_* inputs"})),
+                io.Combo.Input("divergence", options=list(DIVERGENCES) + VARIATIONAL_DIVERGENCES, default="kl",
+                               tooltip=_choices_tooltip(
+                                   "How the model's prediction is compared with its training target; kl is the classic MSE.",
+                                   {**{name: d.description for name, d in DIVERGENCES.items()},
+                                    "variational_<name>": "the min-max form with a trained critic (kl, reverse_kl, "
+                                                          "hellinger, jensen_shannon, pearson_chi2, total_variation): "
+                                                          "harder erasure, less realistic images; see the critic_* "
+                                                          "inputs"})),
                 io.Int.Input("steps", default=200, min=1, max=100000,
                              tooltip="Optimisation steps. 100-500 is typical; more erases harder and drifts more."),
                 io.Float.Input("learning_rate", default=5e-5, min=1e-7, max=1.0, step=1e-6,
@@ -187,9 +188,7 @@ class UnlearnModel(io.ComfyNode):
         if not keys:
             raise ValueError(f"parameters='{parameters}' matches no weight of this {family} model; choose another preset.")
         method = OBJECTIVES[objective]
-        if objective == "vdu" and parameters == "lora":
-            raise ValueError("objective='vdu' needs full weight deltas (its prior is per weight): choose a parameters "
-                             "preset other than lora.")
+        method.check_deltas(parameters == "lora")    # before any image is sampled
 
         sampling = AnchorSampling(anchor_images, anchor_steps, anchor_cfg, anchor_width, anchor_height)
         given = _given_latents(model, latents, images, vae)

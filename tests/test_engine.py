@@ -7,7 +7,7 @@ import torch
 from comfyui_unlearn.divergences import DIVERGENCES, REDUCTIONS
 from comfyui_unlearn.unlearning import (
     Concept, DiscreteVPSchedule, ErasureConfig, LoraDeltas, ModuleDenoiser, NonFiniteLossError, erase, lora_state_dict,
-    pair_prompts, select_parameters)
+    pair_prompts, preset_shapes, select_parameters)
 from toy_models import eps_unet_predict, toy_setup
 
 
@@ -192,9 +192,9 @@ def test_preservation_term_keeps_the_preserved_prompt_closer_while_both_targets_
 def test_lora_starts_at_the_base_weights_and_erases():
     module, _, _ = toy_setup()
     schedule = DiscreteVPSchedule()
-    keys = select_parameters([n for n, _ in module.named_parameters()], "attention")
-    keys = [k for k in keys if k.endswith("weight") and dict(module.named_parameters())[k].ndim == 2]
-    deltas = LoraDeltas({k: dict(module.named_parameters())[k].shape for k in keys}, rank=2, alpha=2.0)
+    shapes = {k: shape for k, shape in preset_shapes(module, "attention").items() if len(shape) == 2}   # no biases
+    keys = list(shapes)
+    deltas = LoraDeltas(shapes, rank=2, alpha=2.0)
     denoiser = ModuleDenoiser(module, schedule, deltas, eps_unet_predict(schedule))
     weight = dict(module.named_parameters())[keys[0]]
     assert torch.equal(deltas.apply(keys[0], weight), weight)

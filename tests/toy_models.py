@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from comfyui_unlearn.unlearning import DiscreteVPSchedule, ModuleDenoiser, WeightDeltas, select_parameters
+from comfyui_unlearn.unlearning import DiscreteVPSchedule, ModuleDenoiser, WeightDeltas, preset_shapes
 
 
 class Attention(nn.Module):
@@ -56,6 +56,5 @@ def toy_setup(preset="cross_attention_kv", seed=0):
     torch.manual_seed(seed)
     module = ToyUNet()
     schedule = DiscreteVPSchedule()
-    names = select_parameters([n for n, _ in module.named_parameters()], preset)
-    deltas = WeightDeltas({n: p.shape for n, p in module.named_parameters() if n in names})
+    deltas = WeightDeltas(preset_shapes(module, preset))
     return module, ModuleDenoiser(module, schedule, deltas, eps_unet_predict(schedule)), deltas

@@ -24,6 +24,7 @@ from .schedule import NoiseSchedule
 
 
 VARIATIONAL_PREFIX = "variational_"
+VARIATIONAL_DIVERGENCES = [VARIATIONAL_PREFIX + name for name in PAIRS]   # the min-max form of each f-GAN pair
 
 
 class Denoiser(Protocol):
@@ -99,7 +100,7 @@ class ErasureConfig:
             get_divergence(self.divergence)
         elif self.variational not in PAIRS:
             raise ValueError(f"divergence '{self.divergence}' is unknown; the variational ones are: "
-                             f"{', '.join(VARIATIONAL_PREFIX + name for name in PAIRS)}")
+                             f"{', '.join(VARIATIONAL_DIVERGENCES)}")
         if self.critic_warmup < 0 or not (math.isfinite(self.critic_learning_rate) and self.critic_learning_rate > 0):
             raise ValueError(f"critic_warmup must be >= 0 and critic_learning_rate positive, got "
                              f"{self.critic_warmup}, {self.critic_learning_rate}")
@@ -179,9 +180,7 @@ class Trainer:
         """
         config = self.config
         if config.variational is None:
-            step_weight = self.schedule.step_weight(percent).to(pred.device) if config.reduction == "step" else None
-            return divergence_loss(pred, target, config.divergence, temperature=config.temperature,
-                                   reduction=config.reduction, step_weight=step_weight, **config.divergence_params)
+            return self.closed_form(pred, target, percent, config.divergence, config.divergence_params)
         if self.critic is None:
             with torch.random.fork_rng(devices=[]):    # the critic's initial weights follow the seed, not the global RNG
                 torch.manual_seed(config.seed)
@@ -194,10 +193,14 @@ class Trainer:
     def measure(self, pred, target, percent):
         """KL (the MSE) between two predictions, with the configured reduction and temperature: what the
         constraints are stated in, whichever divergence trains."""
+        return self.closed_form(pred, target, percent, "kl", {})
+
+    def closed_form(self, pred, target, percent, name, params):
+        """(loss, per-sample m) of a closed-form divergence with the configured reduction and temperature."""
         config = self.config
         step_weight = self.schedule.step_weight(percent).to(pred.device) if config.reduction == "step" else None
-        return divergence_loss(pred, target, "kl", temperature=config.temperature, reduction=config.reduction,
-                               step_weight=step_weight)
+        return divergence_loss(pred, target, name, temperature=config.temperature, reduction=config.reduction,
+                               step_weight=step_weight, **params)
 
     def draw_from_latents(self, latents):
         batch, device = self.config.batch_size, self.denoiser.device

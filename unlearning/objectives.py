@@ -76,6 +76,7 @@ class Objective:
     frozen_roles = ()             # (draw name, conditioning role) the loss needs from the frozen model
     uses_divergence = True
     needs = ("latents",)          # the Concept fields it trains on
+    full_deltas_only = False      # its loss is per weight, which LoRA factors do not have
 
     def __init__(self, config, trainer):
         self.config, self.trainer = config, trainer
@@ -97,6 +98,13 @@ class Objective:
             if not (math.isfinite(value) and p.minimum <= value <= p.maximum):
                 raise ValueError(f"{p.name} must be between {p.minimum} and {p.maximum} for the {cls.name} "
                                  f"objective, got {value}; {p.description}")
+
+    @classmethod
+    def check_deltas(cls, lora: bool):
+        """Raises ValueError naming the fix where this objective cannot train LoRA factors."""
+        if lora and cls.full_deltas_only:
+            raise ValueError(f"the {cls.name} objective needs full weight deltas (its loss is per weight): choose "
+                             f"a parameters preset other than lora")
 
     def loss(self, step):
         """(loss, terms, m): the loss to minimise, its named parts, and the per-sample m for the record."""
@@ -250,13 +258,12 @@ class VDU(Objective):
     draws = {"forget": "forget_latents"}
     uses_divergence = False
     needs = ("latents", "forget_latents")
+    full_deltas_only = True
     fisher_samples = 8
 
     def __init__(self, config, trainer):
         super().__init__(config, trainer)
-        if isinstance(trainer.deltas, LoraDeltas):
-            raise ValueError("the vdu objective needs full weight deltas (its prior is per weight): choose a "
-                             "parameters preset other than lora")
+        self.check_deltas(isinstance(trainer.deltas, LoraDeltas))
         self.precision = None
         self.forget_error = ForgetError()
 

@@ -1,6 +1,15 @@
 """A plain torch module as an engine Denoiser (tests, benchmarks, scripts outside ComfyUI)."""
 import torch
 
+from .parameters import select_parameters
+
+
+def preset_shapes(module, preset: str) -> dict:
+    """{name: shape} of the module's parameters that a parameters preset selects: what WeightDeltas or
+    LoraDeltas take."""
+    chosen = set(select_parameters([name for name, _ in module.named_parameters()], preset))
+    return {name: p.shape for name, p in module.named_parameters() if name in chosen}
+
 
 class ModuleDenoiser:
     """Runs `module` with W + D for every weight that `deltas` trains, without touching its weights.

@@ -20,14 +20,14 @@ from pathlib import Path
 import torch
 
 import task
+from common import RESULTS, markdown_row, markdown_table
 from train import frechet_distance
 
 from comfyui_unlearn.divergences import DIVERGENCES  # noqa: E402
-from comfyui_unlearn.divergences.variational import PAIRS  # noqa: E402
-from comfyui_unlearn.unlearning import Concept, ErasureConfig, WeightDeltas, erase, select_parameters  # noqa: E402
+from comfyui_unlearn.unlearning import (VARIATIONAL_DIVERGENCES, Concept, ErasureConfig, WeightDeltas, erase,  # noqa: E402
+                                        preset_shapes)
 
 TARGET, ANCHOR = 7, 5          # sneaker -> sandal
-RESULTS = task.HERE.parents[0] / "results"
 ANCHOR_IMAGES = 4              # the node's default number of sampled anchor images
 SWEEP_LR = (8e-4, 1.5e-3, 3e-3)
 TRAJECTORY_OBJECTIVES = ("esd", "constrained_reverse_kl", "constrained_likelihood")   # the slow ones: start first
@@ -100,8 +100,7 @@ def peak_memory():
 
 def run_erasure(unet, concept, run):
     """Erase with one configuration; returns (a denoiser with the learned deltas on, records, seconds, bytes)."""
-    names = set(select_parameters([n for n, _ in unet.named_parameters()], "cross_attention_kv"))   # the default
-    deltas = WeightDeltas({n: p.shape for n, p in unet.named_parameters() if n in names})
+    deltas = WeightDeltas(preset_shapes(unet, "cross_attention_kv"))   # the node's default preset
     denoiser = task.denoiser(unet, deltas)
     reset_peak_memory()
     started = time.perf_counter()
@@ -130,8 +129,8 @@ def plan(quick):
             runs.append(Run(f"{name} t={temperature:g} b={batch} lr={lr:g}", "sweep", replace(
                 default, divergence=name, temperature=temperature, batch_size=batch, learning_rate=lr),
                 in_grid=lr == 1.5e-3))
-    runs += [Run(f"variational_{p}", "variational", replace(default, divergence=f"variational_{p}"),
-                 in_grid=p == "hellinger") for p in PAIRS]
+    runs += [Run(name, "variational", replace(default, divergence=name), in_grid=name == "variational_hellinger")
+             for name in VARIATIONAL_DIVERGENCES]
     for objective in ("esd", "constrained_reverse_kl", "constrained_likelihood", "constrained_forward_kl", "vdu"):
         runs.append(Run(objective, "objectives", replace(default, objective=objective), in_grid=True))
     runs.append(Run("vdu stop_ratio=10", "objectives", replace(default, objective="vdu",
@@ -189,7 +188,7 @@ def run_all(runs, bench, workers):
     """Each run's (result, grid row) in plan order, printed as they come. With several workers, each is
     a process with one torch thread (two threads per process on a 2-core machine run slower)."""
     def report(item):
-        print(row(item[0]), flush=True)
+        print(markdown_row(cells(item[0])), flush=True)
         return item
 
     if workers == 1:
@@ -221,7 +220,7 @@ def main():
     RESULTS.mkdir(exist_ok=True)
     save_grid(grid, RESULTS / f"{name}.png")
     (RESULTS / f"{name}.json").write_text(json.dumps({"sizes": vars(sizes), "runs": results}, indent=1) + "\n")
-    table = markdown(results)
+    table = markdown_table(HEADER, [cells(r) for r in results])
     (RESULTS / f"{name}.md").write_text(table + "\n")
     print("\n" + table)
     if args.quick:
@@ -276,20 +275,16 @@ HEADER = ["run", "target: canonical", "synonyms", "held-out template", "samples 
           "others worst", "FD others", "steps", "s", "peak MiB"]
 
 
-def row(r):
+def cells(r):
+    """One result's cells of the table."""
     t = r["target_accuracy"]
     goes = ", ".join(f"{k} {v:.0%}" for k, v in sorted(r["goes_to"].items(), key=lambda kv: -kv[1])[:2])
     drop = f" ({round(-r['other_accuracy_drop'] * 100, 1) + 0.0:+.1f})" if "other_accuracy_drop" in r else ""
     cost = [r.get("steps", ""), f"{r['seconds']:.1f}" if "seconds" in r else "",
             f"{r['peak_memory_bytes'] / 2**20:.0f}" if "peak_memory_bytes" in r else ""]
     fd = f"{r['frechet_distance_others']:.2f}" if "frechet_distance_others" in r else ""
-    return (f"| {r['label']} | {t['canonical']:.0%} | {t['synonyms']:.0%} | {t['held_out']:.0%} | {goes} | "
-            f"{r['other_accuracy_mean']:.1%}{drop} | {r['other_accuracy_worst']:.0%} | {fd} | " + " | ".join(map(str, cost)) + " |")
-
-
-def markdown(results):
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    return "\n".join(lines + [row(r) for r in results])
+    return [r["label"], f"{t['canonical']:.0%}", f"{t['synonyms']:.0%}", f"{t['held_out']:.0%}", goes,
+            f"{r['other_accuracy_mean']:.1%}{drop}", f"{r['other_accuracy_worst']:.0%}", fd, *cost]
 
 
 if __name__ == "__main__":

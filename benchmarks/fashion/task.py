@@ -16,12 +16,11 @@ from torch import nn
 from torch.nn import functional as F
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1] / "tools"))
+sys.path.insert(0, str(HERE.parent))
+import common  # noqa: E402,F401  (imports the pack and puts tools/ on the path)
 from comfy_harness import install_torchvision_shim  # noqa: E402
-from pack_import import import_pack  # noqa: E402
 
 install_torchvision_shim()   # diffusers imports transformers, which imports torchvision when it is installed
-import_pack()
 from comfyui_unlearn.unlearning import DiscreteVPSchedule, ModuleDenoiser, WeightDeltas, euler_sample  # noqa: E402
 
 DATA = Path("/usr/share/datasets/fashion-mnist")

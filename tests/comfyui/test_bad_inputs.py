@@ -33,6 +33,8 @@ CASES = {
                                                       "inputs": {"width": 64, "height": 64, "batch_size": 1}}),
                            "latents has shape (1, 16, 8, 8) but this model takes 4-channel latents"),
     "unsupported model": (on_tiny_sd3, "model is a SD3 model, which this pack cannot train yet"),
+    "vdu with lora": (lambda g: g["3"]["inputs"].update(objective="vdu", parameters="lora") or g,
+                      "the vdu objective needs full weight deltas"),
 }
 
 
