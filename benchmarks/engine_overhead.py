@@ -27,7 +27,7 @@ def sync(device):
 
 def engine_steps(patcher, pair, latents, steps, device, frozen_batch=8):
     from comfyui_unlearn.nodes.comfy_model import train_deltas, trainable_keys
-    from comfyui_unlearn.unlearning import Concept, ErasureConfig
+    from comfyui_unlearn.unlearning import SD1, Concept, ErasureConfig, resolve
 
     times = []
 
@@ -36,9 +36,9 @@ def engine_steps(patcher, pair, latents, steps, device, frozen_batch=8):
         times.append(time.perf_counter())
 
     times.append(time.perf_counter())
-    keys = trainable_keys(patcher, "cross_attention_kv")
+    keys = trainable_keys(patcher, SD1, "cross_attention_kv")
     concepts = [Concept(pair.target_cond, pair.anchor_cond, latents)]
-    config = ErasureConfig(steps, LEARNING_RATE, frozen_batch=frozen_batch)
+    config = resolve(ErasureConfig(steps, LEARNING_RATE, frozen_batch=frozen_batch))
     deltas, _ = train_deltas(patcher, concepts, [], keys, config, timed)
     return deltas, [b - a for a, b in zip(times, times[1:])]
 

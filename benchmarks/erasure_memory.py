@@ -33,12 +33,12 @@ def run_case(case, name, size, device):
                             pair.empty_cond, latent, disable_pbar=True, seed=0)
     else:
         from comfyui_unlearn.nodes.comfy_model import train_deltas, trainable_keys, training_precision
-        from comfyui_unlearn.unlearning import ErasureConfig
+        from comfyui_unlearn.unlearning import SD1, ErasureConfig, resolve
 
         patcher = random_unet(name, dtype=torch.float16 if device == "cuda" else torch.float32)
         reset_peak(device)
-        train_deltas(patcher, synthetic_concepts(name, clean_latents(name, size)), [], trainable_keys(patcher, case),
-                     ErasureConfig(STEPS, 1e-5, **training_precision(patcher)), None)
+        train_deltas(patcher, synthetic_concepts(name, clean_latents(name, size)), [], trainable_keys(patcher, SD1, case),
+                     resolve(ErasureConfig(STEPS, 1e-5, **training_precision(patcher))), None)
     return read_peak(device)
 
 

@@ -41,20 +41,20 @@ def matmul_peak_tflops():
 
 def erase(patchers, name, size, steps, setting, preset):
     """(step times, peak bytes, wall seconds) of one erasure run."""
-    from comfyui_unlearn.nodes.comfy_model import frozen_batch_for, train_deltas, trainable_keys
-    from comfyui_unlearn.unlearning import ErasureConfig
+    from comfyui_unlearn.nodes.comfy_model import train_deltas, trainable_keys
+    from comfyui_unlearn.unlearning import SD1, ErasureConfig, resolve
 
     weights, fields, fp32_compute, checkpointing = SETTINGS[setting]
     model = patchers[weights].clone()
     if fp32_compute:
         model.set_model_compute_dtype(torch.float32)
     latents = clean_latents(name, size)
-    fields = {"frozen_batch": frozen_batch_for(latents.shape), **fields}
+    fields = {"frozen_batch": SD1.frozen_batch(latents.shape), **fields}
     stamps = []
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    train_deltas(model, synthetic_concepts(name, latents), [], trainable_keys(model, preset),
-                 ErasureConfig(steps, 1e-5, **fields),
+    train_deltas(model, synthetic_concepts(name, latents), [], trainable_keys(model, SD1, preset),
+                 resolve(ErasureConfig(steps, 1e-5, **fields)),
                  lambda r: (torch.cuda.synchronize(), stamps.append(time.perf_counter())), checkpointing,
                  (8, 8.0) if preset == "lora" else None)
     wall = time.perf_counter() - start

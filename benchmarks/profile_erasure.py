@@ -19,7 +19,7 @@ def main():
     from torch.profiler import ProfilerActivity, profile, schedule
 
     from comfyui_unlearn.nodes.comfy_model import train_deltas, trainable_keys, training_precision
-    from comfyui_unlearn.unlearning import ErasureConfig
+    from comfyui_unlearn.unlearning import SD1, ErasureConfig, resolve
 
     patcher = random_unet(args.model)
     if args.python:
@@ -28,7 +28,7 @@ def main():
 
         run = lambda steps: train_deltas(  # noqa: E731
             patcher, synthetic_concepts(args.model, clean_latents(args.model, args.size)), [],
-            trainable_keys(patcher, "cross_attention_kv"), ErasureConfig(steps, 1e-5, **training_precision(patcher)), None)
+            trainable_keys(patcher, SD1, "cross_attention_kv"), resolve(ErasureConfig(steps, 1e-5, **training_precision(patcher))), None)
         run(2)
         profiler = cProfile.Profile()
         profiler.runcall(run, args.steps)
@@ -37,8 +37,8 @@ def main():
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
     with profile(activities=activities, schedule=schedule(wait=1, warmup=2, active=args.steps - 3)) as prof:
         train_deltas(patcher, synthetic_concepts(args.model, clean_latents(args.model, args.size)), [],
-                     trainable_keys(patcher, "cross_attention_kv"),
-                     ErasureConfig(args.steps, 1e-5, **training_precision(patcher)), lambda r: prof.step())
+                     trainable_keys(patcher, SD1, "cross_attention_kv"),
+                     resolve(ErasureConfig(args.steps, 1e-5, **training_precision(patcher))), lambda r: prof.step())
     sort = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60))
 

@@ -1,9 +1,8 @@
-"""From two denoiser outputs to the per-sample Mahalanobis term m, and from m to a loss."""
+"""From two denoiser outputs to the per-sample Mahalanobis term m, and a closed-form divergence bound to
+its settings as a loss on them."""
 import math
 
 import torch
-
-from .registry import get_divergence
 
 REDUCTIONS = {
     "mean": "per-element mean of the squared difference: independent of resolution and channel count",
@@ -14,16 +13,15 @@ REDUCTIONS = {
 }
 
 
-def mahalanobis(pred, target, reduction="mean", temperature=1.0, step_weight=None):
-    """m_i = reduce((pred_i - target_i)^2) / temperature, in float32 at least (float16 inputs too).
-
-    temperature is the variance sigma^2 of the two Gaussians; step_weight (shape [batch]) is the
-    per-step factor that the "step" reduction needs.
-    """
+def check_settings(reduction, temperature):
+    """Raises ValueError naming the setting to fix."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction '{reduction}' is unknown; choose one of: {', '.join(REDUCTIONS)}")
     if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive number, got {temperature}")
+        raise ValueError(f"temperature must be a finite positive number, got {temperature}; try 1.0")
+
+
+def _reduced(pred, target, reduction, temperature, step_weight):
     dtype = torch.promote_types(pred.dtype, torch.float32)
     squared = (pred.to(dtype) - target.to(dtype)).square().flatten(1)
     if reduction == "mean":
@@ -39,14 +37,42 @@ def mahalanobis(pred, target, reduction="mean", temperature=1.0, step_weight=Non
     return e / temperature
 
 
-def divergence_loss(pred, target, divergence="kl", *, temperature=1.0, reduction="mean", step_weight=None, **params):
-    """Loss pulling pred towards target (pass target detached), and the per-sample m.
+def mahalanobis(pred, target, reduction="mean", temperature=1.0, step_weight=None):
+    """m_i = reduce((pred_i - target_i)^2) / temperature, in float32 at least (float16 inputs too).
+
+    temperature is the variance sigma^2 of the two Gaussians; step_weight (shape [batch]) is the
+    per-step factor that the "step" reduction needs.
+    """
+    check_settings(reduction, temperature)
+    return _reduced(pred, target, reduction, temperature, step_weight)
+
+
+class ClosedFormLoss:
+    """A closed-form divergence with its settings bound once: (pred, target) -> (batch loss, per-sample m).
 
     The loss is temperature x the divergence's normalised batch loss, so that with `kl` it is the
     plain MSE for every temperature; `fdmu_reference` returns the f-DMU code's own values instead.
     """
-    div = get_divergence(divergence)
-    m = mahalanobis(pred, target, reduction, temperature, step_weight)
-    if reduction == "fdmu_reference" and div.reference is not None:
-        return div.reference(m).mean(), m
-    return temperature * div.loss(m, **params), m
+
+    trains_critic = False
+    warmup = 0
+
+    def __init__(self, divergence, temperature=1.0, reduction="mean", **params):
+        check_settings(reduction, temperature)
+        self.divergence, self.temperature, self.reduction = divergence, temperature, reduction
+        self.params = divergence.resolve(params)
+        self.needs_step_weight = reduction == "step"
+        self.reference = divergence.reference if reduction == "fdmu_reference" else None
+
+    def start(self, latent_shape, device, seed):
+        """Nothing to set up: a closed form has no state."""
+
+    def __call__(self, pred, target, percent=None, step_weight=None):
+        m = _reduced(pred, target, self.reduction, self.temperature, step_weight)
+        if self.reference is not None:
+            return self.reference(m).mean(), m
+        return self.temperature * self.divergence.batch_loss(m, self.params), m
+
+    def settings_record(self) -> dict:
+        """What the erasure's metadata records of this divergence."""
+        return {"temperature": self.temperature, "reduction": self.reduction, "divergence_params": self.params}

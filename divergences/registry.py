@@ -1,6 +1,8 @@
-"""The divergences the pack offers, by name.
+"""The divergences the pack offers, by name: one registry for the closed forms and their variational
+(critic-based) forms, each turned into a bound loss by `bind` once per erasure.
 
-Adding a divergence is one function g(m) in closed_form.py plus one `Divergence` entry below.
+Adding a closed form is one function g(m) in closed_form.py plus one `Divergence` entry below;
+adding a variational form is one f-GAN pair in variational.py. `register` adds one from outside.
 """
 import math
 from dataclasses import dataclass
@@ -9,6 +11,8 @@ from typing import Callable, Optional
 import torch
 
 from . import closed_form
+from .discrepancy import ClosedFormLoss
+from .variational import PAIRS, CriticSettings, FGanPair, VariationalLoss
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,14 @@ class Divergence:
     kappa: Optional[Callable[..., float]] = None
     # The f-DMU code's own loss value for m (flosses.py), where it has one.
     reference: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    variational = False
+
+    def bind(self, temperature=1.0, reduction="mean", params=None, critic: Optional[CriticSettings] = None):
+        """This divergence as a loss on two predictions, its settings checked once."""
+        if critic is not None:
+            raise ValueError(f"critic settings apply to the variational_* divergences only, and divergence is "
+                             f"'{self.name}': choose a variational_<name> divergence or remove the critic options")
+        return ClosedFormLoss(self, temperature, reduction, **(params or {}))
 
     def resolve(self, params: dict) -> dict:
         """This divergence's parameters from `params`, defaults filled in; other names are ignored
@@ -45,7 +57,10 @@ class Divergence:
         Its gradient gives sample i the weight g'(m_i) relative to MSE's; only that weighting (and
         not a constant factor, which Adam ignores) is what distinguishes the divergences.
         """
-        params = self.resolve(params)
+        return self.batch_loss(m, self.resolve(params))
+
+    def batch_loss(self, m: torch.Tensor, params: dict) -> torch.Tensor:
+        """`loss` with the parameters already resolved."""
         if self.kappa is not None:
             return alpha_family_loss(m, self.kappa(**params))
         return (self.value(m, **params) * self._scale(params)).mean()
@@ -80,55 +95,97 @@ def alpha_family_loss(m: torch.Tensor, kappa: float) -> torch.Tensor:
 
 _ALPHA = Parameter("alpha", 0.5, -10.0, 10.0, "Order alpha of the alpha / Renyi divergence.")
 
-DIVERGENCES = {
-    d.name: d
-    for d in [
-        Divergence(
-            "kl", "KL (MSE)",
-            "KL divergence = the MSE of Ablating Concepts / ESD: every sample pulls equally.",
-            "m / 2", closed_form.kl, lambda: 0.5, kappa=lambda: 0.0,
-            reference=lambda m: m),
-        Divergence(
-            "reverse_kl", "Reverse KL",
-            "KL(model || anchor); with equal covariances it equals KL, so it trains exactly like kl.",
-            "m / 2", closed_form.reverse_kl, lambda: 0.5),
-        Divergence(
-            "hellinger", "Squared Hellinger",
-            "Bounded: samples already far from the anchor pull less (weight exp(-m/8)); gentler on the rest.",
-            "2 (1 - exp(-m / 8))", closed_form.hellinger, lambda: 0.25, kappa=lambda: 1 / 8,
-            reference=lambda m: -torch.exp(-m / 8)),
-        Divergence(
-            "alpha", "Amari alpha",
-            "Amari alpha-divergence: 0<alpha<1 damps far samples (1/2 = Hellinger), alpha>1 or <0 amplifies them.",
-            "(1 - exp(-alpha (1 - alpha) m / 2)) / (alpha (1 - alpha))", closed_form.alpha_divergence,
-            lambda alpha: 0.5, parameters=(_ALPHA,), kappa=lambda alpha: alpha * (1 - alpha) / 2),
-        Divergence(
-            "renyi", "Renyi",
-            "Renyi divergence of order alpha: alpha * m / 2, so it trains exactly like kl.",
-            "alpha m / 2", closed_form.renyi, lambda alpha: alpha / 2, parameters=(_ALPHA,)),
-        Divergence(
-            "bhattacharyya", "Bhattacharyya",
-            "Bhattacharyya distance m / 8: trains exactly like kl.",
-            "m / 8", closed_form.bhattacharyya, lambda: 1 / 8),
-        Divergence(
-            "pearson_chi2", "Pearson chi-squared",
-            "Exponential weight exp(m): samples still close to the concept dominate; the most aggressive.",
-            "exp(m) - 1", closed_form.pearson_chi2, lambda: 1.0, kappa=lambda: -1.0,
-            reference=lambda m: torch.exp(m.clamp_max(80.0))),
-        Divergence(
-            "total_variation", "Total variation",
-            "Total variation: weight ~ 1/sqrt(m) near the anchor, vanishing far from it; loss is TV itself.",
-            "erf(sqrt(m) / (2 sqrt 2))", closed_form.total_variation, None),
-        Divergence(
-            "jensen_shannon", "Jensen-Shannon",
-            "Jensen-Shannon (at most log 2): like Hellinger, far samples pull less, and a little less still.",
-            "log 2 - E[softplus(U)], U ~ N(-m/2, m)", closed_form.jensen_shannon, lambda: 1 / 8),
-    ]
-}
+CLOSED_FORMS = [
+    Divergence(
+        "kl", "KL (MSE)",
+        "KL divergence = the MSE of Ablating Concepts / ESD: every sample pulls equally.",
+        "m / 2", closed_form.kl, lambda: 0.5, kappa=lambda: 0.0,
+        reference=lambda m: m),
+    Divergence(
+        "reverse_kl", "Reverse KL",
+        "KL(model || anchor); with equal covariances it equals KL, so it trains exactly like kl.",
+        "m / 2", closed_form.reverse_kl, lambda: 0.5),
+    Divergence(
+        "hellinger", "Squared Hellinger",
+        "Bounded: samples already far from the anchor pull less (weight exp(-m/8)); gentler on the rest.",
+        "2 (1 - exp(-m / 8))", closed_form.hellinger, lambda: 0.25, kappa=lambda: 1 / 8,
+        reference=lambda m: -torch.exp(-m / 8)),
+    Divergence(
+        "alpha", "Amari alpha",
+        "Amari alpha-divergence: 0<alpha<1 damps far samples (1/2 = Hellinger), alpha>1 or <0 amplifies them.",
+        "(1 - exp(-alpha (1 - alpha) m / 2)) / (alpha (1 - alpha))", closed_form.alpha_divergence,
+        lambda alpha: 0.5, parameters=(_ALPHA,), kappa=lambda alpha: alpha * (1 - alpha) / 2),
+    Divergence(
+        "renyi", "Renyi",
+        "Renyi divergence of order alpha: alpha * m / 2, so it trains exactly like kl.",
+        "alpha m / 2", closed_form.renyi, lambda alpha: alpha / 2, parameters=(_ALPHA,)),
+    Divergence(
+        "bhattacharyya", "Bhattacharyya",
+        "Bhattacharyya distance m / 8: trains exactly like kl.",
+        "m / 8", closed_form.bhattacharyya, lambda: 1 / 8),
+    Divergence(
+        "pearson_chi2", "Pearson chi-squared",
+        "Exponential weight exp(m): samples still close to the concept dominate; the most aggressive.",
+        "exp(m) - 1", closed_form.pearson_chi2, lambda: 1.0, kappa=lambda: -1.0,
+        reference=lambda m: torch.exp(m.clamp_max(80.0))),
+    Divergence(
+        "total_variation", "Total variation",
+        "Total variation: weight ~ 1/sqrt(m) near the anchor, vanishing far from it; loss is TV itself.",
+        "erf(sqrt(m) / (2 sqrt 2))", closed_form.total_variation, None),
+    Divergence(
+        "jensen_shannon", "Jensen-Shannon",
+        "Jensen-Shannon (at most log 2): like Hellinger, far samples pull less, and a little less still.",
+        "log 2 - E[softplus(U)], U ~ N(-m/2, m)", closed_form.jensen_shannon, lambda: 1 / 8),
+]
 
 
-def get_divergence(name: str) -> Divergence:
+@dataclass(frozen=True)
+class VariationalForm:
+    """The min-max (f-GAN) form of a divergence: a critic estimates it, the model minimises the estimate."""
+
+    pair: FGanPair
+    variational = True
+
+    @property
+    def name(self) -> str:
+        return "variational_" + self.pair.name
+
+    @property
+    def description(self) -> str:
+        return (f"{self.pair.name} in its min-max form with a trained critic: compares distributions of "
+                f"predictions; harder erasure, less realistic images")
+
+    def bind(self, temperature=1.0, reduction="mean", params=None, critic: Optional[CriticSettings] = None):
+        """The model's side of the bound, with the critic's settings; m (for the record and the
+        constraints) is the closed-form KL term under the same reduction and temperature."""
+        return VariationalLoss(self.pair, critic or CriticSettings(), DIVERGENCES["kl"].bind(temperature, reduction))
+
+
+DIVERGENCES = {}
+
+
+def register(divergence):
+    """Add a Divergence or a VariationalForm; the node's combo and the engine pick it up by name."""
+    DIVERGENCES[divergence.name] = divergence
+    return divergence
+
+
+for _divergence in CLOSED_FORMS + [VariationalForm(pair) for pair in PAIRS.values()]:
+    register(_divergence)
+
+
+def closed_forms() -> list:
+    """The names of the closed-form divergences."""
+    return [name for name, d in DIVERGENCES.items() if not d.variational]
+
+
+def get_divergence(name: str):
     try:
         return DIVERGENCES[name]
     except KeyError:
         raise ValueError(f"divergence '{name}' is unknown; choose one of: {', '.join(DIVERGENCES)}") from None
+
+
+def divergence_loss(pred, target, divergence="kl", *, temperature=1.0, reduction="mean", step_weight=None, **params):
+    """(loss, per-sample m) of a closed-form divergence by name: a one-off `bind` and call."""
+    return get_divergence(divergence).bind(temperature, reduction, params)(pred, target, step_weight=step_weight)

@@ -110,3 +110,54 @@ class VariationalDivergence:
         self.critic.requires_grad_(False)
         logits = self.critic(fake.float(), percent).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
         return -self.pair.conjugate_of_activation(logits).mean()
+
+
+@dataclass(frozen=True)
+class CriticSettings:
+    """The critic of a variational divergence and its schedule (f-DMU: AdamW 1e-4, 30 warm-up steps)."""
+
+    learning_rate: float = 1e-4
+    warmup: int = 30             # critic-only steps before the model trains
+    width: int = 64              # channels of the first convolution
+    noise_level: bool = True     # the noise level as a critic input: benchmarks/variational_critic.py
+
+    def __post_init__(self):
+        if self.warmup < 0 or not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"critic_warmup must be >= 0 and critic_learning_rate positive, got "
+                             f"{self.warmup}, {self.learning_rate}")
+
+
+class VariationalLoss:
+    """The model's side of a variational divergence, bound to its critic's settings.
+
+    The loop sets the critic up (`start`), lets it learn alone for `warmup` steps, and takes one
+    `critic_step` per model step on the pair the model was just compared on; calling the loss never
+    trains the critic. m is the closed-form KL term of `measure`, for the record.
+    """
+
+    trains_critic = True
+
+    def __init__(self, pair, settings: CriticSettings, measure):
+        self.pair, self.settings, self.measure = pair, settings, measure
+        self.warmup = settings.warmup
+        self.needs_step_weight = measure.needs_step_weight
+        self.critic = None
+
+    def start(self, latent_shape, device, seed):
+        """A fresh critic for latents of latent_shape (C, H, W); its initial weights follow the seed."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            network = PatchCritic(latent_shape[0], self.settings.width, self.settings.noise_level, min(latent_shape[-2:]))
+        self.critic = VariationalDivergence(self.pair.name, network.to(device), self.settings.learning_rate)
+
+    def critic_step(self, pred, target, percent):
+        """One ascent step of the critic with `target` as P and `pred` as Q; returns its bound."""
+        return self.critic.critic_step(target, pred, percent.to(pred.device, torch.float32))
+
+    def __call__(self, pred, target, percent=None, step_weight=None):
+        loss = self.critic.generator_loss(pred, percent.to(pred.device, torch.float32))
+        return loss, self.measure(pred.detach(), target, step_weight=step_weight)[1]
+
+    def settings_record(self) -> dict:
+        return {"temperature": self.measure.temperature, "reduction": self.measure.reduction,
+                "divergence_params": {f"critic_{k}": v for k, v in vars(self.settings).items()}}

@@ -1,8 +1,9 @@
 """ComfyUI's MODEL as the engine's Denoiser, and training on it without touching the loaded weights.
 
-The pattern (verified in shared/reference/comfyui-notes.md §5): train through a throwaway clone whose
-trainable weights carry a weight wrapper W -> W + D, and hand out a *different* clone with the learned
-D as "diff" patches. Clones share the nn.Module, so nothing here ever writes into a weight.
+The pattern: train through a throwaway clone whose trainable weights carry a ModelPatcher weight
+wrapper W -> W + D, and hand out a *different* clone with the learned D as "diff" patches. Clones
+share the nn.Module, so nothing here ever writes into a weight (README, "How the pack stays
+non-destructive"; tests/comfyui/ checks it on real graphs).
 """
 import contextlib
 import dataclasses
@@ -16,9 +17,6 @@ import comfy.samplers
 import torch
 
 from ..unlearning import LoraDeltas, NoiseSchedule, WeightDeltas, erase, select_parameters
-
-# Model families whose erasure is verified end to end (model_config class names).
-SUPPORTED_FAMILIES = ("SD15",)
 
 
 class ComfySchedule(NoiseSchedule):
@@ -61,16 +59,17 @@ class DeltaWrapper:
 
 
 def model_family(model) -> str:
+    """ComfyUI's model-config name of the model (what unlearning.family_for looks up)."""
     return type(model.model.model_config).__name__
 
 
-def trainable_keys(model, preset: str) -> list:
-    """The diffusion-model weights a preset trains, among those ComfyUI can wrap (its cast ops)."""
+def trainable_keys(model, family, preset: str) -> list:
+    """The diffusion-model weights a preset trains in this family, among those ComfyUI can wrap (its cast ops)."""
     wrappable = []
     for name, module in model.model.diffusion_model.named_modules():
         if hasattr(module, "weight_function"):
             wrappable += [f"diffusion_model.{name}.{p}" for p in ("weight", "bias") if getattr(module, p, None) is not None]
-    return select_parameters(wrappable, preset)
+    return select_parameters(wrappable, preset, family)
 
 
 def model_conds(model, conditioning, latent_shape):
@@ -122,14 +121,6 @@ def frozen_base_weights(module):
             store[name] = tensor
         for tensor in unflagged:
             tensor.requires_grad_(True)
-
-
-FROZEN_PASS_AREA = 8 * 64 * 64   # latent pixels per frozen pass: 8 SD1.5 latents at 512 px
-
-
-def frozen_batch_for(latent_shape) -> int:
-    """ErasureConfig.frozen_batch for latents of latent_shape: as many as 8 SD1.5 latents at 512 px."""
-    return max(1, min(64, FROZEN_PASS_AREA // (latent_shape[-1] * latent_shape[-2])))
 
 
 def training_precision(model) -> dict:
@@ -187,10 +178,10 @@ def weights_fingerprint(model, keys) -> str:
     return digest.hexdigest()
 
 
-def train_deltas(model, concepts, preserve, keys, config, on_step, checkpointing="off", lora=None):
+def train_deltas(model, concepts, preserve, keys, plan, on_step, checkpointing="off"):
     """Run the engine on a throwaway clone of `model`: erase each engine Concept (whose target, anchor
-    and empty are CONDITIONINGs here) while keeping the `preserve` CONDITIONINGs; `lora` = (rank,
-    alpha) trains LoRA factors instead of full deltas.
+    and empty are CONDITIONINGs here) while keeping the `preserve` CONDITIONINGs, as `plan` (an
+    unlearning.ErasurePlan) says; plan.lora trains LoRA factors instead of full deltas.
 
     Returns (deltas or LoRA factors on the CPU, step records). `model` is never modified, and after an
     interrupt or an error nothing of the training is left on the shared module. `checkpointing` ("on",
@@ -199,21 +190,22 @@ def train_deltas(model, concepts, preserve, keys, config, on_step, checkpointing
     """
     if checkpointing == "auto":
         try:
-            return train_deltas(model, concepts, preserve, keys, config, on_step, "off", lora)
+            return train_deltas(model, concepts, preserve, keys, plan, on_step, "off")
         except torch.OutOfMemoryError:
             logging.warning("Unlearn Model: out of memory; starting again with gradient checkpointing")
             comfy.model_management.soft_empty_cache()
-            config = dataclasses.replace(config, frozen_batch=1)
+            plan = dataclasses.replace(plan, config=dataclasses.replace(plan.config, frozen_batch=1))
             checkpointing = "on"
+    config = plan.config
     work = model.clone()
     if work.model_dtype() == torch.float16 and not (config.loss_scaling or config.autocast_dtype):
         work.set_model_compute_dtype(torch.float32)   # float16 gradients underflow without loss scaling
     shapes = {key: tensor.shape for key, tensor in work.model_state_dict().items() if key in set(keys)}
     with torch.inference_mode(False), torch.enable_grad():
-        if lora is None:
+        if plan.lora is None:
             deltas = WeightDeltas(shapes, device=work.load_device)
         else:
-            deltas = LoraDeltas(shapes, *lora, device=work.load_device, seed=config.seed)
+            deltas = LoraDeltas(shapes, plan.lora.rank, plan.lora.alpha, device=work.load_device, seed=config.seed)
         for key in keys:
             work.add_weight_wrapper(key, DeltaWrapper(deltas, key))
         comfy.model_management.load_models_gpu([work], memory_required=1e20, force_full_load=True)
@@ -224,7 +216,7 @@ def train_deltas(model, concepts, preserve, keys, config, on_step, checkpointing
                 convert = lambda cond: None if cond is None else model_conds(work, cond, shape)  # noqa: E731
                 prepared = [dataclasses.replace(c, target=convert(c.target), anchor=convert(c.anchor), empty=convert(c.empty))
                             for c in concepts]
-                records = erase(ComfyDenoiser(work), deltas, prepared, config, on_step, [convert(p) for p in preserve])
+                records = erase(ComfyDenoiser(work), deltas, prepared, plan, on_step, [convert(p) for p in preserve])
         finally:
             deltas.enabled = False        # the wrappers stay on the modules until the next full load
             work.detach(unpatch_all=True)

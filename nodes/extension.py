@@ -1,13 +1,20 @@
 """Registers the pack's nodes with ComfyUI (V3 extension)."""
 from comfy_api.latest import ComfyExtension
 
-from .erase import UnlearnConceptPair, UnlearnModel
+from .concepts import UnlearnConceptPair
+from .erase import UnlearnModel
+from .options import option_nodes
 from .save import UnlearnSaveErasure
+
+
+def node_list() -> list:
+    """The pack's nodes: the three main ones, then the option nodes (one per registered objective)."""
+    return [UnlearnConceptPair, UnlearnModel, UnlearnSaveErasure, *option_nodes()]
 
 
 class UnlearnExtension(ComfyExtension):
     async def get_node_list(self):
-        return [UnlearnConceptPair, UnlearnModel, UnlearnSaveErasure]
+        return node_list()
 
 
 async def comfy_entrypoint():

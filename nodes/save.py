@@ -6,7 +6,8 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..unlearning import lora_state_dict, next_free_path, write_erasure
-from .erase import CATEGORY, ErasureType
+from .concepts import CATEGORY
+from .erase import ErasureType
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 

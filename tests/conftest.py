@@ -41,6 +41,21 @@ def pytest_report_header(config):
     return f"ComfyUI: {path} (version {comfyui_version(path)})"
 
 
+@pytest.fixture
+def restore_registries():
+    """Lets a test register divergences, objectives and model families, and removes them afterwards (in
+    every copy of the pack: ComfyUI loads its own from custom_nodes/)."""
+    registries = {"divergences.registry": "DIVERGENCES", "unlearning.objectives": "OBJECTIVES",
+                  "unlearning.families": "FAMILIES"}
+    saved = [(getattr(module, name), dict(getattr(module, name)))
+             for module_name, module in list(sys.modules.items()) for suffix, name in registries.items()
+             if module_name.endswith("." + suffix) and hasattr(module, name)]
+    yield
+    for registry, entries in saved:
+        registry.clear()
+        registry.update(entries)
+
+
 @pytest.fixture(scope="session")
 def runner(tmp_path_factory):
     """ComfyUI running in this process on the CPU, with the pack loaded and tiny models to load:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from comfyui_unlearn.divergences.quadrature import gauss_legendre
-from comfyui_unlearn.divergences import DIVERGENCES, REDUCTIONS, divergence_loss, get_divergence, mahalanobis
+from comfyui_unlearn.divergences import (DIVERGENCES, REDUCTIONS, CriticSettings, closed_forms, divergence_loss,
+                                        get_divergence, mahalanobis)
 
 mp.mp.dps = 25
 
@@ -84,7 +85,7 @@ def closed_form(name, m, **params):
     return get_divergence(name).value(torch.tensor([float(m)], dtype=torch.float64), **params).item()
 
 
-CASES = [(name, {}) for name in DIVERGENCES if name not in ("alpha", "renyi")]
+CASES = [(name, {}) for name in closed_forms() if name not in ("alpha", "renyi")]
 CASES += [("alpha", {"alpha": a}) for a in (-1.0, 0.25, 0.5, 2.0, 3.0)]
 CASES += [("renyi", {"alpha": a}) for a in (0.5, 2.0)]
 
@@ -111,7 +112,7 @@ def test_alpha_limits_are_kl(alpha):
         assert closed_form("alpha", m, alpha=alpha) == pytest.approx(closed_form("kl", m), rel=1e-5)
 
 
-@pytest.mark.parametrize("name", list(DIVERGENCES))
+@pytest.mark.parametrize("name", closed_forms())
 def test_closed_forms_are_symmetric(name):
     params = {"alpha": 0.3} if name in ("alpha", "renyi") else {}
     forward = quadrature_1d(name, 2.0, **params)
@@ -180,7 +181,7 @@ M_RANGE = [0.0, 1e-6, 1e-2, 1.0, 30.0, 100.0, 1e3, 1e4]
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("reduction", ["mean", "channel_sum", "sum", "fdmu_reference"])
-@pytest.mark.parametrize("name", list(DIVERGENCES))
+@pytest.mark.parametrize("name", closed_forms())
 def test_losses_stay_finite_in_every_dtype(name, reduction, dtype):
     # Per-sample constant differences delta with delta^2 = m under the mean reduction.
     delta = torch.tensor(M_RANGE).sqrt().view(-1, 1, 1, 1).expand(-1, 4, 3, 3)
@@ -196,12 +197,28 @@ def test_losses_stay_finite_in_every_dtype(name, reduction, dtype):
 
 
 def test_registry_entries_describe_themselves():
-    assert {"kl", "hellinger"} <= set(DIVERGENCES)
+    assert {"kl", "hellinger", "variational_kl"} <= set(DIVERGENCES)
     for name, divergence in DIVERGENCES.items():
-        assert divergence.name == name and divergence.display_name and divergence.formula
-        assert 20 < len(divergence.description) < 120
+        assert divergence.name == name and 20 < len(divergence.description) < 140
+        assert divergence.variational == name.startswith("variational_")
+        assert divergence.variational or (divergence.display_name and divergence.formula)
     with pytest.raises(ValueError, match="choose one of: kl"):
         get_divergence("mse")
+
+
+def test_one_interface_binds_closed_and_variational_forms_once():
+    pred, target = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    closed = get_divergence("hellinger").bind(temperature=0.5)
+    loss, m = closed(pred, target)
+    assert torch.equal(loss, divergence_loss(pred, target, "hellinger", temperature=0.5)[0]) and m.shape == (2,)
+    variational = get_divergence("variational_hellinger").bind(critic=CriticSettings(width=8, warmup=0))
+    variational.start((4, 8, 8), "cpu", seed=0)
+    percent = torch.tensor([0.2, 0.7])
+    bound = variational.critic_step(pred, target, percent)
+    loss, m = variational(pred, target, percent)
+    assert torch.isfinite(bound) and torch.isfinite(loss) and torch.allclose(m, divergence_loss(pred, target)[1])
+    with pytest.raises(ValueError, match="critic settings apply to the variational_\\* divergences only"):
+        get_divergence("kl").bind(critic=CriticSettings())
 
 
 def test_bad_reduction_and_temperature_name_the_input():

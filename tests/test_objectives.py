@@ -4,35 +4,46 @@ import math
 import pytest
 import torch
 
-from comfyui_unlearn.divergences import DIVERGENCES
-from comfyui_unlearn.unlearning import OBJECTIVES, ErasureConfig, dual_ascent, erase
-from comfyui_unlearn.unlearning.engine import Trainer
+from comfyui_unlearn.divergences import CriticSettings
+from comfyui_unlearn.unlearning import OBJECTIVES, FORGET_IMAGES, RETAIN_IMAGES, Trajectory, dual_ascent, erase
+from comfyui_unlearn.unlearning.engine import StepPlanner, Toolbox
 from comfyui_unlearn.unlearning.objectives import ESD, VDU, ConstrainedForwardKL, ConstrainedReverseKL
 from test_engine import make_concept
-from toy_models import toy_setup
+from toy_models import plan, toy_setup
 
 
-def trainer_for(objective, **params):
-    module, denoiser, deltas = toy_setup("cross_attention")
-    config = ErasureConfig(objective=objective, objective_params=params, learning_rate=3e-3, batch_size=2)
-    return module, Trainer(denoiser, deltas, [make_concept()], config, [])
+class Setup:
+    """An objective's first steps and the toolbox its loss uses, on the toy model."""
+
+    def __init__(self, objective, **params):
+        _, denoiser, deltas = toy_setup("cross_attention")
+        resolved = plan(objective=objective, objective_params=params, learning_rate=3e-3, batch_size=2)
+        self.objective, config = resolved.objective, resolved.config
+        self.tools = Toolbox(denoiser, deltas, resolved.divergence, config, torch.Generator().manual_seed(0))
+        self.planner = StepPlanner(self.tools, [make_concept()], [], self.objective, config.frozen_batch)
+
+    def steps(self, count):
+        steps = self.planner.plan(0, count)
+        self.objective.start(steps[0], self.tools)
+        return steps
 
 
 def test_esd_target_is_the_formula():
-    _, trainer = trainer_for("esd", guidance=2.0)
-    step = trainer.plan(0, 1)[0]
+    setup = Setup("esd", guidance=2.0)
+    step, tools = setup.steps(1)[0], setup.tools
     draw = step.draws["main"]
-    concept, unconditional = (trainer.epsilon(draw, c, frozen=True) for c in (step.concept.target, step.concept.empty))
-    pred = trainer.epsilon(draw, step.concept.target)
-    loss, _, _ = trainer.objective.loss(step)
+    concept, unconditional = (tools.frozen(draw, c) for c in (step.concept.target, step.concept.empty))
+    pred = tools.predict(draw, step.concept.target)
+    loss, _, _ = setup.objective.loss(step, tools)
     expected = torch.nn.functional.mse_loss(pred, unconditional - 2.0 * (concept - unconditional))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_esd_trains_on_the_frozen_models_partial_trajectories():
-    _, trainer = trainer_for("esd", trajectory_steps=10)
-    steps = trainer.plan(0, 8)
-    sigmas = trainer.schedule.sigma_at(torch.linspace(0, 1, 11, dtype=torch.float64)[:-1].clamp_min(1 / 999))
+    setup = Setup("esd", trajectory_steps=10)
+    assert setup.objective.draws == {"main": Trajectory(trained=False, steps=10, cfg=3.0)}
+    steps = setup.steps(8)
+    sigmas = setup.tools.schedule.sigma_at(torch.linspace(0, 1, 11, dtype=torch.float64)[:-1].clamp_min(1 / 999))
     for step in steps:
         draw = step.draws["main"]
         assert draw.noise is None and draw.x_t.shape == (2, 4, 4, 4) and torch.isfinite(draw.x_t).all()
@@ -57,7 +68,7 @@ def test_dual_ascent_raises_lambda_while_violated_and_lowers_it_never_below_zero
 
 def test_constrained_reverse_kl_raises_lambda_until_the_model_is_far_enough_from_the_concept():
     _, denoiser, deltas = toy_setup("cross_attention")
-    config = ErasureConfig(steps=60, learning_rate=3e-3, batch_size=2, objective="constrained_reverse_kl",
+    config = plan(steps=60, learning_rate=3e-3, batch_size=2, objective="constrained_reverse_kl",
                            objective_params={"budget": 1.5, "dual_step": 0.2, "trajectory_steps": 6})
     records = erase(denoiser, deltas, [make_concept()], config)
     lambdas = [r.terms["lambda"] for r in records]
@@ -68,7 +79,7 @@ def test_constrained_reverse_kl_raises_lambda_until_the_model_is_far_enough_from
 
 def test_constrained_forward_kl_lowers_lambda_once_the_forget_error_meets_the_budget():
     _, denoiser, deltas = toy_setup("cross_attention")
-    config = ErasureConfig(steps=80, learning_rate=3e-3, batch_size=2, objective="constrained_forward_kl",
+    config = plan(steps=80, learning_rate=3e-3, batch_size=2, objective="constrained_forward_kl",
                            objective_params={"budget": 0.2, "dual_step": 0.2})
     records = erase(denoiser, deltas, [make_concept()], config)
     lambdas = [r.terms["lambda"] for r in records]
@@ -80,10 +91,10 @@ def test_constrained_forward_kl_lowers_lambda_once_the_forget_error_meets_the_bu
 
 
 def test_vdu_loss_has_the_right_signs_and_its_prior_pulls_weights_back():
-    _, trainer = trainer_for("vdu", gamma=0.5)
-    step = trainer.plan(0, 1)[0]
-    objective, deltas = trainer.objective, trainer.deltas
-    loss, terms, _ = objective.loss(step)
+    setup = Setup("vdu", gamma=0.5)
+    step, tools = setup.steps(1)[0], setup.tools
+    objective, deltas = setup.objective, tools.deltas
+    loss, terms, _ = objective.loss(step, tools)
     assert terms["prior"].item() == 0.0                                            # deltas start at zero
     assert loss.item() == pytest.approx(-0.5 * terms["forget"].item(), rel=1e-5)   # the forget error is rewarded
     # A small descent step on the loss raises the forget error ...
@@ -91,11 +102,11 @@ def test_vdu_loss_has_the_right_signs_and_its_prior_pulls_weights_back():
     with torch.no_grad():
         for delta, grad in zip(deltas.parameters(), grads):
             delta -= 1e-2 * grad / grad.norm()
-    _, after, _ = objective.loss(step)
+    _, after, _ = objective.loss(step, tools)
     assert after["forget"].item() > terms["forget"].item()
     # ... and with gamma = 1 (the prior alone), descending the loss moves the weights back.
     objective.params["gamma"] = 1.0
-    prior_loss, after, _ = objective.loss(step)
+    prior_loss, after, _ = objective.loss(step, tools)
     grads = torch.autograd.grad(prior_loss, deltas.parameters())
     assert after["prior"].item() > 0
     assert all((g * d >= 0).all() and (g * d).sum() > 0 for g, d in zip(grads, deltas.parameters()))
@@ -103,7 +114,7 @@ def test_vdu_loss_has_the_right_signs_and_its_prior_pulls_weights_back():
 
 def test_vdu_stops_early_once_the_forget_error_reaches_the_ratio():
     _, denoiser, deltas = toy_setup("cross_attention")
-    config = ErasureConfig(steps=300, learning_rate=2e-2, batch_size=2, objective="vdu",
+    config = plan(steps=300, learning_rate=2e-2, batch_size=2, objective="vdu",
                            objective_params={"gamma": 0.05, "stop_ratio": 1.3})
     records = erase(denoiser, deltas, [make_concept()], config)
     assert len(records) < 300 and records[-1].terms["forget_error_ratio"] >= 1.3
@@ -113,7 +124,7 @@ def test_vdu_does_not_stop_on_one_noisy_step_while_the_model_stands_still():
     # One step's error swings with the noise level it drew; stopping must read the running error
     # against a baseline averaged over many draws, not one step against the first step.
     _, denoiser, deltas = toy_setup("cross_attention")
-    config = ErasureConfig(steps=80, learning_rate=1e-12, batch_size=1, objective="vdu",
+    config = plan(steps=80, learning_rate=1e-12, batch_size=1, objective="vdu",
                            objective_params={"stop_ratio": 1.2})   # one step's error reaches 1.3 x the first's here
     records = erase(denoiser, deltas, [make_concept()], config)
     ratios = [r.terms["forget_error_ratio"] for r in records]
@@ -128,15 +139,18 @@ def test_vdu_refuses_lora():
     lora = LoraDeltas({"block.attn2.to_k.weight": module.block.attn2.to_k.weight.shape}, rank=2, alpha=2)
     with pytest.raises(ValueError, match="vdu objective needs full weight deltas"):
         erase(ModuleDenoiser(module, denoiser.schedule, lora, eps_unet_predict(denoiser.schedule)), lora,
-              [make_concept()], ErasureConfig(objective="vdu"))
+              [make_concept()], plan(objective="vdu"))
+    with pytest.raises(ValueError, match="vdu objective needs full weight deltas"):
+        plan(objective="vdu", parameters="lora")
 
 
 @pytest.mark.parametrize("objective", list(OBJECTIVES))
 def test_every_objective_runs_in_the_one_loop_with_preservation(objective):
     _, denoiser, deltas = toy_setup("cross_attention")
     keep = torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(3))
-    config = ErasureConfig(steps=4, learning_rate=1e-3, batch_size=2, objective=objective, divergence="hellinger",
-                           temperature=0.05, objective_params={"trajectory_steps": 4})
+    params = {"trajectory_steps": 4} if "trajectory_steps" in [p.name for p in OBJECTIVES[objective].parameters] else {}
+    config = plan(steps=4, learning_rate=1e-3, batch_size=2, objective=objective, divergence="hellinger",
+                  temperature=0.05, objective_params=params)
     records = erase(denoiser, deltas, [make_concept(1), make_concept(2)], config, preserve=[keep])
     assert len(records) == 4 and all(math.isfinite(r.loss) for r in records)
     assert all("preserve" in r.terms and r.seconds > 0 for r in records)
@@ -148,21 +162,31 @@ def test_bad_objective_parameters_name_the_input(name, value):
     objective = "esd" if name != "budget" else "constrained_reverse_kl"
     _, denoiser, deltas = toy_setup()
     with pytest.raises(ValueError, match=f"{name} must be between"):
-        erase(denoiser, deltas, [make_concept()], ErasureConfig(objective=objective, objective_params={name: value}))
+        erase(denoiser, deltas, [make_concept()], plan(objective=objective, objective_params={name: value}))
 
 
 def test_objectives_declare_what_they_need():
     for name, objective in OBJECTIVES.items():
         assert objective.name == name and 20 < len(objective.description) < 120 and objective.formula
-        assert set(objective.needs) <= {"latents", "forget_latents", "empty"}
-    assert not VDU.uses_divergence and ESD.uses_divergence and set(DIVERGENCES)
+        assert objective.title and set(objective.needs) <= {RETAIN_IMAGES, FORGET_IMAGES}
+        drawn = set(objective().draws.values())
+        assert drawn <= set(objective.needs) | {s for s in drawn if isinstance(s, Trajectory)}
+    assert not VDU.uses_divergence and ESD.uses_divergence
+    assert VDU().wired_images is FORGET_IMAGES and OBJECTIVES["anchor"]().wired_images is RETAIN_IMAGES
+
+
+def test_unknown_objective_parameter_names_the_objective_and_its_parameters():
+    with pytest.raises(ValueError, match="the anchor objective has no parameter 'guidance'"):
+        plan(objective="anchor", objective_params={"guidance": 2.0})
+    with pytest.raises(ValueError, match="its parameters: guidance, trajectory_steps, trajectory_cfg"):
+        plan(objective="esd", objective_params={"budget": 2.0})
 
 
 @pytest.mark.parametrize("name", ["hellinger", "pearson_chi2", "total_variation"])
 def test_variational_divergences_run_with_warm_up_and_report_the_bound(name):
     _, denoiser, deltas = toy_setup("cross_attention")
-    config = ErasureConfig(steps=5, learning_rate=1e-3, batch_size=2, divergence=f"variational_{name}",
-                           critic_warmup=3, critic_width=8, critic_noise_level=True)
+    config = plan(steps=5, learning_rate=1e-3, batch_size=2, divergence=f"variational_{name}",
+                  critic=CriticSettings(warmup=3, width=8, noise_level=True))
     records = erase(denoiser, deltas, [make_concept()], config)
     assert len(records) == 5 and all(math.isfinite(r.terms["critic_bound"]) for r in records)
     assert any(d.abs().sum() > 0 for d in deltas.export().values())
@@ -171,4 +195,4 @@ def test_variational_divergences_run_with_warm_up_and_report_the_bound(name):
 def test_unknown_variational_divergence_names_the_choices():
     _, denoiser, deltas = toy_setup()
     with pytest.raises(ValueError, match="variational_kl, variational_reverse_kl"):
-        erase(denoiser, deltas, [make_concept()], ErasureConfig(divergence="variational_bhattacharyya"))
+        erase(denoiser, deltas, [make_concept()], plan(divergence="variational_bhattacharyya"))

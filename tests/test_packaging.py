@@ -41,3 +41,13 @@ def test_engine_and_divergences_import_nothing_from_comfyui_or_the_nodes():
                 assert not {n.split(".")[0] for n in names} & comfy_modules, f"{path} imports {names}"
                 if isinstance(node, ast.ImportFrom) and node.level == 2:
                     assert (node.module or "").split(".")[0] != "nodes", f"{path} imports the nodes"
+
+
+def test_no_example_workflow_lays_one_node_over_another():
+    for path in sorted((ROOT / "workflows").glob("*.json")):
+        boxes = [(n["id"], *n["pos"], n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+                 for n in json.loads(path.read_text())["nodes"]]
+        for i, (a, ax0, ay0, ax1, ay1) in enumerate(boxes):
+            for b, bx0, by0, bx1, by1 in boxes[i + 1:]:
+                apart = ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0
+                assert apart, f"{path.name}: nodes {a} and {b} overlap"

@@ -2,7 +2,8 @@
 import torch
 from torch import nn
 
-from comfyui_unlearn.unlearning import DiscreteVPSchedule, ModuleDenoiser, WeightDeltas, preset_shapes
+from comfyui_unlearn.unlearning import (DiscreteVPSchedule, ErasureConfig, ModuleDenoiser, WeightDeltas, preset_shapes,
+                                        resolve)
 
 
 class Attention(nn.Module):
@@ -58,3 +59,8 @@ def toy_setup(preset="cross_attention_kv", seed=0):
     schedule = DiscreteVPSchedule()
     deltas = WeightDeltas(preset_shapes(module, preset))
     return module, ModuleDenoiser(module, schedule, deltas, eps_unet_predict(schedule)), deltas
+
+
+def plan(**config):
+    """An ErasurePlan from ErasureConfig fields: what engine.erase takes."""
+    return resolve(ErasureConfig(**config))

@@ -18,7 +18,7 @@ from pack_import import PACK_ROOT
 TINY = "tiny_sd15.safetensors"
 TINY_SETTINGS = {  # what keeps the tiny default to about a minute on a laptop CPU
     "6.width": 64, "6.height": 64, "7.steps": 8, "8.steps": 8,
-    "3.steps": 30, "3.learning_rate": 1e-4, "3.anchor_width": 64, "3.anchor_height": 64, "3.anchor_steps": 8,
+    "3.steps": 30, "3.learning_rate": 1e-4, "14.width": 64, "14.height": 64, "14.sampling_steps": 8,
 }
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 COLUMN_WIDTH, ROW_HEIGHT = 420, 330
+# Heights in the frontend at 100% (1.27): title bar, one slot row, one widget, one multiline text box.
+TITLE, SLOT, WIDGET, TEXT_BOX = 30, 22, 24, 100
 
 
 def _is_widget(spec):
@@ -49,8 +51,9 @@ def api_to_ui(api: dict, node_classes: dict) -> dict:
         cls = node_classes[node["class_type"]]
         definition = cls.INPUT_TYPES()
         specs = {**definition.get("required", {}), **definition.get("optional", {})}
-        inputs, widgets = [], []
+        inputs, widgets, boxes = [], [], 0
         for name, spec in specs.items():
+            boxes += _is_widget(spec) and len(spec) > 1 and bool(spec[1].get("multiline"))
             value = node["inputs"].get(name)
             if isinstance(value, list):
                 links.append([len(links) + 1, int(value[0]), value[1], int(node_id), len(inputs), None])
@@ -70,9 +73,11 @@ def api_to_ui(api: dict, node_classes: dict) -> dict:
         rows[depth[node_id]] = row + 1
         position = node.get("_meta", {}).get("pos") or [40 + COLUMN_WIDTH * depth[node_id], 40 + ROW_HEIGHT * row]
         names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
+        slots = max(len([i for i in inputs if "widget" not in i]), len(cls.RETURN_TYPES))
+        height = TITLE + SLOT * slots + WIDGET * (len(widgets) - boxes) + TEXT_BOX * boxes
         ui_nodes.append({
             "id": int(node_id), "type": node["class_type"],
-            "pos": position, "size": [380, 80 + 26 * (len(widgets) + len(inputs) + len(cls.RETURN_TYPES))],
+            "pos": position, "size": [400 if boxes else 380, height],
             "flags": {}, "order": order, "mode": 0,
             "title": node.get("_meta", {}).get("title", node["class_type"]),
             "inputs": inputs,

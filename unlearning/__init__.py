@@ -1,21 +1,28 @@
-"""The erasure engine: pure torch, no ComfyUI import (it drives any Denoiser and NoiseSchedule)."""
-from .concepts import ConceptPair, ConceptSet, PreservedPrompt, pair_prompts, prompt_lines
-from .deltas import LoraDeltas, WeightDeltas
-from .erasure import PACK_VERSION, Erasure
+"""The erasure engine: pure torch, no ComfyUI import (it drives any Denoiser and NoiseSchedule).
+
+Where things live: config.py turns an ErasureConfig into objects (resolve); engine.py is the loop;
+objectives.py the objectives; families.py the model-family profiles; parameters.py the presets.
+"""
+from .concepts import Concept, ConceptPair, ConceptSet, PreservedPrompt, pair_prompts, prompt_lines
+from .config import ErasureConfig, ErasurePlan, resolve
+from .deltas import LoraDeltas, LoraSettings, WeightDeltas
+from .engine import Denoiser, NonFiniteLossError, StepRecord, Toolbox, erase
+from .erasure import PACK_VERSION, Erasure, erasure_metadata
 from .export import lora_state_dict, next_free_path, read_erasure_metadata, write_erasure
-from .engine import (VARIATIONAL_DIVERGENCES, Concept, Denoiser, ErasureConfig, NonFiniteLossError, StepRecord,
-                     erase)
-from .objectives import OBJECTIVES, dual_ascent, get_objective
-from .parameters import PARAMETER_PRESETS, select_parameters
+from .families import FAMILIES, SD1, FamilyProfile, Sampling, family_for, register_family
+from .objectives import OBJECTIVES, Objective, dual_ascent, get_objective, register_objective
+from .parameters import PRESETS, select_parameters
 from .sampling import euler_sample
 from .schedule import DiscreteVPSchedule, NoiseSchedule
+from .sources import FORGET_IMAGES, RETAIN_IMAGES, Trajectory
 from .torch_module import ModuleDenoiser, preset_shapes
 
 __all__ = [
-    "Concept", "ConceptPair", "ConceptSet", "Denoiser", "DiscreteVPSchedule", "Erasure", "ErasureConfig",
-    "LoraDeltas", "ModuleDenoiser", "NoiseSchedule", "NonFiniteLossError", "OBJECTIVES", "PACK_VERSION",
-    "PARAMETER_PRESETS", "VARIATIONAL_DIVERGENCES", "dual_ascent", "get_objective",
-    "PreservedPrompt", "StepRecord", "WeightDeltas", "erase", "euler_sample", "lora_state_dict", "next_free_path",
-    "pair_prompts", "preset_shapes",
-    "prompt_lines", "read_erasure_metadata", "select_parameters", "write_erasure",
+    "Concept", "ConceptPair", "ConceptSet", "Denoiser", "DiscreteVPSchedule", "Erasure", "ErasureConfig", "ErasurePlan",
+    "FAMILIES", "FORGET_IMAGES", "FamilyProfile", "LoraDeltas", "LoraSettings", "ModuleDenoiser", "NoiseSchedule",
+    "NonFiniteLossError", "OBJECTIVES", "Objective", "PACK_VERSION", "PRESETS", "PreservedPrompt", "RETAIN_IMAGES",
+    "SD1", "Sampling", "StepRecord", "Toolbox", "Trajectory", "WeightDeltas", "dual_ascent", "erase",
+    "erasure_metadata", "euler_sample", "family_for", "get_objective", "lora_state_dict", "next_free_path",
+    "pair_prompts", "preset_shapes", "prompt_lines", "read_erasure_metadata", "register_family",
+    "register_objective", "resolve", "select_parameters", "write_erasure",
 ]

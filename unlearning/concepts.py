@@ -1,7 +1,9 @@
-"""What to erase and what to keep, as users write it: one target per line, one shared anchor or one
-per target, and prompts to preserve."""
+"""What to erase and what to keep: as users write it (one target per line, one shared anchor or one
+per target, prompts to preserve), and as the engine trains on it (a Concept per pair)."""
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
+
+import torch
 
 
 @dataclass
@@ -48,3 +50,20 @@ def pair_prompts(target: str, anchor: str) -> list:
             f"anchor has {len(anchors)} lines but target has {len(targets)}: give one anchor line shared "
             f"by every target, or exactly one anchor line per target.")
     return list(zip(targets, anchors))
+
+
+@dataclass
+class Concept:
+    """One concept as the engine trains on it: its conditionings and its images (clean latents)."""
+
+    target: Any
+    anchor: Any
+    latents: Optional[torch.Tensor]          # images of what to keep or map onto (retain data: anchor images)
+    target_text: str = ""
+    anchor_text: str = ""
+    empty: Any = None                        # the empty prompt's conditioning (ESD, CFG in trajectories)
+    forget_latents: Optional[torch.Tensor] = None   # images to forget (constrained_forward_kl, vdu)
+    shape: Optional[tuple] = None            # (C, H, W) of the latents, where no latents are given
+
+    def latent_shape(self):
+        return tuple(self.latents.shape[1:]) if self.latents is not None else tuple(self.shape)

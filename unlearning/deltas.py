@@ -1,7 +1,16 @@
 """Trainable weight deltas, switched off to get the frozen model from the same weights."""
 import contextlib
+from dataclasses import dataclass
 
 import torch
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The LoRA trained by the `lora` preset: updates (alpha / rank) up @ down."""
+
+    rank: int = 8
+    alpha: float = 8.0
 
 
 class WeightDeltas:
@@ -9,6 +18,8 @@ class WeightDeltas:
 
     The deltas live in float32 whatever the weights' dtype, so small updates are not rounded away.
     """
+
+    is_lora = False
 
     def __init__(self, shapes, device=None):
         self.tensors = {
@@ -49,6 +60,8 @@ class LoraDeltas(WeightDeltas):
     The same interface as WeightDeltas; down starts random (seeded), as in LoRA, so the gradient of up
     is not zero. Exported as (up, down, alpha) per weight: ComfyUI's LoRA format.
     """
+
+    is_lora = True
 
     def __init__(self, shapes, rank, alpha, device=None, seed=0):
         generator = torch.Generator().manual_seed(seed)

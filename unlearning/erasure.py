@@ -1,7 +1,7 @@
 """What an erasure run produces: the learned weight deltas, what made them, and how training went."""
 from dataclasses import dataclass, field
 
-PACK_VERSION = "0.1.0"
+PACK_VERSION = "0.2.0"
 
 
 @dataclass
@@ -9,3 +9,31 @@ class Erasure:
     deltas: dict                      # weight key (as the model names it) -> float32 delta on the CPU
     metadata: dict                    # method, divergence and its settings, concepts, steps, seed, base model
     records: list = field(default_factory=list)   # one engine.StepRecord per step
+
+
+def erasure_metadata(plan, concepts, records, training_images, base_model) -> dict:
+    """The header a saved erasure carries: how it was made (plan: config.ErasurePlan; concepts: a
+    ConceptSet), from which images (`training_images`), on which base model (`base_model`)."""
+    config, objective = plan.config, plan.objective
+    uses_divergence = objective.uses_divergence
+    divergence = plan.divergence.settings_record() if uses_divergence else \
+        {"temperature": config.temperature, "reduction": config.reduction, "divergence_params": {}}
+    return {
+        "method": objective.name,
+        "objective_params": objective.params,
+        "divergence": config.divergence if uses_divergence else None,
+        **divergence,
+        "concepts": [{"target": p.target_text, "anchor": p.anchor_text} for p in concepts.pairs],
+        "preserve": [kept.text for kept in concepts.preserve],
+        "preserve_weight": config.preserve_weight,
+        "parameters": config.parameters,
+        "lora": {"rank": plan.lora.rank, "alpha": plan.lora.alpha} if plan.lora else None,
+        "steps": config.steps,
+        "steps_run": len(records),
+        "learning_rate": config.learning_rate,
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "training_images": training_images,
+        "base_model": base_model,
+        "pack_version": PACK_VERSION,
+    }

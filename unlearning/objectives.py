@@ -1,15 +1,19 @@
 """Unlearning objectives: where a step's noisy latents come from, which frozen predictions it needs,
-and its loss. The loop that runs them all is engine.erase; adding one is one class and one entry.
+and its loss, read top to bottom. The loop that runs them all is engine.erase; adding one is one
+class and one `register_objective` call.
 
-Notation: eps_theta is the trained model, eps_0 the frozen one (the same weights with the deltas
-off), c* the concept's prompt, c_a its anchor's, 0 the empty prompt; D is the configured divergence.
+Each loss gets a step (its draws and the frozen predictions it asked for) and a Toolbox (engine.py):
+`predict` (the trained model's epsilon), `frozen` (the frozen model's), `compare` (the chosen
+divergence), `measure` (KL, what constraints are stated in), `draw` (noisy latents from images) and
+`deltas`. Notation: eps_theta is the trained model, eps_0 the frozen one (the same weights with the
+deltas off), c* the concept's prompt, c_a its anchor's, 0 the empty prompt; D is the divergence.
 """
 import math
 
 import torch
 
 from ..divergences import Parameter
-from .deltas import LoraDeltas
+from .sources import FORGET_IMAGES, RETAIN_IMAGES, Trajectory
 
 GUIDANCE = Parameter("guidance", 1.0, 0.0, 20.0, "ESD's eta: how far past the unconditional prediction the "
                                                   "concept is pushed (1: eps_0(0) - (eps_0(c*) - eps_0(0))).")
@@ -44,22 +48,18 @@ class ForgetError:
     """
     baseline_draws = 16
 
-    def __init__(self):
-        self.initial, self.running = None, None
+    def __init__(self, tools, concept):
+        with torch.no_grad():
+            draws = [tools.draw(concept.forget_latents) for _ in range(self.baseline_draws)]
+            errors = [per_sample_mse(tools.predict(d, concept.target), d.noise) for d in draws]
+        self.initial = self.running = torch.cat(errors).mean().item()
 
-    def __call__(self, trainer, step):
+    def __call__(self, tools, step):
         """(clipped mean error to ascend, per-sample error)."""
-        if self.initial is None:
-            self.initial = self.running = self.baseline(trainer, step.concept)
         forget = step.draws["forget"]
-        error = per_sample_mse(trainer.epsilon(forget, step.concept.target), forget.noise)
+        error = per_sample_mse(tools.predict(forget, step.concept.target), forget.noise)
         self.running = 0.9 * self.running + 0.1 * error.mean().item()
         return torch.minimum(error, torch.full_like(error, 5 * self.initial)).mean(), error
-
-    def baseline(self, trainer, concept):
-        with torch.no_grad():
-            draws = [trainer.draw_from_latents(concept.forget_latents) for _ in range(self.baseline_draws)]
-            return torch.cat([per_sample_mse(trainer.epsilon(d, concept.target), d.noise) for d in draws]).mean().item()
 
     @property
     def ratio(self):
@@ -69,35 +69,39 @@ class ForgetError:
 
 class Objective:
     name = ""
+    title = ""                    # the option node's name: "Unlearn Objective: <title>"
     description = ""              # one line: the node's tooltip
-    formula = ""                  # for the README
+    formula = ""                  # for the docs
     parameters = ()
-    draws = {"main": "latents"}   # draw name -> "latents", "forget_latents", "frozen_trajectory", "model_trajectory"
-    frozen_roles = ()             # (draw name, conditioning role) the loss needs from the frozen model
+    needs = (RETAIN_IMAGES,)      # the images a concept must carry
+    frozen = ()                   # (draw name, conditioning role) the loss reads from the frozen model
     uses_divergence = True
-    needs = ("latents",)          # the Concept fields it trains on
     full_deltas_only = False      # its loss is per weight, which LoRA factors do not have
 
-    def __init__(self, config, trainer):
-        self.config, self.trainer = config, trainer
-        self.params = self.resolve(config.objective_params)
+    def __init__(self, **params):
+        self.params = self.resolve(params)
+        self.draws = self.sources()
 
-    @property
-    def main_draw(self):
-        """The draw that preserved prompts are held at: the first one."""
-        return next(iter(self.draws))
+    def sources(self) -> dict:
+        """Draw name -> where its noisy latents come from (sources.py); the first is where preserved
+        prompts are held."""
+        return {"main": RETAIN_IMAGES}
 
     @classmethod
     def resolve(cls, params):
-        return {p.name: params.get(p.name, p.default) for p in cls.parameters}
-
-    @classmethod
-    def check(cls, params):
+        """The parameters with defaults filled in; ValueError naming the one to fix."""
+        known = {p.name: p for p in cls.parameters}
+        for name in params:
+            if name not in known:
+                raise ValueError(f"the {cls.name} objective has no parameter '{name}'"
+                                 + (f"; its parameters: {', '.join(known)}" if known else ""))
+        resolved = {p.name: params.get(p.name, p.default) for p in cls.parameters}
         for p in cls.parameters:
-            value = params.get(p.name, p.default)
+            value = resolved[p.name]
             if not (math.isfinite(value) and p.minimum <= value <= p.maximum):
                 raise ValueError(f"{p.name} must be between {p.minimum} and {p.maximum} for the {cls.name} "
                                  f"objective, got {value}; {p.description}")
+        return resolved
 
     @classmethod
     def check_deltas(cls, lora: bool):
@@ -106,7 +110,15 @@ class Objective:
             raise ValueError(f"the {cls.name} objective needs full weight deltas (its loss is per weight): choose "
                              f"a parameters preset other than lora")
 
-    def loss(self, step):
+    @property
+    def wired_images(self):
+        """Which of a concept's images the node's wired LATENT or IMAGE stands for."""
+        return FORGET_IMAGES if FORGET_IMAGES in self.needs else RETAIN_IMAGES
+
+    def start(self, step, tools):
+        """Before the first step (given it): reset the run's state, measure baselines."""
+
+    def loss(self, step, tools):
         """(loss, terms, m): the loss to minimise, its named parts, and the per-sample m for the record."""
         raise NotImplementedError
 
@@ -119,33 +131,39 @@ class Objective:
 
 
 class Anchor(Objective):
-    name = "anchor"
+    name, title = "anchor", "Anchor"
     description = "Ablating Concepts / f-DMU: the concept's prediction is pulled onto the frozen anchor's."
     formula = "D(eps_theta(x_t, c*), eps_0(x_t, c_a)), x_t from noised anchor images"
-    frozen_roles = (("main", "anchor"),)
+    frozen = (("main", "anchor"),)
 
-    def loss(self, step):
+    def loss(self, step, tools):
         draw = step.draws["main"]
-        pred = self.trainer.epsilon(draw, step.concept.target)
-        loss, m = self.trainer.divergence(pred, step.frozen[("main", "anchor")], draw.percent)
-        return loss, {"erase": loss.detach()}, m
+        erase, m = tools.compare(tools.predict(draw, step.concept.target), step.frozen[("main", "anchor")], draw)
+        return erase, {"erase": erase.detach()}, m
+
+
+def _trajectory(params, trained):
+    return Trajectory(trained, int(params["trajectory_steps"]), params["trajectory_cfg"])
 
 
 class ESD(Objective):
-    name = "esd"
+    name, title = "esd", "ESD"
     description = "ESD: the concept is pushed away from itself, past the unconditional prediction (no anchor)."
-    formula = "D(eps_theta(x_t, c*), eps_0(x_t, 0) - eta (eps_0(x_t, c*) - eps_0(x_t, 0))), x_t from the frozen model's trajectories"
+    formula = ("D(eps_theta(x_t, c*), eps_0(x_t, 0) - eta (eps_0(x_t, c*) - eps_0(x_t, 0))), x_t from the frozen "
+               "model's trajectories")
     parameters = (GUIDANCE, TRAJECTORY_STEPS, TRAJECTORY_CFG)
-    draws = {"main": "frozen_trajectory"}
-    frozen_roles = (("main", "target"), ("main", "empty"))
-    needs = ("empty",)
+    needs = ()
+    frozen = (("main", "target"), ("main", "empty"))
 
-    def loss(self, step):
+    def sources(self):
+        return {"main": _trajectory(self.params, trained=False)}
+
+    def loss(self, step, tools):
         draw = step.draws["main"]
         unconditional, concept = step.frozen[("main", "empty")], step.frozen[("main", "target")]
         target = unconditional - self.params["guidance"] * (concept - unconditional)
-        loss, m = self.trainer.divergence(self.trainer.epsilon(draw, step.concept.target), target, draw.percent)
-        return loss, {"erase": loss.detach()}, m
+        erase, m = tools.compare(tools.predict(draw, step.concept.target), target, draw)
+        return erase, {"erase": erase.detach()}, m
 
 
 class _Constrained(Objective):
@@ -154,8 +172,7 @@ class _Constrained(Objective):
 
     lambda_max = 1.0
 
-    def __init__(self, config, trainer):
-        super().__init__(config, trainer)
+    def start(self, step, tools):
         self.lam, self.estimate = 0.0, None
 
     def violation(self, estimate) -> float:
@@ -169,29 +186,31 @@ class _Constrained(Objective):
 
 
 class ConstrainedReverseKL(_Constrained):
-    name = "constrained_reverse_kl"
+    name, title = "constrained_reverse_kl", "Constrained Reverse KL"
     description = "Stay close to the anchor while keeping at least `budget` x the anchor's KL from the concept."
     formula = ("(1 - lam) D(eps_theta, eps*), eps* = eps_0(c_a) - lam/(1-lam) (eps_0(c*) - eps_0(c_a)); "
-               "constraint KL(eps_theta, eps_0(c*)) >= budget KL(eps_0(c_a), eps_0(c*)); x_t on the trained model's trajectories")
+               "constraint KL(eps_theta, eps_0(c*)) >= budget KL(eps_0(c_a), eps_0(c*)); x_t on the trained "
+               "model's trajectories")
     parameters = (BUDGET, DUAL_STEP, TRAJECTORY_STEPS, TRAJECTORY_CFG)
-    draws = {"main": "model_trajectory"}
-    frozen_roles = (("main", "anchor"), ("main", "target"))
-    needs = ("empty",)
+    needs = ()
+    frozen = (("main", "anchor"), ("main", "target"))
     lambda_max = 0.95    # lambda / (1 - lambda) diverges at 1
 
-    def __init__(self, config, trainer):
-        super().__init__(config, trainer)
-        self.bound = None
+    def sources(self):
+        return {"main": _trajectory(self.params, trained=True)}
 
-    def loss(self, step):
+    def start(self, step, tools):
+        super().start(step, tools)
+        anchor, concept = step.frozen[("main", "anchor")], step.frozen[("main", "target")]
+        self.bound = self.params["budget"] * tools.measure(anchor, concept, step.draws["main"])[0].item()
+
+    def loss(self, step, tools):
         draw = step.draws["main"]
         anchor, concept = step.frozen[("main", "anchor")], step.frozen[("main", "target")]
         target = anchor - self.lam / (1 - self.lam) * (concept - anchor)
-        pred = self.trainer.epsilon(draw, step.concept.target)
-        primal, m = self.trainer.divergence(pred, target, draw.percent)
-        separation, _ = self.trainer.measure(pred.detach(), concept, draw.percent)
-        if self.bound is None:
-            self.bound = self.params["budget"] * self.trainer.measure(anchor, concept, draw.percent)[0].item()
+        pred = tools.predict(draw, step.concept.target)
+        primal, m = tools.compare(pred, target, draw)
+        separation, _ = tools.measure(pred.detach(), concept, draw)
         return (1 - self.lam) * primal, {"erase": primal.detach(), "constraint": separation}, m
 
     def violation(self, estimate):
@@ -199,48 +218,52 @@ class ConstrainedReverseKL(_Constrained):
 
 
 class ConstrainedLikelihood(_Constrained):
-    name = "constrained_likelihood"
+    name, title = "constrained_likelihood", "Constrained Likelihood"
     description = "Tilt the model away from the concept until its predictions carry less concept evidence than `budget` allows."
     formula = ("D(eps_theta, eps*), eps* = eps_0(c_a) - lam (eps_0(c*) - eps_0(c_a)); constraint: evidence "
                "(|eps_theta - eps_0(c_a)|^2 - |eps_theta - eps_0(c*)|^2) / |eps_0(c*) - eps_0(c_a)|^2 <= 1 - 2 budget; "
                "x_t on the trained model's trajectories")
     parameters = (BUDGET, DUAL_STEP, TRAJECTORY_STEPS, TRAJECTORY_CFG)
-    draws = {"main": "model_trajectory"}
-    frozen_roles = (("main", "anchor"), ("main", "target"))
-    needs = ("empty",)
+    needs = ()
+    frozen = (("main", "anchor"), ("main", "target"))
     lambda_max = 10.0
 
-    def loss(self, step):
+    def sources(self):
+        return {"main": _trajectory(self.params, trained=True)}
+
+    def loss(self, step, tools):
         draw = step.draws["main"]
         anchor, concept = step.frozen[("main", "anchor")], step.frozen[("main", "target")]
-        pred = self.trainer.epsilon(draw, step.concept.target)
-        loss, m = self.trainer.divergence(pred, anchor - self.lam * (concept - anchor), draw.percent)
+        pred = tools.predict(draw, step.concept.target)
+        erase, m = tools.compare(pred, anchor - self.lam * (concept - anchor), draw)
         with torch.no_grad():
             evidence = (per_sample_mse(pred, anchor) - per_sample_mse(pred, concept)) / per_sample_mse(concept, anchor).clamp_min(1e-12)
-        return loss, {"erase": loss.detach(), "constraint": evidence.mean()}, m
+        return erase, {"erase": erase.detach(), "constraint": evidence.mean()}, m
 
     def violation(self, estimate):
         return estimate - (1 - 2 * min(self.params["budget"], 1.0))
 
 
 class ConstrainedForwardKL(_Constrained):
-    name = "constrained_forward_kl"
+    name, title = "constrained_forward_kl", "Constrained Forward KL"
     description = "Data unlearning: keep denoising anchor images, make the images to forget harder to denoise."
     formula = ("D(eps_theta(x_r, c*), eps_r) - lam min(|eps_theta(x_f, c*) - eps_f|^2, 5 e_0); constraint: forget "
                "error >= (1 + budget) e_0; x_r noised anchor images, x_f noised images to forget")
     parameters = (BUDGET, DUAL_STEP)
-    draws = {"retain": "latents", "forget": "forget_latents"}
-    needs = ("latents", "forget_latents")
+    needs = (RETAIN_IMAGES, FORGET_IMAGES)
     lambda_max = 0.9
 
-    def __init__(self, config, trainer):
-        super().__init__(config, trainer)
-        self.forget_error = ForgetError()
+    def sources(self):
+        return {"retain": RETAIN_IMAGES, "forget": FORGET_IMAGES}
 
-    def loss(self, step):
+    def start(self, step, tools):
+        super().start(step, tools)
+        self.forget_error = ForgetError(tools, step.concept)
+
+    def loss(self, step, tools):
         retain = step.draws["retain"]
-        kept, m = self.trainer.divergence(self.trainer.epsilon(retain, step.concept.target), retain.noise, retain.percent)
-        forgotten, error = self.forget_error(self.trainer, step)
+        kept, m = tools.compare(tools.predict(retain, step.concept.target), retain.noise, retain)
+        forgotten, error = self.forget_error(tools, step)
         ratio = error.mean().detach() / self.forget_error.initial
         return kept - self.lam * forgotten, {"retain": kept.detach(), "forget": forgotten.detach(), "constraint": ratio}, m
 
@@ -250,43 +273,41 @@ class ConstrainedForwardKL(_Constrained):
 
 
 class VDU(Objective):
-    name = "vdu"
+    name, title = "vdu", "VDU"
     description = "VDU: raise the denoising error of a few images to forget, held by a prior on the weights."
     formula = ("gamma sum(F_a D^2) / 2 - (1 - gamma) min(|eps_theta(x_f, c*) - eps_f|^2, 5 e_0), F_a the diagonal "
                "Fisher of the anchor images' denoising loss (floored), D the weight deltas; stops at stop_ratio x e_0")
     parameters = (GAMMA, STOP_RATIO)
-    draws = {"forget": "forget_latents"}
+    needs = (RETAIN_IMAGES, FORGET_IMAGES)
     uses_divergence = False
-    needs = ("latents", "forget_latents")
     full_deltas_only = True
     fisher_samples = 8
 
-    def __init__(self, config, trainer):
-        super().__init__(config, trainer)
-        self.check_deltas(isinstance(trainer.deltas, LoraDeltas))
-        self.precision = None
-        self.forget_error = ForgetError()
+    def sources(self):
+        return {"forget": FORGET_IMAGES}
 
-    def estimate_precision(self, concept):
+    def start(self, step, tools):
+        self.check_deltas(tools.deltas.is_lora)
+        self.precision = self.fisher_precision(step.concept, tools)
+        self.forget_error = ForgetError(tools, step.concept)
+
+    def fisher_precision(self, concept, tools):
         """Diagonal Fisher of the anchor images' denoising loss at the pretrained weights: the prior's
         precision (how much each weight matters to what must be kept). Floored at 1e-3 x its median so
         that no weight is left entirely free."""
-        deltas, fisher = self.trainer.deltas, None
+        fisher = None
         for _ in range(self.fisher_samples):
-            draw = self.trainer.draw_from_latents(concept.latents)
-            loss = per_sample_mse(self.trainer.epsilon(draw, concept.anchor), draw.noise).mean()
-            grads = torch.autograd.grad(loss, deltas.parameters())
-            squares = [g.float().square() for g in grads]
+            draw = tools.draw(concept.latents)
+            loss = per_sample_mse(tools.predict(draw, concept.anchor), draw.noise).mean()
+            squares = [g.float().square() for g in torch.autograd.grad(loss, tools.deltas.parameters())]
             fisher = squares if fisher is None else [f + s for f, s in zip(fisher, squares)]
         fisher = [f / self.fisher_samples for f in fisher]
         floor = 1e-3 * torch.cat([f.flatten() for f in fisher]).median().item()
         return [f.clamp_min(floor) for f in fisher]
 
-    def loss(self, step):
-        if self.precision is None:
-            self.precision = self.estimate_precision(step.concept)
-        plasticity, error = self.forget_error(self.trainer, step)
-        prior = sum((p * d.square()).sum() for p, d in zip(self.precision, self.trainer.deltas.parameters())) / 2
+    def loss(self, step, tools):
+        plasticity, error = self.forget_error(tools, step)
+        prior = sum((p * d.square()).sum() for p, d in zip(self.precision, tools.deltas.parameters())) / 2
         gamma = self.params["gamma"]
         return gamma * prior - (1 - gamma) * plasticity, {"prior": prior.detach(), "forget": plasticity.detach()}, error
 
@@ -294,10 +315,20 @@ class VDU(Objective):
         return {"forget_error_ratio": self.forget_error.ratio}
 
     def finished(self):
-        return self.forget_error.initial is not None and self.forget_error.ratio >= self.params["stop_ratio"]
+        return self.forget_error.ratio >= self.params["stop_ratio"]
 
 
-OBJECTIVES = {o.name: o for o in [Anchor, ESD, ConstrainedReverseKL, ConstrainedForwardKL, ConstrainedLikelihood, VDU]}
+OBJECTIVES = {}
+
+
+def register_objective(objective):
+    """Add an Objective class; the node's option nodes and the engine pick it up by name."""
+    OBJECTIVES[objective.name] = objective
+    return objective
+
+
+for _objective in (Anchor, ESD, ConstrainedReverseKL, ConstrainedForwardKL, ConstrainedLikelihood, VDU):
+    register_objective(_objective)
 
 
 def get_objective(name):

@@ -23,9 +23,8 @@ import task
 from common import RESULTS, markdown_row, markdown_table
 from train import frechet_distance
 
-from comfyui_unlearn.divergences import DIVERGENCES  # noqa: E402
-from comfyui_unlearn.unlearning import (VARIATIONAL_DIVERGENCES, Concept, ErasureConfig, WeightDeltas, erase,  # noqa: E402
-                                        preset_shapes)
+from comfyui_unlearn.divergences import DIVERGENCES, closed_forms  # noqa: E402
+from comfyui_unlearn.unlearning import Concept, ErasureConfig, WeightDeltas, erase, preset_shapes, resolve  # noqa: E402
 
 TARGET, ANCHOR = 7, 5          # sneaker -> sandal
 ANCHOR_IMAGES = 4              # the node's default number of sampled anchor images
@@ -104,7 +103,7 @@ def run_erasure(unet, concept, run):
     denoiser = task.denoiser(unet, deltas)
     reset_peak_memory()
     started = time.perf_counter()
-    records = erase(denoiser, deltas, [concept], run.config)
+    records = erase(denoiser, deltas, [concept], resolve(run.config))
     return denoiser, records, time.perf_counter() - started, peak_memory()
 
 
@@ -120,7 +119,7 @@ def plan(quick):
     if quick:
         return [Run("kl", "defaults")]
     runs = [Run(name, "defaults", replace(default, divergence=name), in_grid=name in ("kl", "total_variation"))
-            for name in DIVERGENCES]
+            for name in closed_forms()]
     sweeps = [("kl", 1.0, 1, (2e-4, 8e-4, 1.5e-3, 3e-3)), ("kl", 1.0, 4, (8e-4, 3e-3))]
     sweeps += [(name, 1e-3, 1, SWEEP_LR) for name in ("hellinger", "jensen_shannon")]
     sweeps += [("pearson_chi2", 1e-3, 4, SWEEP_LR), ("total_variation", 1.0, 1, SWEEP_LR)]
@@ -130,7 +129,7 @@ def plan(quick):
                 default, divergence=name, temperature=temperature, batch_size=batch, learning_rate=lr),
                 in_grid=lr == 1.5e-3))
     runs += [Run(name, "variational", replace(default, divergence=name), in_grid=name == "variational_hellinger")
-             for name in VARIATIONAL_DIVERGENCES]
+             for name, divergence in DIVERGENCES.items() if divergence.variational]
     for objective in ("esd", "constrained_reverse_kl", "constrained_likelihood", "constrained_forward_kl", "vdu"):
         runs.append(Run(objective, "objectives", replace(default, objective=objective), in_grid=True))
     runs.append(Run("vdu stop_ratio=10", "objectives", replace(default, objective="vdu",

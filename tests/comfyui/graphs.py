@@ -10,20 +10,65 @@ from safetensors.torch import load_file
 CHECKPOINT = "tiny_sd15.safetensors"   # written by the `runner` fixture (tests/conftest.py)
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "erase_concept.json"
 SHIPPED = json.loads(WORKFLOW.read_text())
-FAST_UNLEARN = dict(steps=3, learning_rate=1e-4, anchor_images=2, anchor_steps=2, anchor_width=64, anchor_height=64)
+UNLEARN, TRAINING_DATA = "3", "14"      # the example's Unlearn Model and its Unlearn Training Data
+FAST_UNLEARN = dict(steps=3, learning_rate=1e-4, images_per_prompt=2, sampling_steps=2, width=64, height=64)
 
 
-def erase_graph(checkpoint, seed=42, **unlearn):
-    """The example workflow shrunk for the CPU (64 px, 3 sampling steps), saving both latents."""
+def erase_graph(checkpoint, seed=42, objective=None, **settings):
+    """The example workflow shrunk for the CPU (64 px, 3 sampling steps), saving both latents.
+
+    Each setting goes to the node that declares it: Unlearn Model, its Unlearn Training Data, or an
+    option node added to the chain (divergence, critic, LoRA, memory, and the objective's node when
+    `objective` is given)."""
     graph = copy.deepcopy(SHIPPED)
     graph["1"]["inputs"]["ckpt_name"] = checkpoint
     graph["6"]["inputs"].update(width=64, height=64)
     for sampler in ("7", "8"):
         graph[sampler]["inputs"].update(steps=3, seed=seed)
-    graph["3"]["inputs"].update({**FAST_UNLEARN, **unlearn})
     graph["20"] = _save_latent(["7", 0], "test/original")
     graph["21"] = _save_latent(["8", 0], "test/erased")
+    set_options(graph, objective, **{**FAST_UNLEARN, **settings})
     return graph
+
+
+def set_options(graph, objective=None, **settings):
+    """Put each setting on the node of `graph` that declares it, adding option nodes to the chain."""
+    from comfyui_unlearn.nodes.erase import UnlearnModel
+    from comfyui_unlearn.nodes.options import OBJECTIVES, objective_node, option_nodes
+
+    owners = [UnlearnModel, *(n for n in option_nodes() if not n.__name__.startswith("UnlearnObjective"))]
+    if objective is not None:
+        owners.append(objective_node(OBJECTIVES[objective]))
+        add_option_node(graph, owners[-1].__name__)
+    for name, value in settings.items():
+        owner = next((n for n in owners if name in declared_inputs(n)), None)
+        assert owner is not None, f"no Unlearn node has an input '{name}'"
+        node_id = UNLEARN if owner is UnlearnModel else add_option_node(graph, owner.__name__)
+        graph[node_id]["inputs"][name] = value
+    return graph
+
+
+def declared_inputs(node_class):
+    definition = node_class.INPUT_TYPES()
+    return {**definition.get("required", {}), **definition.get("optional", {})}
+
+
+def add_option_node(graph, class_type, reuse=True):
+    """The id of the graph's option node of class_type (a new one, with its defaults, chained in front of
+    Unlearn Model's options, unless one exists and `reuse`)."""
+    import nodes
+
+    for node_id, node in graph.items():
+        if reuse and node["class_type"] == class_type:
+            return node_id
+    required = nodes.NODE_CLASS_MAPPINGS[class_type].INPUT_TYPES()["required"]
+    inputs = {name: spec[1]["default"] for name, spec in required.items() if "default" in spec[1]}
+    if graph[UNLEARN]["inputs"].get("options"):
+        inputs["options"] = graph[UNLEARN]["inputs"]["options"]
+    node_id = str(max(int(k) for k in graph) + 1)
+    graph[node_id] = {"class_type": class_type, "inputs": inputs}
+    graph[UNLEARN]["inputs"]["options"] = [node_id, 0]
+    return node_id
 
 
 def plain_graph(checkpoint, seed=42):

@@ -1,13 +1,18 @@
 """Bad inputs stop with an error that names the input and the fix; the loaded model samples as before."""
 import pytest
-from graphs import CHECKPOINT as CKPT, erase_graph, latent, plain_graph, same
+from graphs import CHECKPOINT as CKPT, TRAINING_DATA, add_option_node, erase_graph, latent, plain_graph, same, set_options
 
 pytestmark = pytest.mark.comfyui
 
 
 def with_latents(graph, node):
     graph["30"] = node
-    graph["3"]["inputs"]["latents"] = ["30", 0]
+    graph[TRAINING_DATA]["inputs"]["latents"] = ["30", 0]
+    return graph
+
+
+def chained_twice(graph, class_type):
+    add_option_node(graph, class_type, reuse=False)
     return graph
 
 
@@ -33,8 +38,16 @@ CASES = {
                                                       "inputs": {"width": 64, "height": 64, "batch_size": 1}}),
                            "latents has shape (1, 16, 8, 8) but this model takes 4-channel latents"),
     "unsupported model": (on_tiny_sd3, "model is a SD3 model, which this pack cannot train yet"),
-    "vdu with lora": (lambda g: g["3"]["inputs"].update(objective="vdu", parameters="lora") or g,
-                      "the vdu objective needs full weight deltas"),
+    "vdu with lora": (lambda g: set_options(g, "vdu", parameters="lora"), "the vdu objective needs full weight deltas"),
+    "critic options with a closed form": (lambda g: set_options(g, critic_warmup=2),
+                                          "critic settings apply to the variational_* divergences only"),
+    "LoRA options without the lora preset": (lambda g: set_options(g, rank=4),
+                                             "LoRA options apply to the lora preset only"),
+    "two training data nodes": (lambda g: chained_twice(g, "UnlearnTrainingData"),
+                                "two Unlearn Training Data nodes are chained"),
+    "images without a vae": (lambda g: g.update({"50": {"class_type": "EmptyImage", "inputs": {
+        "width": 64, "height": 64, "batch_size": 1, "color": 0}}}) or g[TRAINING_DATA]["inputs"].update(
+        images=["50", 0]) or g, "images is connected but vae is not"),
 }
 
 

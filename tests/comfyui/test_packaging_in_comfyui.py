@@ -44,7 +44,10 @@ def test_comfyui_lists_the_example_workflow_as_a_template(runner):
 def test_node_definitions_have_a_tooltip_on_every_input(runner):
     import nodes
 
-    for node_id in ("UnlearnConceptPair", "UnlearnModel"):
+    from comfyui_unlearn.nodes.extension import node_list
+
+    for node_class in node_list():
+        node_id = node_class.GET_SCHEMA().node_id
         definition = nodes.NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()
         for group in ("required", "optional"):
             for name, spec in definition.get(group, {}).items():

@@ -84,7 +84,7 @@ def test_preserved_prompt_prediction_moves_less_than_without_the_term(runner):
     import folder_paths
 
     from comfyui_unlearn.nodes.comfy_model import ComfyDenoiser, model_conds, train_deltas, trainable_keys
-    from comfyui_unlearn.unlearning import Concept, ErasureConfig, lora_state_dict
+    from comfyui_unlearn.unlearning import SD1, Concept, ErasureConfig, lora_state_dict, resolve
 
     model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(folder_paths.get_full_path("checkpoints", CKPT))
     encode = lambda text: clip.encode_from_tokens_scheduled(clip.tokenize(text))  # noqa: E731
@@ -107,8 +107,8 @@ def test_preserved_prompt_prediction_moves_less_than_without_the_term(runner):
     before = {text: epsilon(model, cond) for text, cond in prompts.items()}
     moved = {}
     for weight in (0.0, 10.0):
-        deltas, _ = train_deltas(model, concepts, [cat], trainable_keys(model, "cross_attention"),
-                                 ErasureConfig(20, 1e-4, preserve_weight=weight), None)
+        deltas, _ = train_deltas(model, concepts, [cat], trainable_keys(model, SD1, "cross_attention"),
+                                 resolve(ErasureConfig(20, 1e-4, preserve_weight=weight)), None)
         erased, _ = comfy.sd.load_lora_for_models(model, None, lora_state_dict(deltas), 1.0, 0.0)
         moved[weight] = {text: ((epsilon(erased, cond) - before[text]).norm() / before[text].norm()).item()
                          for text, cond in prompts.items()}

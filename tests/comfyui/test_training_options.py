@@ -15,14 +15,15 @@ def tiny_unet(runner):
 
 def erase(model, **options):
     from comfyui_unlearn.nodes.comfy_model import train_deltas, trainable_keys
-    from comfyui_unlearn.unlearning import Concept, ErasureConfig
+    from comfyui_unlearn.unlearning import SD1, Concept, ErasureConfig, resolve
 
     g = torch.Generator().manual_seed(0)
     prompt = lambda: [[torch.randn(1, 77, 768, generator=g), {}]]  # noqa: E731
     concept = Concept(prompt(), prompt(), torch.randn(2, 4, 8, 8, generator=g))
     checkpointing = options.pop("checkpointing", "off")
-    deltas, records = train_deltas(model, [concept], [], trainable_keys(model, "attention"),
-                                   ErasureConfig(steps=3, learning_rate=1e-3, **options), None, checkpointing)
+    plan = resolve(ErasureConfig(steps=3, learning_rate=1e-3, **options))
+    deltas, records = train_deltas(model, [concept], [], trainable_keys(model, SD1, "attention"), plan, None,
+                                   checkpointing)
     return deltas, records
 
 
@@ -50,12 +51,12 @@ def test_weights_are_never_written(tiny_unet):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_frozen_passes_hold_as_many_latents_as_eight_sd15_ones_at_512_px(runner):
-    from comfyui_unlearn.nodes.comfy_model import frozen_batch_for
+def test_frozen_passes_hold_as_many_latents_as_eight_sd15_ones_at_512_px():
+    from comfyui_unlearn.unlearning import SD1
 
-    assert frozen_batch_for((1, 4, 64, 64)) == 8      # SD1.5 at 512 px
-    assert frozen_batch_for((1, 4, 128, 128)) == 2    # SDXL at 1024 px
-    assert frozen_batch_for((1, 4, 8, 8)) == 64       # capped
+    assert SD1.frozen_batch((1, 4, 64, 64)) == 8      # SD1.5 at 512 px
+    assert SD1.frozen_batch((1, 4, 128, 128)) == 2    # SDXL-sized latents at 1024 px
+    assert SD1.frozen_batch((1, 4, 8, 8)) == 64       # capped
 
 
 def test_auto_checkpointing_starts_again_with_it_when_memory_runs_out(tiny_unet, monkeypatch):
@@ -64,12 +65,12 @@ def test_auto_checkpointing_starts_again_with_it_when_memory_runs_out(tiny_unet,
     attempts = []
     real_erase = comfy_model.erase
 
-    def erase_that_needs_checkpointing(denoiser, deltas, concepts, config, on_step, preserve):
+    def erase_that_needs_checkpointing(denoiser, deltas, concepts, plan, on_step, preserve):
         checkpointed = any("forward" in m.__dict__ for m in denoiser.model.diffusion_model.modules())
-        attempts.append((checkpointed, config.frozen_batch))
+        attempts.append((checkpointed, plan.config.frozen_batch))
         if not checkpointed:
             raise torch.OutOfMemoryError("simulated: the activations do not fit")
-        return real_erase(denoiser, deltas, concepts, config, on_step, preserve)
+        return real_erase(denoiser, deltas, concepts, plan, on_step, preserve)
 
     monkeypatch.setattr(comfy_model, "erase", erase_that_needs_checkpointing)
     deltas, records = erase(tiny_unet, checkpointing="auto")

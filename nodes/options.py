@@ -1,0 +1,244 @@
+"""Option nodes: the settings most erasures leave at their defaults, each group in a small node that
+chains into Unlearn Model's `options` input (as SamplerCustomAdvanced takes its Guider, Sampler and
+Sigmas). One node per objective, generated from the objectives' registry, carries only that
+objective's parameters."""
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from comfy_api.latest import io
+
+from ..divergences import REDUCTIONS, CriticSettings
+from ..unlearning import OBJECTIVES, ErasureConfig, LoraSettings, Sampling
+from .anchor_samples import ImageSampling
+
+CATEGORY = "unlearning/options"
+Options = io.Custom("UNLEARN_OPTIONS")
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The images an erasure trains on (wired, or sampled by the node) and what each step takes."""
+
+    latents: Optional[dict] = None
+    images: Any = None
+    vae: Any = None
+    batch_size: int = 1
+    preserve_weight: float = 1.0
+    images_per_prompt: int = 4
+    sampling_steps: Optional[int] = None     # None: the model family's
+    cfg: Optional[float] = None
+    width: int = 0                           # 0: the model family's training resolution
+    height: int = 0
+
+    def sampling(self, family) -> "ImageSampling":
+        """How the node samples training images and trajectories on this family."""
+        defaults: Sampling = family.sampling
+        return ImageSampling(self.images_per_prompt, self.sampling_steps or defaults.steps,
+                             defaults.cfg if self.cfg is None else self.cfg,
+                             self.width or family.resolution, self.height or family.resolution)
+
+
+class ErasureOptions:
+    """What the chained option nodes set: one value per group, each group from one node."""
+
+    def __init__(self, groups=None):
+        self.groups = dict(groups or {})
+
+    def add(self, group, value, node_name):
+        if group in self.groups:
+            raise ValueError(f"options: two {node_name} nodes are chained into one Unlearn Model; keep one")
+        return ErasureOptions({**self.groups, group: value})
+
+    @property
+    def training(self) -> TrainingData:
+        return self.groups.get("training", TrainingData())
+
+    @property
+    def gradient_checkpointing(self) -> str:
+        return self.groups.get("memory", "auto")
+
+    def config(self, **main) -> ErasureConfig:
+        """An ErasureConfig from Unlearn Model's own widgets (`main`) and these options."""
+        objective, objective_params = self.groups.get("objective", ("anchor", {}))
+        divergence = self.groups.get("divergence", {})
+        training = self.training
+        return ErasureConfig(**main, **divergence, critic=self.groups.get("critic"), objective=objective,
+                             objective_params=objective_params, lora=self.groups.get("lora"),
+                             batch_size=training.batch_size, preserve_weight=training.preserve_weight)
+
+
+def chained(options, group, value, node_name):
+    return io.NodeOutput((options or ErasureOptions()).add(group, value, node_name))
+
+
+def _options_input():
+    return Options.Input("options", optional=True, tooltip="More options to combine with these (chain option nodes).")
+
+
+def _options_output():
+    return [Options.Output(display_name="options")]
+
+
+class UnlearnDivergenceOptions(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="UnlearnDivergenceOptions", display_name="Unlearn Divergence Options", category=CATEGORY,
+            description="How the divergence measures the gap between two predictions.",
+            inputs=[
+                io.Float.Input("temperature", default=1.0, min=1e-6, max=1e6, step=0.001,
+                               tooltip="The Gaussians' variance: m = discrepancy / temperature. Lower it to make "
+                                       "Hellinger, chi-squared, JS and TV differ more from kl (no effect on kl)."),
+                io.Combo.Input("reduction", options=list(REDUCTIONS), default="mean",
+                               tooltip="How the per-sample discrepancy m is formed.\n"
+                                       + "\n".join(f"- {k}: {v}" for k, v in REDUCTIONS.items())),
+                io.Float.Input("alpha", default=0.5, min=-10.0, max=10.0, step=0.05,
+                               tooltip="Order of the alpha and renyi divergences (the others have none)."),
+                _options_input(),
+            ],
+            outputs=_options_output())
+
+    @classmethod
+    def execute(cls, temperature, reduction, alpha, options=None):
+        settings = {"temperature": temperature, "reduction": reduction, "divergence_params": {"alpha": alpha}}
+        return chained(options, "divergence", settings, "Unlearn Divergence Options")
+
+
+class UnlearnCriticOptions(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="UnlearnCriticOptions", display_name="Unlearn Critic Options", category=CATEGORY,
+            description="The critic of a variational_<name> divergence (the min-max form); refused with a closed form.",
+            inputs=[
+                io.Float.Input("critic_learning_rate", default=1e-4, min=1e-7, max=1.0, step=1e-5,
+                               tooltip="AdamW learning rate of the critic (f-DMU: 1e-4)."),
+                io.Int.Input("critic_warmup", default=30, min=0, max=10000,
+                             tooltip="Critic-only steps before the model trains (f-DMU: 30)."),
+                io.Int.Input("critic_width", default=64, min=4, max=512,
+                             tooltip="Channels of the critic's first layer (f-DMU: 64)."),
+                io.Boolean.Input("critic_noise_level", default=True,
+                                 tooltip="Give the critic each sample's noise level (f-DMU's critic has none; with it "
+                                         "the critic's estimate reached 69-77% of the true divergence, without 0-16%)."),
+                _options_input(),
+            ],
+            outputs=_options_output())
+
+    @classmethod
+    def execute(cls, critic_learning_rate, critic_warmup, critic_width, critic_noise_level, options=None):
+        settings = CriticSettings(critic_learning_rate, critic_warmup, critic_width, critic_noise_level)
+        return chained(options, "critic", settings, "Unlearn Critic Options")
+
+
+class UnlearnTrainingData(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="UnlearnTrainingData", display_name="Unlearn Training Data", category=CATEGORY,
+            description="The images an erasure trains on, or how the node samples them, and what each step takes.",
+            inputs=[
+                io.Latent.Input("latents", optional=True,
+                                tooltip="Clean latents (VAE Encode of your images). anchor objective: images of what "
+                                        "the concept becomes. constrained_forward_kl and vdu: the images to forget. "
+                                        "Unconnected: sampled from the model and cached."),
+                io.Image.Input("images", optional=True, tooltip="The same as latents, as images encoded with vae."),
+                io.Vae.Input("vae", optional=True, tooltip="The VAE that encodes images (the checkpoint's)."),
+                io.Int.Input("batch_size", default=1, min=1, max=64,
+                             tooltip="Noisy latents per step. Larger is smoother and slower."),
+                io.Float.Input("preserve_weight", default=1.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="Weight of keeping the concept pair's preserve prompts unchanged (MSE to the "
+                                       "frozen model). 0 ignores them."),
+                io.Int.Input("images_per_prompt", default=4, min=1, max=256,
+                             tooltip="Images sampled per prompt when no images are connected."),
+                io.Int.Input("sampling_steps", default=20, min=1, max=200,
+                             tooltip="Sampling steps (euler, normal) for those images and the objectives' trajectories."),
+                io.Float.Input("cfg", default=7.0, min=0.0, max=30.0, step=0.1,
+                               tooltip="CFG scale for those images (the empty prompt is the negative)."),
+                io.Int.Input("width", default=0, min=0, max=4096, step=8,
+                             tooltip="Width in pixels of sampled images and trajectories; 0: the model family's "
+                                     "training resolution (512 on SD1.x)."),
+                io.Int.Input("height", default=0, min=0, max=4096, step=8,
+                             tooltip="Height in pixels; 0: the model family's training resolution."),
+                _options_input(),
+            ],
+            outputs=_options_output())
+
+    @classmethod
+    def execute(cls, batch_size, preserve_weight, images_per_prompt, sampling_steps, cfg, width, height,
+                latents=None, images=None, vae=None, options=None):
+        data = TrainingData(latents, images, vae, batch_size, preserve_weight, images_per_prompt, sampling_steps, cfg,
+                            width, height)
+        return chained(options, "training", data, "Unlearn Training Data")
+
+
+class UnlearnLoraOptions(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="UnlearnLoraOptions", display_name="Unlearn LoRA Options", category=CATEGORY,
+            description="The LoRA trained when parameters is lora; refused with any other preset.",
+            inputs=[
+                io.Int.Input("rank", default=8, min=1, max=256,
+                             tooltip="Rank of the LoRA (rank 8 on SD1.5: about 3 MB in float16)."),
+                io.Float.Input("lora_alpha", default=8.0, min=0.01, max=1024.0, step=0.5,
+                               tooltip="Updates are scaled by lora_alpha / rank."),
+                _options_input(),
+            ],
+            outputs=_options_output())
+
+    @classmethod
+    def execute(cls, rank, lora_alpha, options=None):
+        return chained(options, "lora", LoraSettings(rank, lora_alpha), "Unlearn LoRA Options")
+
+
+class UnlearnMemoryOptions(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="UnlearnMemoryOptions", display_name="Unlearn Memory Options", category=CATEGORY,
+            description="Trade time for memory while training.",
+            inputs=[
+                io.Combo.Input("gradient_checkpointing", options=["auto", "on", "off"], default="auto",
+                               tooltip="Recompute activations in backward to save memory (slower: SDXL at 1024 px on "
+                                       "an H100 took 1.75x the time for 24% less). auto: only if training runs out of memory."),
+                _options_input(),
+            ],
+            outputs=_options_output())
+
+    @classmethod
+    def execute(cls, gradient_checkpointing, options=None):
+        return chained(options, "memory", gradient_checkpointing, "Unlearn Memory Options")
+
+
+def _parameter_input(p):
+    if isinstance(p.default, int):
+        return io.Int.Input(p.name, default=p.default, min=p.minimum, max=p.maximum, tooltip=p.description)
+    return io.Float.Input(p.name, default=p.default, min=p.minimum, max=p.maximum, step=0.01, tooltip=p.description)
+
+
+def objective_node(objective) -> type:
+    """The option node that chooses `objective` (an Objective class) and shows its parameters only."""
+    node_id = "UnlearnObjective" + objective.title.replace(" ", "").replace("-", "")
+
+    class ObjectiveNode(io.ComfyNode):
+        @classmethod
+        def define_schema(cls):
+            return io.Schema(
+                node_id=node_id, display_name=f"Unlearn Objective: {objective.title}", category=CATEGORY,
+                description=f"{objective.description} Loss: {objective.formula}",
+                inputs=[*(_parameter_input(p) for p in objective.parameters), _options_input()],
+                outputs=_options_output())
+
+        @classmethod
+        def execute(cls, options=None, **params):
+            return chained(options, "objective", (objective.name, params), "Unlearn Objective")
+
+    ObjectiveNode.__name__ = ObjectiveNode.__qualname__ = node_id
+    return ObjectiveNode
+
+
+def option_nodes() -> list:
+    """Every option node, one per registered objective included."""
+    return [UnlearnDivergenceOptions, UnlearnCriticOptions, UnlearnTrainingData, UnlearnLoraOptions,
+            UnlearnMemoryOptions, *(objective_node(o) for o in OBJECTIVES.values())]
+

@@ -1,0 +1,132 @@
+"""The redesigned engine against a reference computed before the redesign, and its extension points:
+a divergence, an objective and a model family registered from outside are picked up by name."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from comfyui_unlearn.divergences import DIVERGENCES, Divergence, register
+from comfyui_unlearn.unlearning import (FAMILIES, OBJECTIVES, SD1, DiscreteVPSchedule, FamilyProfile, LoraDeltas,
+                                        ModuleDenoiser, Objective, erase, family_for, preset_shapes, register_family,
+                                        register_objective, select_parameters)
+from test_engine import make_concept
+from toy_models import eps_unet_predict, plan, toy_setup
+
+# Deltas and losses of 12-step erasures on the toy model, written by the engine as it was before the
+# node and engine redesign (pack 0.1.0); the cases cover every objective, two divergences, the
+# "step" reduction and LoRA.
+REFERENCE = json.loads((Path(__file__).parent / "data" / "engine_reference.json").read_text())
+CASES = {
+    "anchor": {},
+    "esd": dict(objective="esd", objective_params={"trajectory_steps": 4}),
+    "constrained_reverse_kl": dict(objective="constrained_reverse_kl", objective_params={"trajectory_steps": 4}),
+    "constrained_likelihood": dict(objective="constrained_likelihood", objective_params={"trajectory_steps": 4}),
+    "constrained_forward_kl": dict(objective="constrained_forward_kl"),
+    "vdu": dict(objective="vdu"),
+    "hellinger_t0.05_b2": dict(divergence="hellinger", temperature=0.05, batch_size=2),
+    "alpha2_step": dict(divergence="alpha", divergence_params={"alpha": 2.0}, reduction="step", temperature=0.05),
+}
+
+
+def assert_matches(deltas, records, reference):
+    for key, values in deltas.items():
+        assert torch.allclose(values, torch.tensor(reference["deltas"][key]), rtol=1e-5, atol=1e-9), key
+    assert [r.loss for r in records] == pytest.approx(reference["losses"], rel=1e-5, abs=1e-9)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_erasure_equals_the_reference_from_before_the_redesign(case):
+    _, denoiser, deltas = toy_setup("cross_attention")
+    keep = torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(3))
+    records = erase(denoiser, deltas, [make_concept(1), make_concept(2)],
+                    plan(steps=12, learning_rate=3e-3, **CASES[case]), preserve=[keep])
+    assert_matches({k: v.flatten() for k, v in deltas.export().items()}, records, REFERENCE[case])
+
+
+def test_lora_erasure_equals_the_reference_from_before_the_redesign():
+    module, _, _ = toy_setup()
+    schedule = DiscreteVPSchedule()
+    deltas = LoraDeltas({k: s for k, s in preset_shapes(module, "attention").items() if len(s) == 2}, rank=2, alpha=2.0)
+    records = erase(ModuleDenoiser(module, schedule, deltas, eps_unet_predict(schedule)), deltas, [make_concept()],
+                    plan(steps=12, learning_rate=3e-3))
+    factors = {k: torch.cat([up.flatten(), down.flatten()]) for k, (up, down, _) in deltas.export().items()}
+    assert_matches(factors, records, REFERENCE["lora"])
+
+
+@pytest.fixture
+def registered():
+    """Register throwaway entries for one test and remove them afterwards."""
+    added = []
+
+    def add(registry, key, register_entry, entry):
+        register_entry(entry)
+        added.append((registry, key))
+        return entry
+
+    yield add
+    for registry, key in added:
+        registry.pop(key, None)
+
+
+def test_a_registered_divergence_trains_by_name(registered):
+    registered(DIVERGENCES, "quartic", register,
+               Divergence("quartic", "Quartic", "A throwaway test divergence: g(m) = m^2 / 2 + m / 2.",
+                          "m^2 / 2 + m / 2", lambda m: m * m / 2 + m / 2, lambda: 0.5))
+    _, denoiser, deltas = toy_setup()
+    records = erase(denoiser, deltas, [make_concept()], plan(steps=3, learning_rate=1e-3, divergence="quartic"))
+    assert len(records) == 3 and any(d.abs().sum() > 0 for d in deltas.export().values())
+
+
+def test_a_registered_objective_trains_by_name_with_its_parameters(registered):
+    from comfyui_unlearn.divergences import Parameter
+
+    class Repel(Objective):
+        name, title = "repel", "Repel"
+        description = "A throwaway test objective: push the target away from the frozen target."
+        formula = "-strength D(eps_theta(x_t, c*), eps_0(x_t, c*))"
+        parameters = (Parameter("strength", 1.0, 0.0, 5.0, "How hard to push."),)
+        frozen = (("main", "target"),)
+
+        def loss(self, step, tools):
+            draw = step.draws["main"]
+            distance, m = tools.compare(tools.predict(draw, step.concept.target), step.frozen[("main", "target")], draw)
+            return -self.params["strength"] * distance, {"distance": distance.detach()}, m
+
+    registered(OBJECTIVES, "repel", register_objective, Repel)
+    _, denoiser, deltas = toy_setup()
+    records = erase(denoiser, deltas, [make_concept()],
+                    plan(steps=3, learning_rate=1e-3, objective="repel", objective_params={"strength": 2.0}))
+    assert records[-1].terms["distance"] > 0
+    with pytest.raises(ValueError, match="strength must be between 0.0 and 5.0"):
+        plan(objective="repel", objective_params={"strength": 9.0})
+
+
+def test_a_registered_family_is_found_and_its_presets_select_its_weights(registered):
+    profile = FamilyProfile("Test DiT", ("TestDiT",), {"cross_attention_kv": r"\.context_kv\.", "full": r""},
+                            resolution=256, latent_downscale=16)
+    registered(FAMILIES, "TestDiT", register_family, profile)
+    assert family_for("TestDiT") is profile and family_for("SD15") is SD1
+    names = ["blocks.0.context_kv.weight", "blocks.0.x_qkv.weight"]
+    assert select_parameters(names, "cross_attention_kv", profile) == ["blocks.0.context_kv.weight"]
+    assert profile.latent_size(256, 512) == (32, 16) and profile.frozen_batch((1, 16, 16, 16)) == 64
+    assert plan(family="TestDiT").family is profile
+    with pytest.raises(ValueError, match="parameters preset 'lora' is unknown; choose one of: cross_attention_kv, full"):
+        plan(family="TestDiT", parameters="lora")
+
+
+def test_an_unknown_family_names_the_supported_ones():
+    with pytest.raises(ValueError, match=r"model is a Flux model, which this pack cannot train yet \(supported: "
+                                         r"Stable Diffusion 1.x\)"):
+        plan(family="Flux")
+
+
+def test_option_groups_that_the_choices_ignore_are_refused():
+    from comfyui_unlearn.divergences import CriticSettings
+    from comfyui_unlearn.unlearning import LoraSettings
+
+    with pytest.raises(ValueError, match="critic settings apply to the variational_\\* divergences only"):
+        plan(divergence="hellinger", critic=CriticSettings())
+    with pytest.raises(ValueError, match="LoRA options apply to the lora preset only"):
+        plan(parameters="cross_attention_kv", lora=LoraSettings())
+    assert plan(parameters="lora").lora == LoraSettings() and plan().lora is None

@@ -1,0 +1,76 @@
+"""An erasure as a user describes it (names and numbers), and the one place where those names become
+objects: `resolve` turns an ErasureConfig into an ErasurePlan holding the bound divergence, the
+objective with its parameters, the model family's profile and the LoRA settings. The loop receives
+the plan."""
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from ..divergences import CriticSettings, get_divergence
+from .deltas import LoraSettings
+from .families import FamilyProfile, family_for
+from .objectives import Objective, get_objective
+
+
+@dataclass
+class ErasureConfig:
+    steps: int = 200
+    learning_rate: float = 5e-5
+    seed: int = 0
+    divergence: str = "kl"
+    divergence_params: dict = field(default_factory=dict)   # e.g. {"alpha": 0.5}
+    temperature: float = 1.0
+    reduction: str = "mean"
+    critic: Optional[CriticSettings] = None     # variational_* divergences only; None: the defaults
+    objective: str = "anchor"
+    objective_params: dict = field(default_factory=dict)
+    parameters: str = "cross_attention_kv"
+    lora: Optional[LoraSettings] = None         # the lora preset only; None: the defaults
+    family: str = "SD15"                        # ComfyUI's model-config name of the model
+    batch_size: int = 1
+    preserve_weight: float = 1.0  # weight of the preservation term (when there are prompts to preserve)
+    max_grad_norm: float = 1.0
+    autocast_dtype: Optional[torch.dtype] = None   # e.g. torch.bfloat16: mixed precision for the model passes
+    loss_scaling: bool = False    # dynamic loss scaling, for models that compute in float16
+    frozen_batch: int = 8         # latents per frozen pass; the steps they cover are drawn ahead
+
+
+@dataclass
+class ErasurePlan:
+    config: ErasureConfig
+    divergence: object            # divergences.ClosedFormLoss or VariationalLoss
+    objective: Objective
+    family: FamilyProfile
+    lora: Optional[LoraSettings]  # None: full weight deltas
+
+
+def resolve(config: ErasureConfig) -> ErasurePlan:
+    """Check every setting and turn names into objects; ValueError naming the input and the fix."""
+    _check_numbers(config)
+    family = family_for(config.family)
+    if config.parameters not in family.presets:
+        raise ValueError(f"parameters preset '{config.parameters}' is unknown; choose one of: {', '.join(family.presets)}")
+    if config.lora is not None and config.parameters != "lora":
+        raise ValueError(f"LoRA options apply to the lora preset only, and parameters is '{config.parameters}': "
+                         f"choose parameters 'lora' or remove the LoRA options")
+    lora = (config.lora or LoraSettings()) if config.parameters == "lora" else None
+    objective = get_objective(config.objective)(**config.objective_params)
+    objective.check_deltas(lora is not None)
+    divergence = get_divergence(config.divergence).bind(config.temperature, config.reduction,
+                                                       config.divergence_params, config.critic)
+    return ErasurePlan(config, divergence, objective, family, lora)
+
+
+def _check_numbers(config):
+    if config.steps < 1:
+        raise ValueError(f"steps must be at least 1, got {config.steps}")
+    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+        raise ValueError(f"learning_rate must be a finite positive number, got {config.learning_rate}; try 5e-5")
+    if not (math.isfinite(config.preserve_weight) and config.preserve_weight >= 0):
+        raise ValueError(f"preserve_weight must be a finite number >= 0, got {config.preserve_weight}; try 1.0")
+    if config.batch_size < 1 or config.frozen_batch < 1:
+        raise ValueError(f"batch_size and frozen_batch must be at least 1, got {config.batch_size}, {config.frozen_batch}")
+    if config.lora is not None and (config.lora.rank < 1 or not config.lora.alpha > 0):
+        raise ValueError(f"LoRA rank must be at least 1 and alpha positive, got {config.lora.rank}, {config.lora.alpha}")
