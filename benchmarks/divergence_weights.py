@@ -1,7 +1,7 @@
 """Does the divergence matter? The Mahalanobis term m and each divergence's gradient weight vs MSE.
 
-Every closed-form divergence trains like MSE with a per-sample weight g'(m) / g'(0) (methods.md
-§1.2), so the choice only matters where m is not small. This prints m for SD1.5-sized latents
+Every closed-form divergence trains like MSE with a per-sample weight g'(m) / g'(0) (docs/divergences.md),
+so the choice only matters where m is not small. This prints m for SD1.5-sized latents
 (4 x 64 x 64) for a range of per-element RMS differences between the target's and the anchor's
 epsilon predictions, under each reduction and temperature, and the weight each divergence then gives.
 

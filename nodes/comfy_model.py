@@ -2,7 +2,7 @@
 
 The pattern: train through a throwaway clone whose trainable weights carry a ModelPatcher weight
 wrapper W -> W + D, and hand out a *different* clone with the learned D as "diff" patches. Clones
-share the nn.Module, so nothing here ever writes into a weight (README, "How the pack stays
+share the nn.Module, so nothing here ever writes into a weight (docs/methods.md, "How the pack stays
 non-destructive"; tests/comfyui/ checks it on real graphs).
 """
 import contextlib

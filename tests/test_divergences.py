@@ -125,7 +125,7 @@ def test_closed_forms_are_symmetric(name):
 
 
 def _slope(name, m, alpha=0.5):
-    """g'(m), from the formulas of methods.md §1.2 (JS: its derivative by quadrature)."""
+    """g'(m), differentiated by hand from each closed form (JS: its derivative by quadrature)."""
     if name == "jensen_shannon":
         return float(mp.diff(lambda mm: quadrature_1d("jensen_shannon", mm), m))
     return {

@@ -1,7 +1,7 @@
 """Run real ComfyUI in-process: import it from a checkout, load this pack, execute API-format graphs.
 
 Used by tests/comfyui, the headless runner (tools/run_workflow.py) and the benchmarks. The order
-of the steps in start_comfyui matters; each one fixes an observed failure (comfyui-notes.md §4b).
+of the steps in start_comfyui matters; each one fixes an observed failure (see the comments there).
 """
 import asyncio
 import os

@@ -42,7 +42,9 @@ class NoiseSchedule:
         return (a / b).square()
 
     def step_weight(self, percent: torch.Tensor) -> torch.Tensor:
-        """SNR(t-1) / SNR(t) - 1: the factor c_t in m_t = c_t |eps - eps'|^2 of one reverse step (methods.md §1.1)."""
+        """SNR(t-1) / SNR(t) - 1: the factor c_t in m_t = c_t |eps - eps'|^2, the Mahalanobis term between
+        two DDPM reverse-step Gaussians whose epsilon predictions differ by eps - eps' (checked against
+        beta_t / ((1 - beta_t)(1 - alpha_bar_{t-1})) in tests/test_engine.py)."""
         sigma = self.sigma_at(percent)
         previous = self.sigma_at(percent + self.percent_per_step)
         return self.snr(previous) / self.snr(sigma) - 1
