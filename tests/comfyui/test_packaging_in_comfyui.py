@@ -52,3 +52,11 @@ def test_node_definitions_have_a_tooltip_on_every_input(runner):
         for group in ("required", "optional"):
             for name, spec in definition.get(group, {}).items():
                 assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_comfyui_serves_the_captions_script(runner):
+    import nodes
+
+    web_dirs = [Path(d) for d in nodes.EXTENSION_WEB_DIRS.values()]
+    assert ROOT / "js" in [d.resolve() for d in web_dirs]
+    assert "comfyui_unlearn.captions" in (ROOT / "js" / "captions.js").read_text()
