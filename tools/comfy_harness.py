@@ -26,6 +26,8 @@ def install_torchvision_shim():
     try:
         import torchvision  # noqa: F401
         return
+    except ModuleNotFoundError:
+        return                    # not installed: nothing imports it, nothing to make importable
     except RuntimeError as error:
         if "torchvision::" not in str(error):
             raise
@@ -136,8 +138,13 @@ def comfyui_version(comfyui_path):
 
 
 def default_comfyui_path():
-    """$COMFYUI_PATH, else ~/ComfyUI, if it holds a ComfyUI checkout."""
-    for candidate in (os.environ.get("COMFYUI_PATH"), Path.home() / "ComfyUI"):
+    """The ComfyUI checkout to use, as tools/find_comfyui.sh finds it: $COMFYUI_PATH when set (set and
+    empty: none), else the ComfyUI whose custom_nodes/ holds this pack, else ~/ComfyUI."""
+    if "COMFYUI_PATH" in os.environ:
+        candidates = [os.environ["COMFYUI_PATH"]]
+    else:
+        candidates = [PACK_ROOT.parents[1], Path.home() / "ComfyUI"]
+    for candidate in candidates:
         if candidate and (Path(candidate) / "comfy" / "model_patcher.py").is_file():
             return Path(candidate)
     return None
