@@ -30,7 +30,7 @@ class TrainingData:
     width: int = 0                           # 0: the model family's training resolution
     height: int = 0
 
-    def sampling(self, family) -> "ImageSampling":
+    def sampling(self, family) -> ImageSampling:
         """How the node samples training images and trajectories on this family."""
         defaults: Sampling = family.sampling
         return ImageSampling(self.images_per_prompt, self.sampling_steps or defaults.steps,
