@@ -178,10 +178,11 @@ def weights_fingerprint(model, keys) -> str:
     return digest.hexdigest()
 
 
-def train_deltas(model, concepts, preserve, keys, plan, on_step, checkpointing="off"):
+def train_deltas(model, concepts, preserve, keys, plan, on_step, checkpointing="off", start_from=None):
     """Run the engine on a throwaway clone of `model`: erase each engine Concept (whose target, anchor
     and empty are CONDITIONINGs here) while keeping the `preserve` CONDITIONINGs, as `plan` (an
-    unlearning.ErasurePlan) says; plan.lora trains LoRA factors instead of full deltas.
+    unlearning.ErasurePlan) says; plan.lora trains LoRA factors instead of full deltas, and
+    `start_from` (an earlier export of the same weights) is where they start instead of zero.
 
     Returns (deltas or LoRA factors on the CPU, step records). `model` is never modified, and after an
     interrupt or an error nothing of the training is left on the shared module. `checkpointing` ("on",
@@ -190,7 +191,7 @@ def train_deltas(model, concepts, preserve, keys, plan, on_step, checkpointing="
     """
     if checkpointing == "auto":
         try:
-            return train_deltas(model, concepts, preserve, keys, plan, on_step, "off")
+            return train_deltas(model, concepts, preserve, keys, plan, on_step, "off", start_from)
         except torch.OutOfMemoryError:
             logging.warning("Unlearn Model: out of memory; starting again with gradient checkpointing")
             comfy.model_management.soft_empty_cache()
@@ -206,6 +207,8 @@ def train_deltas(model, concepts, preserve, keys, plan, on_step, checkpointing="
             deltas = WeightDeltas(shapes, device=work.load_device)
         else:
             deltas = LoraDeltas(shapes, plan.lora.rank, plan.lora.alpha, device=work.load_device, seed=config.seed)
+        if start_from is not None:
+            deltas.start_from(start_from)
         for key in keys:
             work.add_weight_wrapper(key, DeltaWrapper(deltas, key))
         comfy.model_management.load_models_gpu([work], memory_required=1e20, force_full_load=True)

@@ -2,9 +2,7 @@
 from comfy_api.latest import io
 
 from ..unlearning import ConceptPair, ConceptSet, PreservedPrompt, pair_prompts, prompt_lines
-
-CATEGORY = "unlearning"
-Concepts = io.Custom("UNLEARN_CONCEPTS")
+from .types import CATEGORY, Concepts
 
 
 class UnlearnConceptPair(io.ComfyNode):

@@ -11,10 +11,8 @@ from ..divergences import DIVERGENCES
 from ..unlearning import PRESETS, Concept, Erasure, erasure_metadata, lora_state_dict, resolve
 from .anchor_samples import sampled_latents
 from .comfy_model import model_family, train_deltas, trainable_keys, training_precision, weights_fingerprint
-from .concepts import CATEGORY, Concepts
-from .options import ErasureOptions, Options
-
-ErasureType = io.Custom("UNLEARN_ERASURE")
+from .options import ErasureOptions
+from .types import CATEGORY, Concepts, ErasureType, Options
 
 
 def _choices_tooltip(lead, choices):
@@ -91,13 +89,14 @@ class UnlearnModel(io.ComfyNode):
             progress.update(1)
 
         fingerprint = weights_fingerprint(model, keys)
+        start = options.start
         deltas, records = train_deltas(model, engine_concepts, [kept.cond for kept in concepts.preserve], keys, plan,
-                                       on_step, options.gradient_checkpointing)
+                                       on_step, options.gradient_checkpointing, start and start.deltas)
         # The same loader call as LoraLoaderModelOnly, so a saved erasure loads into exactly this MODEL.
         erased, _ = comfy.sd.load_lora_for_models(model, None, lora_state_dict(deltas), 1.0, 0.0)
         base_model = {"family": plan.config.family, "weights_sha256": fingerprint, "patched_upstream": bool(model.patches)}
         images = "connected" if given is not None else vars(sampling)
-        metadata = erasure_metadata(plan, concepts, records, images, base_model)
+        metadata = erasure_metadata(plan, concepts, records, images, base_model, start and start.metadata)
         losses = {"loss": [r.loss for r in records]}
         for name in records[0].terms:
             losses[name] = [r.terms.get(name) for r in records]

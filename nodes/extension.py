@@ -3,13 +3,14 @@ from comfy_api.latest import ComfyExtension
 
 from .concepts import UnlearnConceptPair
 from .erase import UnlearnModel
+from .load import UnlearnLoadErasure
 from .options import option_nodes
 from .save import UnlearnSaveErasure
 
 
 def node_list() -> list:
-    """The pack's nodes: the three main ones, then the option nodes (one per registered objective)."""
-    return [UnlearnConceptPair, UnlearnModel, UnlearnSaveErasure, *option_nodes()]
+    """The pack's nodes: the main ones, then the option nodes (one per registered objective)."""
+    return [UnlearnConceptPair, UnlearnModel, UnlearnSaveErasure, UnlearnLoadErasure, *option_nodes()]
 
 
 class UnlearnExtension(ComfyExtension):

@@ -10,9 +10,7 @@ from comfy_api.latest import io
 from ..divergences import REDUCTIONS, CriticSettings
 from ..unlearning import OBJECTIVES, ErasureConfig, LoraSettings, Sampling
 from .anchor_samples import ImageSampling
-
-CATEGORY = "unlearning/options"
-Options = io.Custom("UNLEARN_OPTIONS")
+from .types import OPTIONS_CATEGORY as CATEGORY, ErasureType, Options
 
 
 @dataclass(frozen=True)
@@ -56,6 +54,11 @@ class ErasureOptions:
     @property
     def gradient_checkpointing(self) -> str:
         return self.groups.get("memory", "auto")
+
+    @property
+    def start(self):
+        """The erasure to continue training from (unlearning.Erasure), or None."""
+        return self.groups.get("start")
 
     def config(self, **main) -> ErasureConfig:
         """An ErasureConfig from Unlearn Model's own widgets (`main`) and these options."""
@@ -210,6 +213,24 @@ class UnlearnMemoryOptions(io.ComfyNode):
         return chained(options, "memory", gradient_checkpointing, "Unlearn Memory Options")
 
 
+class UnlearnStartFrom(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="UnlearnStartFrom", display_name="Unlearn Start From Erasure", category=CATEGORY,
+            description="Continue training an erasure (from Unlearn Load Erasure, or another Unlearn Model) for more "
+                        "steps, with the same parameters preset (and LoRA settings).",
+            inputs=[
+                ErasureType.Input("erasure", tooltip="The erasure whose weight changes the training starts from."),
+                _options_input(),
+            ],
+            outputs=_options_output())
+
+    @classmethod
+    def execute(cls, erasure, options=None):
+        return chained(options, "start", erasure, "Unlearn Start From Erasure")
+
+
 def _parameter_input(p):
     if isinstance(p.default, int):
         return io.Int.Input(p.name, default=p.default, min=p.minimum, max=p.maximum, tooltip=p.description)
@@ -240,5 +261,5 @@ def objective_node(objective) -> type:
 def option_nodes() -> list:
     """Every option node, one per registered objective included."""
     return [UnlearnDivergenceOptions, UnlearnCriticOptions, UnlearnTrainingData, UnlearnLoraOptions,
-            UnlearnMemoryOptions, *(objective_node(o) for o in OBJECTIVES.values())]
+            UnlearnMemoryOptions, UnlearnStartFrom, *(objective_node(o) for o in OBJECTIVES.values())]
 

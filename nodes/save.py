@@ -6,8 +6,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..unlearning import lora_state_dict, next_free_path, write_erasure
-from .concepts import CATEGORY
-from .erase import ErasureType
+from .types import CATEGORY, ErasureType
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 

@@ -214,3 +214,33 @@ def test_lora_state_dict_uses_the_keys_comfyui_maps():
     name = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k"
     assert set(lora) == {f"{name}.lora_up.weight", f"{name}.lora_down.weight", f"{name}.alpha"}
     assert lora[f"{name}.alpha"].item() == 2.0
+
+
+def test_erasure_from_state_dict_inverts_lora_state_dict():
+    from comfyui_unlearn.unlearning import erasure_from_state_dict
+
+    key = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+    bias = "diffusion_model.out.2.bias"
+    key_map = {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k": key, "lora_unet_out_2": bias[:-4] + "weight"}
+    full = {key: torch.randn(4, 3), bias: torch.randn(4)}
+    back = erasure_from_state_dict(lora_state_dict(full, torch.float16), key_map)
+    assert set(back) == set(full) and all(torch.allclose(back[k], full[k], rtol=1e-3, atol=1e-3) for k in full)
+    lora = {key: (torch.randn(4, 2), torch.randn(2, 3), 2.0)}
+    up, down, alpha = erasure_from_state_dict(lora_state_dict(lora), key_map)[key]
+    assert torch.equal(up, lora[key][0]) and torch.equal(down, lora[key][1]) and alpha == 2.0
+    with pytest.raises(ValueError, match="which this model does not have"):
+        erasure_from_state_dict({"lora_unet_nowhere.diff": torch.zeros(1)}, key_map)
+
+
+def test_deltas_start_from_an_earlier_export_of_the_same_weights():
+    _, denoiser, deltas = toy_setup()
+    erase(denoiser, deltas, [make_concept()], plan(steps=3, learning_rate=1e-3))
+    _, _, fresh = toy_setup()
+    fresh.start_from(deltas.export())
+    assert all(torch.equal(a, b) for a, b in zip(fresh.export().values(), deltas.export().values()))
+    _, _, other = toy_setup("cross_attention")
+    with pytest.raises(ValueError, match="choose the parameters preset it was made with"):
+        other.start_from(deltas.export())
+    lora = LoraDeltas({k: v.shape for k, v in deltas.export().items()}, rank=2, alpha=2.0)
+    with pytest.raises(ValueError, match="not a LoRA of rank 2"):
+        lora.start_from(deltas.export())

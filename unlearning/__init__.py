@@ -8,7 +8,7 @@ from .config import ErasureConfig, ErasurePlan, resolve
 from .deltas import LoraDeltas, LoraSettings, WeightDeltas
 from .engine import Denoiser, NonFiniteLossError, StepRecord, Toolbox, erase
 from .erasure import PACK_VERSION, Erasure, erasure_metadata
-from .export import lora_state_dict, next_free_path, read_erasure_metadata, write_erasure
+from .export import erasure_from_state_dict, lora_state_dict, next_free_path, read_erasure_metadata, write_erasure
 from .families import FAMILIES, SD1, FamilyProfile, Sampling, family_for, register_family
 from .objectives import OBJECTIVES, Objective, dual_ascent, get_objective, register_objective
 from .parameters import PRESETS, select_parameters
@@ -22,7 +22,7 @@ __all__ = [
     "FAMILIES", "FORGET_IMAGES", "FamilyProfile", "LoraDeltas", "LoraSettings", "ModuleDenoiser", "NoiseSchedule",
     "NonFiniteLossError", "OBJECTIVES", "Objective", "PACK_VERSION", "PRESETS", "PreservedPrompt", "RETAIN_IMAGES",
     "SD1", "Sampling", "StepRecord", "Toolbox", "Trajectory", "WeightDeltas", "dual_ascent", "erase",
-    "erasure_metadata", "euler_sample", "family_for", "get_objective", "lora_state_dict", "next_free_path",
+    "erasure_from_state_dict", "erasure_metadata", "euler_sample", "family_for", "get_objective", "lora_state_dict", "next_free_path",
     "pair_prompts", "preset_shapes", "prompt_lines", "read_erasure_metadata", "register_family",
     "register_objective", "resolve", "select_parameters", "write_erasure",
 ]

@@ -53,6 +53,16 @@ class WeightDeltas:
         """Detached float32 copies on the CPU, keyed like the weights."""
         return {key: tensor.detach().to("cpu", copy=True) for key, tensor in self.tensors.items()}
 
+    def start_from(self, exported: dict):
+        """Continue from an earlier export (of the same weights): its values become the deltas."""
+        _check_same_weights(self.weight_keys(), exported)
+        with torch.no_grad():
+            for key, value in exported.items():
+                if isinstance(value, tuple):
+                    raise ValueError("the erasure to start from is a LoRA, and this run trains full deltas: "
+                                     "choose parameters 'lora'")
+                self.tensors[key].copy_(value)
+
 
 class LoraDeltas(WeightDeltas):
     """Low-rank updates D = (alpha / rank) up @ down for 2-D weights, up zero at the start (D = 0).
@@ -88,3 +98,19 @@ class LoraDeltas(WeightDeltas):
     def export(self):
         return {key: (up.detach().to("cpu", copy=True), down.detach().to("cpu", copy=True), float(self.alpha))
                 for key, (up, down) in self.factors.items()}
+
+    def start_from(self, exported: dict):
+        _check_same_weights(self.weight_keys(), exported)
+        with torch.no_grad():
+            for key, value in exported.items():
+                if not isinstance(value, tuple) or value[0].shape[1] != self.rank or value[2] != self.alpha:
+                    raise ValueError(f"the erasure to start from is not a LoRA of rank {self.rank} and alpha "
+                                     f"{self.alpha:g}: set Unlearn LoRA Options to its rank and alpha")
+                for factor, saved in zip(self.factors[key], value[:2]):
+                    factor.copy_(saved)
+
+
+def _check_same_weights(keys, exported):
+    if set(keys) != set(exported):
+        raise ValueError(f"the erasure to start from changes {len(exported)} weights and this run trains "
+                         f"{len(keys)} others: choose the parameters preset it was made with")

@@ -11,9 +11,10 @@ class Erasure:
     records: list = field(default_factory=list)   # one engine.StepRecord per step
 
 
-def erasure_metadata(plan, concepts, records, training_images, base_model) -> dict:
+def erasure_metadata(plan, concepts, records, training_images, base_model, started_from=None) -> dict:
     """The header a saved erasure carries: how it was made (plan: config.ErasurePlan; concepts: a
-    ConceptSet), from which images (`training_images`), on which base model (`base_model`)."""
+    ConceptSet), from which images (`training_images`), on which base model (`base_model`), and the
+    header of the erasure its training continued (`started_from`), if any."""
     config, objective = plan.config, plan.objective
     uses_divergence = objective.uses_divergence
     divergence = plan.divergence.settings_record() if uses_divergence else \
@@ -35,5 +36,6 @@ def erasure_metadata(plan, concepts, records, training_images, base_model) -> di
         "batch_size": config.batch_size,
         "training_images": training_images,
         "base_model": base_model,
+        "started_from": started_from,
         "pack_version": PACK_VERSION,
     }

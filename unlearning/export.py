@@ -37,6 +37,27 @@ def lora_state_dict(exported: dict, dtype=torch.float32) -> dict:
     return state
 
 
+def erasure_from_state_dict(state: dict, key_map: dict) -> dict:
+    """The inverse of lora_state_dict, in float32: weight key -> delta, or -> (up, down, alpha).
+
+    key_map maps each module name in the file ("lora_unet_...") to its weight's key in the model (what
+    ComfyUI's LoRA loader maps); ValueError if the file changes a module the model does not have.
+    """
+    deltas = {}
+    for name in sorted({key.split(".", 1)[0] for key in state}):
+        if name not in key_map:
+            raise ValueError(f"the file changes {name}, which this model does not have")
+        weight = key_map[name]
+        if f"{name}.lora_up.weight" in state:
+            up, down = state[f"{name}.lora_up.weight"].float(), state[f"{name}.lora_down.weight"].float()
+            deltas[weight] = (up, down, float(state[f"{name}.alpha"]))
+        if f"{name}.diff" in state:
+            deltas[weight] = state[f"{name}.diff"].float()
+        if f"{name}.diff_b" in state:
+            deltas[weight[:-len("weight")] + "bias"] = state[f"{name}.diff_b"].float()
+    return deltas
+
+
 METADATA_KEY = "comfyui_unlearn"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]")
 

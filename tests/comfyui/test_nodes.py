@@ -34,7 +34,7 @@ def test_every_option_node_chains_and_shows_only_its_own_settings(runner):
         assert "options" in inputs_of(node_id)
     assert set(inputs_of("UnlearnObjectiveESD")) == {"guidance", "trajectory_steps", "trajectory_cfg", "options"}
     assert set(inputs_of("UnlearnObjectiveAnchor")) == {"options"}
-    assert len(option_ids) == 5 + len(OBJECTIVES)
+    assert len(option_ids) == 6 + len(OBJECTIVES)
 
 
 def test_the_default_erasure_equals_the_reference_from_before_the_redesign(runner):
