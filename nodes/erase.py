@@ -36,7 +36,7 @@ class UnlearnModel(io.ComfyNode):
                                    "How the model's prediction is compared with its training target; kl is the "
                                    "classic MSE. At the default temperature every closed form trains like kl.",
                                    {name: d.description for name, d in DIVERGENCES.items()})),
-                io.Int.Input("steps", default=200, min=1, max=100000,
+                io.Int.Input("steps", default=200, min=1, max=1000000,
                              tooltip="Optimisation steps. 100-500 is typical; more erases harder and drifts more."),
                 io.Float.Input("learning_rate", default=5e-5, min=1e-7, max=1.0, step=1e-6,
                                tooltip="Adam learning rate on the weight changes. Lower it if the loss explodes."),
@@ -105,6 +105,8 @@ class UnlearnModel(io.ComfyNode):
 
 def _given_latents(model, data):
     """The wired LATENT, or the IMAGE encoded by the VAE, checked against the model's latent channels; or None."""
+    if data.images is not None and data.latents is not None:
+        raise ValueError("Unlearn Training Data has both latents and images connected: connect one of them.")
     if data.images is not None:
         if data.vae is None:
             raise ValueError("images is connected but vae is not: connect the checkpoint's VAE to Unlearn Training "

@@ -8,6 +8,7 @@ Keys follow the kohya convention on ComfyUI's own weight names: the weight
 """
 import glob
 import json
+import os
 import re
 from pathlib import Path, PurePosixPath
 
@@ -60,6 +61,7 @@ def erasure_from_state_dict(state: dict, key_map: dict) -> dict:
 
 METADATA_KEY = "comfyui_unlearn"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]")
+MAX_NAME = 200     # characters per folder or file name of filename_prefix
 
 
 def safe_relative_path(prefix: str) -> PurePosixPath:
@@ -73,6 +75,9 @@ def safe_relative_path(prefix: str) -> PurePosixPath:
     if any(p in (".", "..") for p in parts):
         raise ValueError(f"filename_prefix must stay inside the loras folder: '{prefix}' climbs out of it.")
     parts = [_UNSAFE.sub("_", p).strip(" .") or "_" for p in parts]
+    if any(len(p) > MAX_NAME for p in parts):
+        raise ValueError(f"filename_prefix has a name of more than {MAX_NAME} characters: shorten it "
+                         f"(file systems allow 255 bytes per name, and a number and .safetensors are appended).")
     return PurePosixPath(*parts)
 
 
@@ -90,17 +95,24 @@ def next_free_path(folder, prefix: str) -> Path:
 
 
 def write_erasure(path, state_dict: dict, metadata: dict) -> Path:
-    """Save a LoRA-loader state dict with the erasure's metadata in the safetensors header."""
+    """Save a LoRA-loader state dict with the erasure's metadata in the safetensors header.
+
+    The file is written beside its place and renamed into it, so an interrupt or an error never
+    leaves a partial file under the name the loaders list."""
     from safetensors.torch import save_file
 
     path = Path(path)
+    partial = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(path),
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(partial),
                   metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+        os.replace(partial, path)
     except OSError as error:
         raise OSError(f"cannot write {path}: {error.strerror or error}. Make the loras folder writable, or list a "
                       f"writable one under 'loras' in ComfyUI's extra_model_paths.yaml.") from error
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 

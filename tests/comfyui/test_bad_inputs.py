@@ -1,4 +1,7 @@
-"""Bad inputs stop with an error that names the input and the fix; the loaded model samples as before."""
+"""Bad inputs stop with an error that names the input and the fix; the loaded model samples as before.
+docs/errors.md lists them with their messages."""
+from pathlib import Path
+
 import pytest
 from graphs import CHECKPOINT as CKPT, TRAINING_DATA, add_option_node, erase_graph, latent, plain_graph, same, set_options
 
@@ -45,10 +48,24 @@ CASES = {
                                              "LoRA options apply to the lora preset only"),
     "two training data nodes": (lambda g: chained_twice(g, "UnlearnTrainingData"),
                                 "two Unlearn Training Data nodes are chained"),
-    "images without a vae": (lambda g: g.update({"50": {"class_type": "EmptyImage", "inputs": {
-        "width": 64, "height": 64, "batch_size": 1, "color": 0}}}) or g[TRAINING_DATA]["inputs"].update(
-        images=["50", 0]) or g, "images is connected but vae is not"),
+    "images without a vae": (lambda g: with_image(g) or g, "images is connected but vae is not"),
+    "both latents and images": (lambda g: with_image(g) or with_latents(g, {"class_type": "EmptyLatentImage", "inputs": {
+        "width": 64, "height": 64, "batch_size": 1}}), "has both latents and images connected"),
+    "no concepts": (lambda g: g["3"]["inputs"].pop("concepts") and g, "concepts"),
+    "unknown divergence": (lambda g: g["3"]["inputs"].update(divergence="mse") or g, "divergence"),
+    "zero learning rate": (lambda g: g["3"]["inputs"].update(learning_rate=0.0) or g, "learning_rate"),
+    "negative temperature": (lambda g: set_options(g, temperature=-1.0), "temperature"),
+    "objective parameter out of range": (lambda g: set_options(g, "esd", guidance=50.0), "guidance"),
+    "two objective nodes": (lambda g: set_options(g, "esd") and chained_twice(g, "UnlearnObjectiveVDU"),
+                            "two Unlearn Objective nodes are chained"),
+    "300-character file name": (lambda g: g["13"]["inputs"].update(filename_prefix="x" * 300) or g,
+                                "filename_prefix has a name of more than 200 characters"),
 }
+
+
+def with_image(graph):
+    graph["50"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}}
+    graph[TRAINING_DATA]["inputs"]["images"] = ["50", 0]
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -58,3 +75,89 @@ def test_bad_input_names_the_input_and_leaves_the_model_intact(runner, reference
     assert not result.success and message in result.error, result.error
     later = runner.run(plain_graph(CKPT, seed=2))
     assert later.success and same(latent(later, "20"), references[2])
+
+
+@pytest.mark.parametrize("target", ["Van Gogh " * 1111, "@#$%^&*()!~"])
+def test_extreme_prompts_run_and_leave_the_model_intact(runner, references, target):
+    """A 10,000-character prompt is encoded in 77-token chunks, like CLIPTextEncode does; punctuation alone
+    is a prompt like any other."""
+    graph = erase_graph(CKPT, seed=1)
+    graph["2"]["inputs"]["target"] = target
+    result = runner.run(graph)
+    assert result.success, result.error
+    assert same(latent(result, "20"), references[1]) and not same(latent(result, "21"), references[1])
+
+
+def interrupt_when(condition):
+    """A progress hook that interrupts the Unlearn Model node once condition(value, total) holds; returns
+    (hook, seen)."""
+    import comfy.model_management
+
+    seen = []
+
+    def hook(value, total, preview, node_id=None):
+        if node_id == "3":
+            seen.append((value, total))
+            if condition(value, total):
+                comfy.model_management.interrupt_current_processing(True)
+
+    return hook, seen
+
+
+def run_with_hook(runner, graph, hook):
+    import comfy.utils
+
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        return runner.run(graph)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous)
+
+
+def test_a_million_steps_show_progress_and_stop_on_interrupt(runner, references):
+    hook, seen = interrupt_when(lambda value, total: value >= 5)
+    result = run_with_hook(runner, erase_graph(CKPT, seed=1, steps=1_000_000), hook)
+    assert result.interrupted and seen and seen[-1][1] == 1_000_000 + 2     # + the training images' 2 sampling steps
+    later = runner.run(plain_graph(CKPT, seed=2))
+    assert later.success and same(latent(later, "20"), references[2])
+
+
+def test_an_interrupt_while_training_images_are_sampled_leaves_nothing_behind(runner, references):
+    hook, seen = interrupt_when(lambda value, total: value >= 1)
+    runner.reset()
+    graph = erase_graph(CKPT, seed=1, images_per_prompt=3)
+    assert run_with_hook(runner, graph, hook).interrupted and seen[-1][0] <= 2   # inside the 2 sampling steps
+    result = runner.run(graph)      # the re-queued graph samples its images again and erases
+    assert result.success and same(latent(result, "20"), references[1]) and not same(latent(result, "21"), references[1])
+
+
+def test_an_interrupt_during_the_save_leaves_no_partial_file(runner, references, monkeypatch):
+    import comfy.model_management
+    import folder_paths
+    import safetensors.torch
+
+    def interrupted_write(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise comfy.model_management.InterruptProcessingException()
+
+    monkeypatch.setattr(safetensors.torch, "save_file", interrupted_write)
+    graph = erase_graph(CKPT, seed=1)
+    graph["13"]["inputs"]["filename_prefix"] = "test/interrupted_save"
+    assert runner.run(graph).interrupted
+    folder = Path(folder_paths.get_folder_paths("loras")[0]) / "test"
+    assert not list(folder.glob("interrupted_save*"))
+    monkeypatch.undo()       # SaveLatent below writes with safetensors too
+    later = runner.run(plain_graph(CKPT, seed=2))
+    assert later.success and same(latent(later, "20"), references[2])
+
+
+def test_a_nul_byte_and_odd_characters_in_a_file_name_are_replaced(runner):
+    import folder_paths
+
+    graph = erase_graph(CKPT, seed=1)
+    graph["13"]["inputs"]["filename_prefix"] = "test/odd\x00name?*"
+    result = runner.run(graph)
+    assert result.success, result.error
+    assert "saved test/odd_name___00001.safetensors" in result.outputs["13"]["text"][0]
+    assert (Path(folder_paths.get_folder_paths("loras")[0]) / "test" / "odd_name___00001.safetensors").is_file()

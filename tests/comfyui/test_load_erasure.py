@@ -92,3 +92,13 @@ def test_files_that_do_not_fit_are_refused_and_the_model_stays_intact(runner, re
     assert not result.success and message in result.error and "erasure_name" in result.error, result.error
     later = runner.run(plain_graph(CKPT, seed=2))
     assert later.success and same(latent(later, "20"), references[2])
+
+
+def test_a_file_for_another_model_family_is_refused(runner, saved):
+    graph = load_graph(CKPT, saved[0], 1.0)
+    graph["31"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sd3.safetensors", "weight_dtype": "default"}}
+    graph["30"]["inputs"]["model"] = ["31", 0]
+    result = runner.run({k: v for k, v in graph.items() if k not in ("7", "20")} |
+                        {"40": {"class_type": "UnlearnSaveErasure", "inputs": {"erasure": ["30", 1],
+                                                                              "filename_prefix": "test/never", "dtype": "float16"}}})
+    assert not result.success and "was made for a SD15 model, and this model is a SD3 model" in result.error, result.error
