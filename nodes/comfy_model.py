@@ -16,7 +16,7 @@ import comfy.sampler_helpers
 import comfy.samplers
 import torch
 
-from ..unlearning import LoraDeltas, NoiseSchedule, WeightDeltas, erase, select_parameters
+from ..unlearning import ErasureRun, LoraDeltas, NoiseSchedule, WeightDeltas, select_parameters
 
 
 class ComfySchedule(NoiseSchedule):
@@ -178,20 +178,41 @@ def weights_fingerprint(model, keys) -> str:
     return digest.hexdigest()
 
 
-def train_deltas(model, concepts, preserve, keys, plan, on_step, checkpointing="off", start_from=None):
+class InterruptedRuns:
+    """The latest interrupted erasure, kept so that re-queueing the same graph continues it (in this
+    ComfyUI process) instead of starting again; one at a time, so it holds no more than one run."""
+
+    def __init__(self):
+        self.key, self.run = None, None
+
+    def take(self, key):
+        """The run interrupted under `key`, or None; either way nothing is kept afterwards."""
+        run = self.run if key is not None and key == self.key else None
+        self.key = self.run = None
+        return run
+
+    def keep(self, key, run):
+        self.key, self.run = key, run
+
+
+INTERRUPTED = InterruptedRuns()
+
+
+def train_deltas(model, concepts, preserve, keys, plan, on_step, checkpointing="off", start_from=None, resume_key=None):
     """Run the engine on a throwaway clone of `model`: erase each engine Concept (whose target, anchor
     and empty are CONDITIONINGs here) while keeping the `preserve` CONDITIONINGs, as `plan` (an
     unlearning.ErasurePlan) says; plan.lora trains LoRA factors instead of full deltas, and
     `start_from` (an earlier export of the same weights) is where they start instead of zero.
 
     Returns (deltas or LoRA factors on the CPU, step records). `model` is never modified, and after an
-    interrupt or an error nothing of the training is left on the shared module. `checkpointing` ("on",
+    interrupt or an error nothing of the training is left on the shared module. An interrupted run is
+    kept under `resume_key`, and a later call with the same key continues it. `checkpointing` ("on",
     "off", "auto") trades a forward pass for the activations' memory; "auto" trains without it and,
     if the device runs out of memory, starts again with it and one latent per frozen pass.
     """
     if checkpointing == "auto":
         try:
-            return train_deltas(model, concepts, preserve, keys, plan, on_step, "off", start_from)
+            return train_deltas(model, concepts, preserve, keys, plan, on_step, "off", start_from, resume_key)
         except torch.OutOfMemoryError:
             logging.warning("Unlearn Model: out of memory; starting again with gradient checkpointing")
             comfy.model_management.soft_empty_cache()
@@ -201,26 +222,45 @@ def train_deltas(model, concepts, preserve, keys, plan, on_step, checkpointing="
     work = model.clone()
     if work.model_dtype() == torch.float16 and not (config.loss_scaling or config.autocast_dtype):
         work.set_model_compute_dtype(torch.float32)   # float16 gradients underflow without loss scaling
-    shapes = {key: tensor.shape for key, tensor in work.model_state_dict().items() if key in set(keys)}
+    run = INTERRUPTED.take(resume_key)
     with torch.inference_mode(False), torch.enable_grad():
-        if plan.lora is None:
-            deltas = WeightDeltas(shapes, device=work.load_device)
-        else:
-            deltas = LoraDeltas(shapes, plan.lora.rank, plan.lora.alpha, device=work.load_device, seed=config.seed)
-        if start_from is not None:
-            deltas.start_from(start_from)
+        deltas = run.deltas if run is not None else _new_deltas(work, keys, plan, start_from)
+        deltas.enabled = True
         for key in keys:
             work.add_weight_wrapper(key, DeltaWrapper(deltas, key))
         comfy.model_management.load_models_gpu([work], memory_required=1e20, force_full_load=True)
         try:
             memory_saving = gradient_checkpointing if checkpointing == "on" else contextlib.nullcontext
             with frozen_base_weights(work.model.diffusion_model), memory_saving(work.model.diffusion_model):
-                shape = (1, *concepts[0].latent_shape())
-                convert = lambda cond: None if cond is None else model_conds(work, cond, shape)  # noqa: E731
-                prepared = [dataclasses.replace(c, target=convert(c.target), anchor=convert(c.anchor), empty=convert(c.empty))
-                            for c in concepts]
-                records = erase(ComfyDenoiser(work), deltas, prepared, plan, on_step, [convert(p) for p in preserve])
+                if run is None:
+                    run = _new_run(work, deltas, concepts, preserve, plan)
+                else:
+                    run.use(ComfyDenoiser(work))
+                records = run.train(on_step)
+        except comfy.model_management.InterruptProcessingException:
+            INTERRUPTED.keep(resume_key, run)
+            raise
         finally:
             deltas.enabled = False        # the wrappers stay on the modules until the next full load
             work.detach(unpatch_all=True)
     return deltas.export(), records
+
+
+def _new_deltas(work, keys, plan, start_from):
+    shapes = {key: tensor.shape for key, tensor in work.model_state_dict().items() if key in set(keys)}
+    if plan.lora is None:
+        deltas = WeightDeltas(shapes, device=work.load_device)
+    else:
+        deltas = LoraDeltas(shapes, plan.lora.rank, plan.lora.alpha, device=work.load_device, seed=plan.config.seed)
+    if start_from is not None:
+        deltas.start_from(start_from)
+    return deltas
+
+
+def _new_run(work, deltas, concepts, preserve, plan):
+    """An ErasureRun on the patcher `work`, with every CONDITIONING turned into the model's inputs."""
+    shape = (1, *concepts[0].latent_shape())
+    convert = lambda cond: None if cond is None else model_conds(work, cond, shape)  # noqa: E731
+    prepared = [dataclasses.replace(c, target=convert(c.target), anchor=convert(c.anchor), empty=convert(c.empty))
+                for c in concepts]
+    return ErasureRun(ComfyDenoiser(work), deltas, prepared, plan, [convert(p) for p in preserve])

@@ -74,7 +74,8 @@ class UnlearnModel(io.ComfyNode):
         sampling = data.sampling(plan.family)
         given = _given_latents(model, data)
         to_sample = _images_to_sample(plan.objective, concepts.pairs, given)
-        progress = comfy.utils.ProgressBar(steps + len(to_sample) * sampling.steps, node_id=cls.hidden.unique_id)
+        sampling_total = len(to_sample) * sampling.steps
+        progress = comfy.utils.ProgressBar(steps + sampling_total, node_id=cls.hidden.unique_id)
         sample = lambda pair, source: sampled_latents(model, plan.family, source.prompt(pair), pair.empty_cond,  # noqa: E731
                                                       sampling, seed, on_step=lambda: progress.update(1))
         channels = model.get_model_object("latent_format").latent_channels
@@ -85,13 +86,14 @@ class UnlearnModel(io.ComfyNode):
             plan.config, frozen_batch=plan.family.frozen_batch(latent_shape)))
 
         def on_step(record):
+            progress.update_absolute(sampling_total + record.step)
             comfy.model_management.throw_exception_if_processing_interrupted()
-            progress.update(1)
 
         fingerprint = weights_fingerprint(model, keys)
         start = options.start
+        resume_key = _run_key(model, concepts, given, start, plan, sampling, keys)
         deltas, records = train_deltas(model, engine_concepts, [kept.cond for kept in concepts.preserve], keys, plan,
-                                       on_step, options.gradient_checkpointing, start and start.deltas)
+                                       on_step, options.gradient_checkpointing, start and start.deltas, resume_key)
         # The same loader call as LoraLoaderModelOnly, so a saved erasure loads into exactly this MODEL.
         erased, _ = comfy.sd.load_lora_for_models(model, None, lora_state_dict(deltas), 1.0, 0.0)
         base_model = {"family": plan.config.family, "weights_sha256": fingerprint, "patched_upstream": bool(model.patches)}
@@ -101,6 +103,19 @@ class UnlearnModel(io.ComfyNode):
         for name in records[0].terms:
             losses[name] = [r.terms.get(name) for r in records]
         return io.NodeOutput(erased, Erasure(deltas, metadata, records), losses)
+
+
+def _run_key(model, concepts, given, start, plan, sampling, keys):
+    """What identifies a run, so that re-queueing the same graph after a cancel continues the interrupted
+    one: the model (and its patches), the concepts' texts and encodings, the images, the erasure it
+    starts from, every setting."""
+    def fingerprint(tensor):
+        return None if tensor is None else (tuple(tensor.shape), float(tensor.double().sum()))
+
+    encodings = [fingerprint(pair.target_cond[0][0]) for pair in concepts.pairs]
+    texts = [(p.target_text, p.anchor_text) for p in concepts.pairs] + [kept.text for kept in concepts.preserve]
+    return (id(model.model), model.patches_uuid, repr(texts), repr(encodings), fingerprint(given),
+            start and repr(start.metadata), repr(plan.config), repr(sampling), tuple(keys))
 
 
 def _given_latents(model, data):

@@ -244,3 +244,28 @@ def test_deltas_start_from_an_earlier_export_of_the_same_weights():
     lora = LoraDeltas({k: v.shape for k, v in deltas.export().items()}, rank=2, alpha=2.0)
     with pytest.raises(ValueError, match="not a LoRA of rank 2"):
         lora.start_from(deltas.export())
+
+
+@pytest.mark.parametrize("setting", [{}, {"objective": "constrained_reverse_kl", "objective_params": {"trajectory_steps": 4}},
+                                     {"divergence": "variational_hellinger", "critic": CriticSettings(warmup=2, width=8)}])
+def test_an_interrupted_run_continues_exactly_where_it_stopped(setting):
+    from comfyui_unlearn.unlearning import ErasureRun
+
+    def run(interrupt_at=None):
+        _, denoiser, deltas = toy_setup("cross_attention")
+        erasure = ErasureRun(denoiser, deltas, [make_concept(1), make_concept(2)],
+                             plan(steps=10, learning_rate=3e-3, batch_size=2, **setting))
+
+        def interrupt(record):
+            if record.step == interrupt_at:
+                raise KeyboardInterrupt
+
+        if interrupt_at is not None:
+            with pytest.raises(KeyboardInterrupt):
+                erasure.train(interrupt)
+            assert len(erasure.records) == interrupt_at
+        records = erasure.train()
+        return deltas.export(), [r.loss for r in records]
+
+    (whole, whole_losses), (resumed, resumed_losses) = run(), run(interrupt_at=3)
+    assert resumed_losses == whole_losses and all(torch.equal(whole[k], resumed[k]) for k in whole)

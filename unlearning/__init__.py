@@ -6,7 +6,7 @@ objectives.py the objectives; families.py the model-family profiles; parameters.
 from .concepts import Concept, ConceptPair, ConceptSet, PreservedPrompt, pair_prompts, prompt_lines
 from .config import ErasureConfig, ErasurePlan, resolve
 from .deltas import LoraDeltas, LoraSettings, WeightDeltas
-from .engine import Denoiser, NonFiniteLossError, StepRecord, Toolbox, erase
+from .engine import Denoiser, ErasureRun, NonFiniteLossError, StepRecord, Toolbox, erase
 from .erasure import PACK_VERSION, Erasure, erasure_metadata
 from .export import erasure_from_state_dict, lora_state_dict, next_free_path, read_erasure_metadata, write_erasure
 from .families import FAMILIES, SD1, FamilyProfile, Sampling, family_for, register_family
@@ -19,6 +19,7 @@ from .torch_module import ModuleDenoiser, preset_shapes
 
 __all__ = [
     "Concept", "ConceptPair", "ConceptSet", "Denoiser", "DiscreteVPSchedule", "Erasure", "ErasureConfig", "ErasurePlan",
+    "ErasureRun",
     "FAMILIES", "FORGET_IMAGES", "FamilyProfile", "LoraDeltas", "LoraSettings", "ModuleDenoiser", "NoiseSchedule",
     "NonFiniteLossError", "OBJECTIVES", "Objective", "PACK_VERSION", "PRESETS", "PreservedPrompt", "RETAIN_IMAGES",
     "SD1", "Sampling", "StepRecord", "Toolbox", "Trajectory", "WeightDeltas", "dual_ascent", "erase",

@@ -204,6 +204,77 @@ def warm_up_critic(divergence, objective, tools, steps):
         divergence.critic_step(*tools.compared)
 
 
+class ErasureRun:
+    """One erasure's state between steps: the deltas, the optimiser, the random stream and the steps
+    drawn ahead, the objective's and the critic's state, the records so far. `train` runs the loop;
+    interrupted (an exception from on_step, after a whole step), the run can `train` again later and
+    continues exactly where it stopped, as if it had never been interrupted."""
+
+    def __init__(self, denoiser, deltas, concepts, plan: ErasurePlan, preserve=()):
+        if not concepts:
+            raise ValueError("no concepts to erase")
+        self.plan, self.deltas, self.concepts = plan, deltas, concepts
+        config = plan.config
+        self.tools = Toolbox(denoiser, deltas, plan.divergence, config, torch.Generator().manual_seed(config.seed))
+        self.optimizer = torch.optim.Adam(deltas.parameters(), lr=config.learning_rate)
+        self.scaler = torch.amp.GradScaler(torch.device(denoiser.device).type, enabled=config.loss_scaling)
+        self.trains_critic = plan.divergence.trains_critic and plan.objective.uses_divergence
+        self.warmup = plan.divergence.warmup if self.trains_critic else 0
+        self.steps = StepPlanner(self.tools, concepts, preserve, plan.objective, config.frozen_batch).steps(
+            -self.warmup, config.steps)
+        self.records, self.started, self.finished = [], False, False
+
+    def use(self, denoiser):
+        """Continue on another Denoiser of the same model (a fresh ComfyUI patcher after an interrupt)."""
+        self.tools.denoiser = denoiser
+
+    def start(self):
+        config, objective, divergence = self.plan.config, self.plan.objective, self.plan.divergence
+        first = next(self.steps)
+        divergence.start(self.concepts[0].latent_shape(), self.tools.denoiser.device, config.seed)
+        objective.start(first, self.tools)
+        self.steps = itertools.chain([first], self.steps)
+        warm_up_critic(divergence, objective, self.tools, itertools.islice(self.steps, self.warmup))
+        self.started = True
+
+    def train(self, on_step: Optional[Callable[[StepRecord], None]] = None) -> list:
+        """Train until the last step, or until the objective says it has finished; returns the records."""
+        if not self.started:
+            self.start()
+        config, objective, divergence, tools = self.plan.config, self.plan.objective, self.plan.divergence, self.tools
+        last = time.perf_counter()
+        while not self.finished and (step := next(self.steps, None)) is not None:
+            loss, terms, m = objective.loss(step, tools)
+            if step.preserve is not None:
+                held = preservation(step, tools)
+                terms["preserve"] = held.detach()
+                loss = loss + config.preserve_weight * held
+
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"the loss became {loss.item()} at step {len(self.records) + 1}: lower learning_rate "
+                    f"(now {config.learning_rate:g}) or raise temperature (now {config.temperature:g})")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.deltas.parameters(), config.max_grad_norm)
+            self.scaler.step(self.optimizer)   # skipped, and the scale halved, if float16 gradients overflowed
+            self.scaler.update()
+            if self.trains_critic:
+                terms["critic_bound"] = divergence.critic_step(*tools.compared)
+
+            state = objective.update(terms)
+            sigma = next(iter(step.draws.values())).sigma
+            now = time.perf_counter()
+            self.records.append(StepRecord(len(self.records) + 1, loss.item(), m.mean().item(), sigma.mean().item(),
+                                           now - last, {**{k: float(v) for k, v in terms.items()}, **state}))
+            last = now
+            self.finished = objective.finished()
+            if on_step is not None:
+                on_step(self.records[-1])
+        return self.records
+
+
 def erase(
     denoiser: Denoiser,
     deltas: WeightDeltas,
@@ -219,51 +290,4 @@ def erase(
     step and may raise to stop the run (interrupt). The objective may stop early (VDU). Same seed,
     same inputs, same device -> the same deltas.
     """
-    if not concepts:
-        raise ValueError("no concepts to erase")
-    config, objective, divergence = plan.config, plan.objective, plan.divergence
-    tools = Toolbox(denoiser, deltas, divergence, config, torch.Generator().manual_seed(config.seed))
-    optimizer = torch.optim.Adam(deltas.parameters(), lr=config.learning_rate)
-    scaler = torch.amp.GradScaler(torch.device(denoiser.device).type, enabled=config.loss_scaling)
-    trains_critic = divergence.trains_critic and objective.uses_divergence
-    warmup = divergence.warmup if trains_critic else 0
-    steps = StepPlanner(tools, concepts, preserve, objective, config.frozen_batch).steps(-warmup, config.steps)
-
-    first = next(steps)
-    divergence.start(concepts[0].latent_shape(), denoiser.device, config.seed)
-    objective.start(first, tools)
-    steps = itertools.chain([first], steps)
-    warm_up_critic(divergence, objective, tools, itertools.islice(steps, warmup))
-
-    records, last = [], time.perf_counter()
-    for index, step in enumerate(steps):
-        loss, terms, m = objective.loss(step, tools)
-        if step.preserve is not None:
-            held = preservation(step, tools)
-            terms["preserve"] = held.detach()
-            loss = loss + config.preserve_weight * held
-
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"the loss became {loss.item()} at step {index + 1}: lower learning_rate "
-                f"(now {config.learning_rate:g}) or raise temperature (now {config.temperature:g})")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(deltas.parameters(), config.max_grad_norm)
-        scaler.step(optimizer)      # skipped, and the scale halved, if float16 gradients overflowed
-        scaler.update()
-        if trains_critic:
-            terms["critic_bound"] = divergence.critic_step(*tools.compared)
-
-        state = objective.update(terms)
-        sigma = next(iter(step.draws.values())).sigma
-        now = time.perf_counter()
-        records.append(StepRecord(index + 1, loss.item(), m.mean().item(), sigma.mean().item(), now - last,
-                                  {**{k: float(v) for k, v in terms.items()}, **state}))
-        last = now
-        if on_step is not None:
-            on_step(records[-1])
-        if objective.finished():
-            break
-    return records
+    return ErasureRun(denoiser, deltas, concepts, plan, preserve).train(on_step)

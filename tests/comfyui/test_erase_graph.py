@@ -153,3 +153,62 @@ def test_comfy_schedule_inverts_each_prediction_type(runner, sampling_type):
     assert torch.allclose(schedule.eps_from_x0(x_t, x0, sigma), noise, atol=1e-5)
     snr = schedule.snr(sigma)
     assert torch.all(snr[:-1] < snr[1:]) and all(math.isfinite(w) for w in schedule.step_weight(percent).tolist())
+
+
+@pytest.mark.parametrize("settings", [{}, {"parameters": "lora", "objective": "constrained_reverse_kl", "trajectory_steps": 3},
+                                      {"divergence": "variational_hellinger", "critic_warmup": 2, "critic_width": 8}])
+def test_requeueing_after_a_cancel_continues_to_the_same_erasure(runner, settings):
+    """Interrupted at step 3 of 8, the same graph queued again ends with the uninterrupted run's erasure,
+    bit for bit (deltas or LoRA factors, Adam's state, the random stream, lambda, the critic)."""
+    import comfy.model_management
+    import comfy.utils
+
+    graph = erase_graph(CKPT, seed=1, steps=8, learning_rate=1e-3, **settings)
+    runner.reset()
+    whole = latent(run(runner, graph), "21")
+
+    seen, interrupted = [], []
+
+    def interrupt_at_step_three(value, total, preview, node_id=None):
+        if node_id == "3":
+            seen.append(total - value)      # steps still to go
+            if total - value == 5 and not interrupted:
+                interrupted.append(True)
+                comfy.model_management.interrupt_current_processing(True)
+
+    runner.reset()
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(interrupt_at_step_three)
+    try:
+        assert runner.run(graph).interrupted
+        seen.clear()
+        resumed = latent(run(runner, graph), "21")
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous)
+    assert seen == [4, 3, 2, 1, 0]        # it went on from step 4: steps 1-3 were not trained again
+    assert same(resumed, whole)
+
+
+def test_a_changed_graph_after_a_cancel_starts_afresh(runner):
+    import comfy.model_management
+    import comfy.utils
+
+    seen, interrupted = [], []
+
+    def interrupt_once(value, total, preview, node_id=None):
+        if node_id == "3":
+            seen.append(total - value)
+            if total - value == 5 and not interrupted:
+                interrupted.append(True)
+                comfy.model_management.interrupt_current_processing(True)
+
+    runner.reset()
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(interrupt_once)
+    try:
+        assert runner.run(erase_graph(CKPT, seed=1, steps=8, learning_rate=1e-3)).interrupted
+        seen.clear()
+        run(runner, erase_graph(CKPT, seed=1, steps=8, learning_rate=2e-3))
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous)
+    assert seen[-8:] == [7, 6, 5, 4, 3, 2, 1, 0]

@@ -63,16 +63,16 @@ def test_auto_checkpointing_starts_again_with_it_when_memory_runs_out(tiny_unet,
     from comfyui_unlearn.nodes import comfy_model
 
     attempts = []
-    real_erase = comfy_model.erase
+    real_train = comfy_model.ErasureRun.train
 
-    def erase_that_needs_checkpointing(denoiser, deltas, concepts, plan, on_step, preserve):
-        checkpointed = any("forward" in m.__dict__ for m in denoiser.model.diffusion_model.modules())
-        attempts.append((checkpointed, plan.config.frozen_batch))
+    def train_that_needs_checkpointing(run, on_step=None):
+        checkpointed = any("forward" in m.__dict__ for m in run.tools.denoiser.model.diffusion_model.modules())
+        attempts.append((checkpointed, run.plan.config.frozen_batch))
         if not checkpointed:
             raise torch.OutOfMemoryError("simulated: the activations do not fit")
-        return real_erase(denoiser, deltas, concepts, plan, on_step, preserve)
+        return real_train(run, on_step)
 
-    monkeypatch.setattr(comfy_model, "erase", erase_that_needs_checkpointing)
+    monkeypatch.setattr(comfy_model.ErasureRun, "train", train_that_needs_checkpointing)
     deltas, records = erase(tiny_unet, checkpointing="auto")
     assert attempts == [(False, 8), (True, 1)] and len(records) == 3
     assert any(d.abs().sum() > 0 for d in deltas.values())
