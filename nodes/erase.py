@@ -65,6 +65,7 @@ class UnlearnModel(io.ComfyNode):
             raise ValueError("concepts is empty: connect an Unlearn Concept Pair node with at least one target.")
         plan = resolve(options.config(steps=steps, learning_rate=learning_rate, seed=seed, divergence=divergence,
                                       parameters=parameters, family=model_family(model), **training_precision(model)))
+        _check_text_width(model, plan.family, concepts)
         keys = trainable_keys(model, plan.family, parameters)
         if not keys:
             raise ValueError(f"parameters='{parameters}' matches no weight of this {plan.family.name} model; "
@@ -76,8 +77,13 @@ class UnlearnModel(io.ComfyNode):
         to_sample = _images_to_sample(plan.objective, concepts.pairs, given)
         sampling_total = len(to_sample) * sampling.steps
         progress = comfy.utils.ProgressBar(steps + sampling_total, node_id=cls.hidden.unique_id)
+
+        def sampling_step():
+            progress.update(1)
+            comfy.model_management.throw_exception_if_processing_interrupted()   # Cancel works while sampling too
+
         sample = lambda pair, source: sampled_latents(model, plan.family, source.prompt(pair), pair.empty_cond,  # noqa: E731
-                                                      sampling, seed, on_step=lambda: progress.update(1))
+                                                      sampling, seed, on_step=sampling_step)
         channels = model.get_model_object("latent_format").latent_channels
         shape = (channels, *plan.family.latent_size(sampling.width, sampling.height))
         engine_concepts = [_engine_concept(plan.objective, pair, given, shape, sample) for pair in concepts.pairs]
@@ -118,6 +124,17 @@ def _run_key(model, concepts, given, start, plan, sampling, keys):
             start and repr(start.metadata), repr(plan.config), repr(sampling), tuple(keys))
 
 
+def _check_text_width(model, family, concepts):
+    """Concepts encoded with another model's text encoder would fail deep inside the first pass."""
+    expected = model.model.model_config.unet_config.get(family.text_width_key)
+    conds = [c for pair in concepts.pairs for c in (pair.target_cond, pair.anchor_cond)]
+    widths = {cond[0][0].shape[-1] for cond in conds + [kept.cond for kept in concepts.preserve]}
+    if expected is not None and widths != {expected}:
+        raise ValueError(f"concepts were encoded with another model's text encoder (prompt width "
+                         f"{', '.join(map(str, sorted(widths)))}; this model takes {expected}): connect this "
+                         f"checkpoint's CLIP to Unlearn Concept Pair.")
+
+
 def _given_latents(model, data):
     """The wired LATENT, or the IMAGE encoded by the VAE, checked against the model's latent channels; or None."""
     if data.images is not None and data.latents is not None:
@@ -132,6 +149,9 @@ def _given_latents(model, data):
     else:
         return None
     channels = model.get_model_object("latent_format").latent_channels
+    if samples.numel() == 0:
+        raise ValueError(f"latents is empty (shape {tuple(samples.shape)}): connect latents of at least one image, "
+                         f"or leave latents unconnected to sample images.")
     if samples.ndim != 4 or samples.shape[1] != channels:
         raise ValueError(
             f"latents has shape {tuple(samples.shape)} but this model takes {channels}-channel latents: encode "

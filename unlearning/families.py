@@ -27,6 +27,7 @@ class FamilyProfile:
     latent_downscale: int = 8         # pixels per latent pixel
     sampling: Sampling = field(default_factory=Sampling)
     frozen_pass_area: int = 8 * 64 * 64   # latent pixels per batched frozen pass (8 latents at 512 px)
+    text_width_key: str = "context_dim"   # the key of ComfyUI's unet_config holding the text width it takes
 
     def latent_size(self, width: int, height: int) -> tuple:
         """(height, width) of the latent for an image of width x height pixels."""
