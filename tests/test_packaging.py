@@ -51,3 +51,29 @@ def test_no_example_workflow_lays_one_node_over_another():
             for b, bx0, by0, bx1, by1 in boxes[i + 1:]:
                 apart = ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0
                 assert apart, f"{path.name}: nodes {a} and {b} overlap"
+
+
+def test_the_scripts_find_a_comfyui_whose_custom_nodes_hold_the_pack(tmp_path):
+    """Cloned into ComfyUI/custom_nodes/, the pack's scripts find that ComfyUI without being told; an
+    empty COMFYUI_PATH means none."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    comfyui = tmp_path / "ComfyUI"
+    (comfyui / "comfy").mkdir(parents=True)
+    (comfyui / "comfy" / "model_patcher.py").write_text("")      # what marks a checkout
+    tools = comfyui / "custom_nodes" / "comfyui-unlearn" / "tools"
+    tools.mkdir(parents=True)
+    for name in ("find_comfyui.sh", "comfy_harness.py", "pack_import.py"):
+        shutil.copy(ROOT / "tools" / name, tools / name)
+    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"} | {"HOME": str(tmp_path / "home")}
+    found = subprocess.run(["bash", str(tools / "find_comfyui.sh")], env=env, capture_output=True, text=True)
+    assert found.stdout.strip() == str(comfyui.resolve())
+    python = subprocess.run([sys.executable, "-c", "import comfy_harness; print(comfy_harness.default_comfyui_path())"],
+                            cwd=tools, env=env, capture_output=True, text=True)
+    assert python.stdout.strip() == str(comfyui.resolve()), python.stderr
+    none = subprocess.run(["bash", str(tools / "find_comfyui.sh")], env=env | {"COMFYUI_PATH": ""},
+                          capture_output=True, text=True)
+    assert none.stdout == ""
