@@ -1,9 +1,10 @@
 """Closed-form f-divergences between two Gaussians of equal covariance.
 
 For P = N(mu_1, s^2 I) and Q = N(mu_2, s^2 I) every f-divergence is a function of the
-Mahalanobis term m = |mu_1 - mu_2|^2 / s^2 alone (Ali-Silvey; Nielsen and Okamura). Each function
-below maps a tensor of m >= 0 to that divergence, g(m), exactly; tests/test_divergences.py checks
-the derivations against numerical quadrature in one and two dimensions.
+Mahalanobis term m = |mu_1 - mu_2|^2 / s^2 alone (it depends on the likelihood ratio only, which is
+a function of the projection on mu_1 - mu_2). Each function below maps a tensor of m >= 0 to that
+divergence, g(m), exactly; tests/test_divergences.py checks the derivations against numerical
+quadrature in one and two dimensions.
 """
 import math
 

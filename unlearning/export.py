@@ -6,6 +6,7 @@ Keys follow the kohya convention on ComfyUI's own weight names: the weight
 - ".diff" (a full weight delta) or ".diff_b" (a bias delta), or
 - ".lora_up.weight", ".lora_down.weight" and ".alpha" (a LoRA: delta = alpha / rank * up @ down).
 """
+import contextlib
 import glob
 import json
 import os
@@ -112,7 +113,8 @@ def write_erasure(path, state_dict: dict, metadata: dict) -> Path:
         raise OSError(f"cannot write {path}: {error.strerror or error}. Make the loras folder writable, or list a "
                       f"writable one under 'loras' in ComfyUI's extra_model_paths.yaml.") from error
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):     # where the folder cannot be written there is nothing to remove
+            partial.unlink(missing_ok=True)
     return path
 
 

@@ -1,4 +1,5 @@
 """API-format graphs for the ComfyUI tests, built from the shipped example workflow."""
+import contextlib
 import copy
 import json
 from pathlib import Path
@@ -137,3 +138,33 @@ def sample_prompts(graph, model, prompts, first_id, prefix):
         graph[save] = _save_latent([sampler, 0], f"{prefix}/{offset}")
         saves[prompt] = save
     return saves
+
+
+def interrupting_hook(should_interrupt):
+    """A progress hook that records Unlearn Model's (value, total) and interrupts the run once, the first
+    time should_interrupt(value, total) holds; returns (hook, seen)."""
+    import comfy.model_management
+
+    seen, fired = [], []
+
+    def hook(value, total, preview, node_id=None):
+        if node_id == UNLEARN:
+            seen.append((value, total))
+            if not fired and should_interrupt(value, total):
+                fired.append(True)
+                comfy.model_management.interrupt_current_processing(True)
+
+    return hook, seen
+
+
+@contextlib.contextmanager
+def progress_hook(hook):
+    """ComfyUI's global progress hook set to `hook` for the duration."""
+    import comfy.utils
+
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        yield
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous)

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from graphs import CHECKPOINT as CKPT, TRAINING_DATA, add_option_node, erase_graph, latent, plain_graph, same, set_options
+from graphs import (CHECKPOINT as CKPT, TRAINING_DATA, add_option_node, erase_graph, interrupting_hook, latent,
+                    plain_graph, progress_hook, same, set_options)
 
 pytestmark = pytest.mark.comfyui
 
@@ -89,46 +90,21 @@ def test_extreme_prompts_run_and_leave_the_model_intact(runner, references, targ
     assert same(latent(result, "20"), references[1]) and not same(latent(result, "21"), references[1])
 
 
-def interrupt_when(condition):
-    """A progress hook that interrupts the Unlearn Model node once condition(value, total) holds; returns
-    (hook, seen)."""
-    import comfy.model_management
-
-    seen = []
-
-    def hook(value, total, preview, node_id=None):
-        if node_id == "3":
-            seen.append((value, total))
-            if condition(value, total):
-                comfy.model_management.interrupt_current_processing(True)
-
-    return hook, seen
-
-
-def run_with_hook(runner, graph, hook):
-    import comfy.utils
-
-    previous = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(hook)
-    try:
-        return runner.run(graph)
-    finally:
-        comfy.utils.set_progress_bar_global_hook(previous)
-
-
 def test_a_million_steps_show_progress_and_stop_on_interrupt(runner, references):
-    hook, seen = interrupt_when(lambda value, total: value >= 5)
-    result = run_with_hook(runner, erase_graph(CKPT, seed=1, steps=1_000_000), hook)
+    hook, seen = interrupting_hook(lambda value, total: value >= 5)
+    with progress_hook(hook):
+        result = runner.run(erase_graph(CKPT, seed=1, steps=1_000_000))
     assert result.interrupted and seen and seen[-1][1] == 1_000_000 + 2     # + the training images' 2 sampling steps
     later = runner.run(plain_graph(CKPT, seed=2))
     assert later.success and same(latent(later, "20"), references[2])
 
 
 def test_an_interrupt_while_training_images_are_sampled_leaves_nothing_behind(runner, references):
-    hook, seen = interrupt_when(lambda value, total: value >= 1)
+    hook, seen = interrupting_hook(lambda value, total: value >= 1)
     runner.reset()
     graph = erase_graph(CKPT, seed=1, images_per_prompt=3)
-    assert run_with_hook(runner, graph, hook).interrupted and seen[-1][0] == 1   # after the first sampling step
+    with progress_hook(hook):
+        assert runner.run(graph).interrupted and seen[-1][0] == 1   # after the first sampling step
     result = runner.run(graph)      # the re-queued graph samples its images again and erases
     assert result.success and same(latent(result, "20"), references[1]) and not same(latent(result, "21"), references[1])
 

@@ -3,7 +3,8 @@ import math
 
 import pytest
 import torch
-from graphs import CHECKPOINT as CKPT, erase_graph, latent, plain_graph, run, same
+from graphs import (CHECKPOINT as CKPT, erase_graph, interrupting_hook, latent, plain_graph, progress_hook, run,
+                    same)
 
 from comfyui_unlearn.divergences import closed_forms
 from comfyui_unlearn.divergences.variational import PAIRS
@@ -67,26 +68,12 @@ def test_every_objective_runs_in_the_graph(runner, references, objective):
 
 
 def test_interrupt_mid_training_leaves_the_model_intact(runner, references):
-    import comfy.model_management
-    import comfy.utils
-
-    seen = []
-
-    def interrupt_at_step_two(value, total, preview, node_id=None):
-        seen.append((node_id, value, total))
-        if node_id == "3" and value >= 2:
-            comfy.model_management.interrupt_current_processing(True)
-
-    previous_hook = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(interrupt_at_step_two)
-    try:
+    hook, seen = interrupting_hook(lambda value, total: value >= 2)
+    with progress_hook(hook):
         result = runner.run(erase_graph(CKPT, seed=1, steps=50, learning_rate=1e-3))
-    finally:
-        comfy.utils.set_progress_bar_global_hook(previous_hook)
     assert result.interrupted
     # Progress reached the hook with the node's id; the run stopped long before its 50 steps.
-    unlearn_progress = [v for n, v, _ in seen if n == "3"]
-    assert unlearn_progress and max(unlearn_progress) < 10
+    assert seen and max(value for value, _ in seen) < 10
     assert same(latent(run(runner, plain_graph(CKPT, seed=2)), "20"), references[2])
     runner.reset()
     assert same(latent(run(runner, plain_graph(CKPT, seed=1)), "20"), references[1])
@@ -160,55 +147,25 @@ def test_comfy_schedule_inverts_each_prediction_type(runner, sampling_type):
 def test_requeueing_after_a_cancel_continues_to_the_same_erasure(runner, settings):
     """Interrupted at step 3 of 8, the same graph queued again ends with the uninterrupted run's erasure,
     bit for bit (deltas or LoRA factors, Adam's state, the random stream, lambda, the critic)."""
-    import comfy.model_management
-    import comfy.utils
-
     graph = erase_graph(CKPT, seed=1, steps=8, learning_rate=1e-3, **settings)
     runner.reset()
     whole = latent(run(runner, graph), "21")
 
-    seen, interrupted = [], []
-
-    def interrupt_at_step_three(value, total, preview, node_id=None):
-        if node_id == "3":
-            seen.append(total - value)      # steps still to go
-            if total - value == 5 and not interrupted:
-                interrupted.append(True)
-                comfy.model_management.interrupt_current_processing(True)
-
+    hook, seen = interrupting_hook(lambda value, total: total - value == 5)     # after step 3 of 8
     runner.reset()
-    previous = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(interrupt_at_step_three)
-    try:
+    with progress_hook(hook):
         assert runner.run(graph).interrupted
         seen.clear()
         resumed = latent(run(runner, graph), "21")
-    finally:
-        comfy.utils.set_progress_bar_global_hook(previous)
-    assert seen == [4, 3, 2, 1, 0]        # it went on from step 4: steps 1-3 were not trained again
+    assert [total - value for value, total in seen] == [4, 3, 2, 1, 0]   # on from step 4: 1-3 not trained again
     assert same(resumed, whole)
 
 
 def test_a_changed_graph_after_a_cancel_starts_afresh(runner):
-    import comfy.model_management
-    import comfy.utils
-
-    seen, interrupted = [], []
-
-    def interrupt_once(value, total, preview, node_id=None):
-        if node_id == "3":
-            seen.append(total - value)
-            if total - value == 5 and not interrupted:
-                interrupted.append(True)
-                comfy.model_management.interrupt_current_processing(True)
-
+    hook, seen = interrupting_hook(lambda value, total: total - value == 5)
     runner.reset()
-    previous = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(interrupt_once)
-    try:
+    with progress_hook(hook):
         assert runner.run(erase_graph(CKPT, seed=1, steps=8, learning_rate=1e-3)).interrupted
         seen.clear()
         run(runner, erase_graph(CKPT, seed=1, steps=8, learning_rate=2e-3))
-    finally:
-        comfy.utils.set_progress_bar_global_hook(previous)
-    assert seen[-8:] == [7, 6, 5, 4, 3, 2, 1, 0]
+    assert [total - value for value, total in seen][-8:] == [7, 6, 5, 4, 3, 2, 1, 0]
