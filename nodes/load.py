@@ -44,7 +44,10 @@ class UnlearnLoadErasure(io.ComfyNode):
             raise ValueError(f"erasure_name '{erasure_name}' was made for a {made_for.get('family')} model, and this "
                              f"model is a {family} model: load it into the model it was made for.")
         state = comfy.utils.load_torch_file(path, safe_load=True)
-        deltas = erasure_from_state_dict(state, comfy.lora.model_lora_keys_unet(model.model, {}))
+        try:
+            deltas = erasure_from_state_dict(state, comfy.lora.model_lora_keys_unet(model.model, {}))
+        except ValueError as error:
+            raise ValueError(f"erasure_name '{erasure_name}' does not fit this model: {error}.") from None
         fingerprint = weights_fingerprint(model, list(deltas))
         if fingerprint != made_for.get("weights_sha256"):
             raise ValueError(f"erasure_name '{erasure_name}' was made for another base model (the weights it changes "

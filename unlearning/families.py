@@ -1,9 +1,9 @@
 """Model-family profiles: everything the pack assumes about a family of diffusion models, in one place.
 
 A profile says which weights each parameters preset trains (by the family's own weight names), the
-default training resolution, how the node samples its own training images (CFG against a negative
-prompt, or a distilled guidance value with no negative), and how many latent pixels one frozen pass
-may hold. The latent channels come from the model itself (ComfyUI's `latent_format`). Supporting a
+default training resolution, how the node samples its own training images (steps, and CFG against the
+empty prompt), how many latent pixels one frozen pass may hold, and where ComfyUI's model config
+states the width of the text the model takes. The latent channels come from the model itself (ComfyUI's `latent_format`). Supporting a
 family is one `register_family` call; `family_for` looks one up by ComfyUI's model-config name.
 """
 from dataclasses import dataclass, field
@@ -14,8 +14,7 @@ class Sampling:
     """How training images and trajectories are sampled on this family."""
 
     steps: int = 20
-    cfg: float = 7.0                  # classifier-free guidance scale against `negative`
-    negative: str = ""                # the negative prompt (the empty prompt: the unconditional prediction)
+    cfg: float = 7.0                  # classifier-free guidance scale against the empty prompt
 
 
 @dataclass(frozen=True)
