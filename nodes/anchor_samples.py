@@ -32,7 +32,7 @@ class ImageSampling:
 
 def sampled_latents(model, family, prompt, negative, settings: ImageSampling, seed: int, on_step=None) -> torch.Tensor:
     """`settings.count` clean latents of `prompt` ((text, conditioning)) against the `negative`
-    conditioning, sampled from `model` of `family` (cached)."""
+    conditioning, sampled from `model` of `family` (cached); on_step(x0) after each sampling step."""
     text, cond = prompt
     key = (id(model.model), model.patches_uuid, text, settings, seed)
     cached = _CACHE.get(key)
@@ -42,7 +42,7 @@ def sampled_latents(model, family, prompt, negative, settings: ImageSampling, se
     channels = model.get_model_object("latent_format").latent_channels
     latent = torch.zeros([settings.count, channels, *family.latent_size(settings.width, settings.height)])
     latent = comfy.sample.fix_empty_latent_channels(model, latent)    # video families: a time axis
-    callback = None if on_step is None else (lambda step, x0, x, total: on_step())
+    callback = None if on_step is None else (lambda step, x0, x, total: on_step(x0))
     samples = comfy.sample.sample(
         model, comfy.sample.prepare_noise(latent, seed), settings.steps, settings.cfg, settings.sampler,
         settings.scheduler, cond, negative, latent, seed=seed, callback=callback, disable_pbar=True)

@@ -5,6 +5,7 @@ import dataclasses
 import comfy.model_management
 import comfy.sd
 import comfy.utils
+import latent_preview
 from comfy_api.latest import io
 
 from ..divergences import DIVERGENCES
@@ -63,8 +64,11 @@ class UnlearnModel(io.ComfyNode):
         options = options or ErasureOptions()
         if not concepts or not concepts.pairs:
             raise ValueError("concepts is empty: connect an Unlearn Concept Pair node with at least one target.")
+        # Previews as ComfyUI's samplers make them (its --preview-method; none by default), about 20 per run.
+        previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
         plan = resolve(options.config(steps=steps, learning_rate=learning_rate, seed=seed, divergence=divergence,
-                                      parameters=parameters, family=model_family(model), **training_precision(model)))
+                                      parameters=parameters, family=model_family(model),
+                                      preview_every=max(1, steps // 20) if previewer else 0, **training_precision(model)))
         _check_text_width(model, plan.family, concepts)
         keys = trainable_keys(model, plan.family, parameters)
         if not keys:
@@ -78,8 +82,11 @@ class UnlearnModel(io.ComfyNode):
         sampling_total = len(to_sample) * sampling.steps
         progress = comfy.utils.ProgressBar(steps + sampling_total, node_id=cls.hidden.unique_id)
 
-        def sampling_step():
-            progress.update(1)
+        def preview_of(x0):
+            return previewer.decode_latent_to_preview_image("JPEG", x0[:1]) if previewer and x0 is not None else None
+
+        def sampling_step(x0):
+            progress.update_absolute(progress.current + 1, preview=preview_of(x0))
             comfy.model_management.throw_exception_if_processing_interrupted()   # Cancel works while sampling too
 
         sample = lambda pair, source: sampled_latents(model, plan.family, source.prompt(pair), pair.empty_cond,  # noqa: E731
@@ -92,7 +99,7 @@ class UnlearnModel(io.ComfyNode):
             plan.config, frozen_batch=plan.family.frozen_batch(latent_shape)))
 
         def on_step(record):
-            progress.update_absolute(sampling_total + record.step)
+            progress.update_absolute(sampling_total + record.step, preview=preview_of(record.preview))
             comfy.model_management.throw_exception_if_processing_interrupted()
 
         fingerprint = weights_fingerprint(model, keys)

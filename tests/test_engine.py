@@ -269,3 +269,16 @@ def test_an_interrupted_run_continues_exactly_where_it_stopped(setting):
 
     (whole, whole_losses), (resumed, resumed_losses) = run(), run(interrupt_at=3)
     assert resumed_losses == whole_losses and all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_previews_come_every_so_many_steps_and_leave_the_erasure_unchanged():
+    def run(preview_every):
+        _, denoiser, deltas = toy_setup()
+        records = erase(denoiser, deltas, [make_concept()], plan(steps=6, learning_rate=1e-3, preview_every=preview_every))
+        return deltas.export(), records
+
+    plain, _ = run(0)
+    previewed, records = run(2)
+    assert [r.preview is not None for r in records] == [False, True, False, True, False, True]
+    assert records[1].preview.shape == (1, 4, 4, 4) and not torch.equal(records[1].preview, records[5].preview)
+    assert all(torch.equal(plain[k], previewed[k]) for k in plain)

@@ -35,6 +35,7 @@ class ErasureConfig:
     autocast_dtype: Optional[torch.dtype] = None   # e.g. torch.bfloat16: mixed precision for the model passes
     loss_scaling: bool = False    # dynamic loss scaling, for models that compute in float16
     frozen_batch: int = 8         # latents per frozen pass; the steps they cover are drawn ahead
+    preview_every: int = 0        # every so many steps a record carries a preview (0: never)
 
 
 @dataclass
@@ -70,7 +71,8 @@ def _check_numbers(config):
         raise ValueError(f"learning_rate must be a finite positive number, got {config.learning_rate}; try 5e-5")
     if not (math.isfinite(config.preserve_weight) and config.preserve_weight >= 0):
         raise ValueError(f"preserve_weight must be a finite number >= 0, got {config.preserve_weight}; try 1.0")
-    if config.batch_size < 1 or config.frozen_batch < 1:
-        raise ValueError(f"batch_size and frozen_batch must be at least 1, got {config.batch_size}, {config.frozen_batch}")
+    if config.batch_size < 1 or config.frozen_batch < 1 or config.preview_every < 0:
+        raise ValueError(f"batch_size and frozen_batch must be at least 1 and preview_every at least 0, got "
+                         f"{config.batch_size}, {config.frozen_batch}, {config.preview_every}")
     if config.lora is not None and (config.lora.rank < 1 or not config.lora.alpha > 0):
         raise ValueError(f"LoRA rank must be at least 1 and alpha positive, got {config.lora.rank}, {config.lora.alpha}")

@@ -41,6 +41,7 @@ class StepRecord:
     sigma: float      # batch mean noise level
     seconds: float
     terms: dict = field(default_factory=dict)   # the loss's parts and the objective's state, e.g. lambda
+    preview: Optional[torch.Tensor] = None      # every preview_every steps: the trained model's x0 (see ErasureRun)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -223,6 +224,7 @@ class ErasureRun:
         self.steps = StepPlanner(self.tools, concepts, preserve, plan.objective, config.frozen_batch).steps(
             -self.warmup, config.steps)
         self.records, self.started, self.finished = [], False, False
+        self.preview_noise = None
 
     def use(self, denoiser):
         """Continue on another Denoiser of the same model (a fresh ComfyUI patcher after an interrupt)."""
@@ -233,9 +235,21 @@ class ErasureRun:
         first = next(self.steps)
         divergence.start(self.concepts[0].latent_shape(), self.tools.denoiser.device, config.seed)
         objective.start(first, self.tools)
+        if config.preview_every:   # a noise of its own, so that previews leave the run's random stream alone
+            generator = torch.Generator().manual_seed(config.seed)
+            self.preview_noise = torch.randn((1, *self.concepts[0].latent_shape()), generator=generator)
         self.steps = itertools.chain([first], self.steps)
         warm_up_critic(divergence, objective, self.tools, itertools.islice(self.steps, self.warmup))
         self.started = True
+
+    def preview(self):
+        """The trained model's denoised estimate, for the first concept's target, of a fixed pure noise."""
+        schedule, device = self.tools.schedule, self.tools.denoiser.device
+        noise = self.preview_noise.to(device)
+        sigma = schedule.sigma_at(torch.tensor([schedule.percent_per_step], dtype=torch.float64)).to(device, torch.float32)
+        x_t = schedule.add_noise(torch.zeros_like(noise), noise, sigma)
+        with torch.no_grad(), _autocast(device, self.tools.autocast_dtype):
+            return self.tools.denoiser.predict_x0(x_t, sigma, self.concepts[0].target).float()
 
     def train(self, on_step: Optional[Callable[[StepRecord], None]] = None) -> list:
         """Train until the last step, or until the objective says it has finished; returns the records."""
@@ -269,6 +283,8 @@ class ErasureRun:
             self.records.append(StepRecord(len(self.records) + 1, loss.item(), m.mean().item(), sigma.mean().item(),
                                            now - last, {**{k: float(v) for k, v in terms.items()}, **state}))
             last = now
+            if config.preview_every and len(self.records) % config.preview_every == 0:
+                self.records[-1].preview = self.preview()
             self.finished = objective.finished()
             if on_step is not None:
                 on_step(self.records[-1])

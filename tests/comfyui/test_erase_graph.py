@@ -169,3 +169,24 @@ def test_a_changed_graph_after_a_cancel_starts_afresh(runner):
         seen.clear()
         run(runner, erase_graph(CKPT, seed=1, steps=8, learning_rate=2e-3))
     assert [total - value for value, total in seen][-8:] == [7, 6, 5, 4, 3, 2, 1, 0]
+
+
+def test_previews_arrive_through_the_progress_hook_while_sampling_and_training(runner, references, monkeypatch):
+    """With a preview method on (ComfyUI's --preview-method), the node's progress carries a decoded image of
+    the training images being sampled, then of the trained model's prediction for the first target."""
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    monkeypatch.setattr(args, "preview_method", LatentPreviewMethod.Latent2RGB)
+    seen = []
+
+    def hook(value, total, preview, node_id=None):
+        if node_id == "3":
+            seen.append((value, total, preview))
+
+    with progress_hook(hook):      # training images of their own, so that they are sampled here
+        result = run(runner, erase_graph(CKPT, seed=1, steps=4, images_per_prompt=1, sampling_steps=3))
+    sampling, training = seen[:3], seen[3:]
+    assert [value for value, _, _ in seen] == [1, 2, 3, 4, 5, 6, 7] and seen[0][1] == 7
+    assert all(preview is not None and preview[0] == "JPEG" and preview[1].size[0] > 0 for _, _, preview in sampling)
+    assert all(preview is not None for _, _, preview in training)        # 4 steps: a preview every step
+    assert same(latent(result, "20"), references[1])
