@@ -216,7 +216,7 @@ def train_deltas(model, concepts, preserve, keys, plan, on_step, checkpointing="
         except torch.OutOfMemoryError:
             logging.warning("Unlearn Model: out of memory; starting again with gradient checkpointing")
             comfy.model_management.soft_empty_cache()
-            plan = dataclasses.replace(plan, config=dataclasses.replace(plan.config, frozen_batch=1))
+            plan = plan.with_config(frozen_batch=1)
             checkpointing = "on"
     config = plan.config
     work = model.clone()

@@ -1,7 +1,5 @@
 """Unlearn Model: erase the concepts from a MODEL; every setting beyond the main ones comes from option
 nodes (options.py), and every name becomes an object once, in unlearning.resolve."""
-import dataclasses
-
 import comfy.model_management
 import comfy.sd
 import comfy.utils
@@ -95,8 +93,7 @@ class UnlearnModel(io.ComfyNode):
         shape = (channels, *plan.family.latent_size(sampling.width, sampling.height))
         engine_concepts = [_engine_concept(plan.objective, pair, given, shape, sample) for pair in concepts.pairs]
         latent_shape = (1, *engine_concepts[0].latent_shape())
-        plan = dataclasses.replace(plan, config=dataclasses.replace(
-            plan.config, frozen_batch=plan.family.frozen_batch(latent_shape)))
+        plan = plan.with_config(frozen_batch=plan.family.frozen_batch(latent_shape))
 
         def on_step(record):
             progress.update_absolute(sampling_total + record.step, preview=preview_of(record.preview))

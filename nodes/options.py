@@ -74,21 +74,20 @@ def chained(options, group, value, node_name):
     return io.NodeOutput((options or ErasureOptions()).add(group, value, node_name))
 
 
-def _options_input():
-    return Options.Input("options", optional=True, tooltip="More options to combine with these (chain option nodes).")
-
-
-def _options_output():
-    return [Options.Output(display_name="options")]
+def option_schema(node_id, display_name, description, inputs):
+    """An option node's schema: its own inputs, then the options it chains onto, and options out."""
+    chain = Options.Input("options", optional=True, tooltip="More options to combine with these (chain option nodes).")
+    return io.Schema(node_id=node_id, display_name=display_name, category=CATEGORY, description=description,
+                     inputs=[*inputs, chain], outputs=[Options.Output(display_name="options")])
 
 
 class UnlearnDivergenceOptions(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
-            node_id="UnlearnDivergenceOptions", display_name="Unlearn Divergence Options", category=CATEGORY,
-            description="How the divergence measures the gap between two predictions.",
-            inputs=[
+        return option_schema(
+            "UnlearnDivergenceOptions", "Unlearn Divergence Options",
+            "How the divergence measures the gap between two predictions.",
+            [
                 io.Float.Input("temperature", default=1.0, min=1e-6, max=1e6, step=0.001,
                                tooltip="The Gaussians' variance: m = discrepancy / temperature. Lower it to make "
                                        "Hellinger, chi-squared, JS and TV differ more from kl (no effect on kl)."),
@@ -97,9 +96,7 @@ class UnlearnDivergenceOptions(io.ComfyNode):
                                        + "\n".join(f"- {k}: {v}" for k, v in REDUCTIONS.items())),
                 io.Float.Input("alpha", default=0.5, min=-10.0, max=10.0, step=0.05,
                                tooltip="Order of the alpha and renyi divergences (the others have none)."),
-                _options_input(),
-            ],
-            outputs=_options_output())
+            ])
 
     @classmethod
     def execute(cls, temperature, reduction, alpha, options=None):
@@ -110,10 +107,10 @@ class UnlearnDivergenceOptions(io.ComfyNode):
 class UnlearnCriticOptions(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
-            node_id="UnlearnCriticOptions", display_name="Unlearn Critic Options", category=CATEGORY,
-            description="The critic of a variational_<name> divergence (the min-max form); refused with a closed form.",
-            inputs=[
+        return option_schema(
+            "UnlearnCriticOptions", "Unlearn Critic Options",
+            "The critic of a variational_<name> divergence (the min-max form); refused with a closed form.",
+            [
                 io.Float.Input("critic_learning_rate", default=1e-4, min=1e-7, max=1.0, step=1e-5,
                                tooltip="AdamW learning rate of the critic (f-DMU: 1e-4)."),
                 io.Int.Input("critic_warmup", default=30, min=0, max=10000,
@@ -123,9 +120,7 @@ class UnlearnCriticOptions(io.ComfyNode):
                 io.Boolean.Input("critic_noise_level", default=True,
                                  tooltip="Give the critic each sample's noise level (f-DMU's critic has none; with it "
                                          "the critic's estimate reached 69-77% of the true divergence, without 0-16%)."),
-                _options_input(),
-            ],
-            outputs=_options_output())
+            ])
 
     @classmethod
     def execute(cls, critic_learning_rate, critic_warmup, critic_width, critic_noise_level, options=None):
@@ -136,10 +131,10 @@ class UnlearnCriticOptions(io.ComfyNode):
 class UnlearnTrainingData(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
-            node_id="UnlearnTrainingData", display_name="Unlearn Training Data", category=CATEGORY,
-            description="The images an erasure trains on, or how the node samples them, and what each step takes.",
-            inputs=[
+        return option_schema(
+            "UnlearnTrainingData", "Unlearn Training Data",
+            "The images an erasure trains on, or how the node samples them, and what each step takes.",
+            [
                 io.Latent.Input("latents", optional=True,
                                 tooltip="Clean latents (VAE Encode of your images). anchor objective: images of what "
                                         "the concept becomes. constrained_forward_kl and vdu: the images to forget. "
@@ -162,9 +157,7 @@ class UnlearnTrainingData(io.ComfyNode):
                                      "training resolution (512 on SD1.x)."),
                 io.Int.Input("height", default=0, min=0, max=4096, step=8,
                              tooltip="Height in pixels; 0: the model family's training resolution."),
-                _options_input(),
-            ],
-            outputs=_options_output())
+            ])
 
     @classmethod
     def execute(cls, batch_size, preserve_weight, images_per_prompt, sampling_steps, cfg, width, height,
@@ -177,17 +170,15 @@ class UnlearnTrainingData(io.ComfyNode):
 class UnlearnLoraOptions(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
-            node_id="UnlearnLoraOptions", display_name="Unlearn LoRA Options", category=CATEGORY,
-            description="The LoRA trained when parameters is lora; refused with any other preset.",
-            inputs=[
+        return option_schema(
+            "UnlearnLoraOptions", "Unlearn LoRA Options",
+            "The LoRA trained when parameters is lora; refused with any other preset.",
+            [
                 io.Int.Input("rank", default=8, min=1, max=256,
                              tooltip="Rank of the LoRA (rank 8 on SD1.5: about 3 MB in float16)."),
                 io.Float.Input("lora_alpha", default=8.0, min=0.01, max=1024.0, step=0.5,
                                tooltip="Updates are scaled by lora_alpha / rank."),
-                _options_input(),
-            ],
-            outputs=_options_output())
+            ])
 
     @classmethod
     def execute(cls, rank, lora_alpha, options=None):
@@ -197,16 +188,14 @@ class UnlearnLoraOptions(io.ComfyNode):
 class UnlearnMemoryOptions(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
-            node_id="UnlearnMemoryOptions", display_name="Unlearn Memory Options", category=CATEGORY,
-            description="Trade time for memory while training.",
-            inputs=[
+        return option_schema(
+            "UnlearnMemoryOptions", "Unlearn Memory Options",
+            "Trade time for memory while training.",
+            [
                 io.Combo.Input("gradient_checkpointing", options=["auto", "on", "off"], default="auto",
                                tooltip="Recompute activations in backward to save memory (slower: SDXL at 1024 px on "
                                        "an H100 took 1.75x the time for 24% less). auto: only if training runs out of memory."),
-                _options_input(),
-            ],
-            outputs=_options_output())
+            ])
 
     @classmethod
     def execute(cls, gradient_checkpointing, options=None):
@@ -216,15 +205,13 @@ class UnlearnMemoryOptions(io.ComfyNode):
 class UnlearnStartFrom(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
-            node_id="UnlearnStartFrom", display_name="Unlearn Start From Erasure", category=CATEGORY,
-            description="Continue training an erasure (from Unlearn Load Erasure, or another Unlearn Model) for more "
+        return option_schema(
+            "UnlearnStartFrom", "Unlearn Start From Erasure",
+            "Continue training an erasure (from Unlearn Load Erasure, or another Unlearn Model) for more "
                         "steps, with the same parameters preset (and LoRA settings).",
-            inputs=[
+            [
                 ErasureType.Input("erasure", tooltip="The erasure whose weight changes the training starts from."),
-                _options_input(),
-            ],
-            outputs=_options_output())
+            ])
 
     @classmethod
     def execute(cls, erasure, options=None):
@@ -244,11 +231,9 @@ def objective_node(objective) -> type:
     class ObjectiveNode(io.ComfyNode):
         @classmethod
         def define_schema(cls):
-            return io.Schema(
-                node_id=node_id, display_name=f"Unlearn Objective: {objective.title}", category=CATEGORY,
-                description=f"{objective.description} Loss: {objective.formula}",
-                inputs=[*(_parameter_input(p) for p in objective.parameters), _options_input()],
-                outputs=_options_output())
+            return option_schema(node_id, f"Unlearn Objective: {objective.title}",
+                                 f"{objective.description} Loss: {objective.formula}",
+                                 [_parameter_input(p) for p in objective.parameters])
 
         @classmethod
         def execute(cls, options=None, **params):

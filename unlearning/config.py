@@ -2,6 +2,7 @@
 objects: `resolve` turns an ErasureConfig into an ErasurePlan holding the bound divergence, the
 objective with its parameters, the model family's profile and the LoRA settings. The loop receives
 the plan."""
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Optional
@@ -45,6 +46,10 @@ class ErasurePlan:
     objective: Objective
     family: FamilyProfile
     lora: Optional[LoraSettings]  # None: full weight deltas
+
+    def with_config(self, **changes) -> "ErasurePlan":
+        """The same plan with some of the config's numbers changed (e.g. frozen_batch, once the latents are known)."""
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, **changes))
 
 
 def resolve(config: ErasureConfig) -> ErasurePlan:

@@ -84,11 +84,14 @@ class Toolbox:
         self.autocast_dtype, self.batch_size, self.generator = config.autocast_dtype, config.batch_size, generator
         self.compared = None     # (pred, target, percent) of the last `compare`: what a critic learns from
 
+    def denoised(self, x_t, sigma, cond):
+        """The model's denoised estimate x0, in the configured precision."""
+        with _autocast(self.denoiser.device, self.autocast_dtype):
+            return self.denoiser.predict_x0(x_t, sigma, cond)
+
     def predict(self, draw, cond):
         """The trained model's epsilon at a draw (with gradients)."""
-        with _autocast(self.denoiser.device, self.autocast_dtype):
-            x0 = self.denoiser.predict_x0(draw.x_t, draw.sigma, cond)
-        return self.schedule.eps_from_x0(draw.x_t, x0, draw.sigma)
+        return self.schedule.eps_from_x0(draw.x_t, self.denoised(draw.x_t, draw.sigma, cond), draw.sigma)
 
     def frozen(self, draw, cond):
         """The frozen model's epsilon at a draw: the deltas switched off, no gradients."""
@@ -248,8 +251,8 @@ class ErasureRun:
         noise = self.preview_noise.to(device)
         sigma = schedule.sigma_at(torch.tensor([schedule.percent_per_step], dtype=torch.float64)).to(device, torch.float32)
         x_t = schedule.add_noise(torch.zeros_like(noise), noise, sigma)
-        with torch.no_grad(), _autocast(device, self.tools.autocast_dtype):
-            return self.tools.denoiser.predict_x0(x_t, sigma, self.concepts[0].target).float()
+        with torch.no_grad():
+            return self.tools.denoised(x_t, sigma, self.concepts[0].target).float()
 
     def train(self, on_step: Optional[Callable[[StepRecord], None]] = None) -> list:
         """Train until the last step, or until the objective says it has finished; returns the records."""

@@ -118,13 +118,17 @@ def saved_lora_name(result):
     return text.split("saved ", 1)[1].split(" in the loras folder")[0]
 
 
-def lora_graph(checkpoint, lora_name, strength, seed=42):
-    """Stock LoraLoaderModelOnly on the checkpoint's MODEL -> the example's KSampler -> SaveLatent."""
+def through_loader(checkpoint, class_type, seed=42, **inputs):
+    """The checkpoint's MODEL through a loader node (30) of class_type -> the example's KSampler -> SaveLatent."""
     graph = plain_graph(checkpoint, seed)
-    graph["30"] = {"class_type": "LoraLoaderModelOnly",
-                   "inputs": {"model": ["1", 0], "lora_name": lora_name, "strength_model": strength}}
+    graph["30"] = {"class_type": class_type, "inputs": {"model": ["1", 0], **inputs}}
     graph["7"]["inputs"]["model"] = ["30", 0]
     return graph
+
+
+def lora_graph(checkpoint, lora_name, strength, seed=42):
+    """Stock LoraLoaderModelOnly on the checkpoint's MODEL -> the example's KSampler -> SaveLatent."""
+    return through_loader(checkpoint, "LoraLoaderModelOnly", seed, lora_name=lora_name, strength_model=strength)
 
 
 def sample_prompts(graph, model, prompts, first_id, prefix):

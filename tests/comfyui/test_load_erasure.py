@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from graphs import (CHECKPOINT as CKPT, add_option_node, erase_graph, latent, plain_graph, run, same, saved_lora_name,
-                    with_saved_erasure)
+                    through_loader, with_saved_erasure)
 
 pytestmark = pytest.mark.comfyui
 
@@ -25,11 +25,7 @@ def saved(runner):
 
 def load_graph(checkpoint, name, strength, seed=1):
     """checkpoint -> Unlearn Load Erasure -> the example's KSampler -> SaveLatent (node 20)."""
-    graph = plain_graph(checkpoint, seed)
-    graph["30"] = {"class_type": "UnlearnLoadErasure",
-                   "inputs": {"model": ["1", 0], "erasure_name": name, "strength": strength}}
-    graph["7"]["inputs"]["model"] = ["30", 0]
-    return graph
+    return through_loader(checkpoint, "UnlearnLoadErasure", seed, erasure_name=name, strength=strength)
 
 
 def test_a_saved_erasure_loads_back_at_strength_one_and_zero(runner, references, saved):
