@@ -10,6 +10,8 @@ REDUCTIONS = {
     "sum": "per-sample sum: the exact Gaussian m for the chosen temperature; grows with resolution",
     "step": "per-sample sum times the per-step factor SNR(t-1)/SNR(t) - 1: the exact m of one DDPM step",
     "fdmu_reference": "f-DMU code exactly: channel_sum m and its loss values (-exp(-m/8), exp(m), m)",
+    "element": "no reduction: each latent element is its own m, so a divergence weighs the elements of one sample "
+               "differently (closed forms only; the per-sample m recorded is their mean)",
 }
 
 
@@ -30,6 +32,8 @@ def _reduced(pred, target, reduction, temperature, step_weight):
         e = squared.mean(1) * pred.shape[1]
     elif reduction == "sum":
         e = squared.sum(1)
+    elif reduction == "element":
+        e = squared
     else:
         if step_weight is None:
             raise ValueError("the 'step' reduction needs the per-sample step_weight of the noise schedule")
@@ -38,7 +42,8 @@ def _reduced(pred, target, reduction, temperature, step_weight):
 
 
 def mahalanobis(pred, target, reduction="mean", temperature=1.0, step_weight=None):
-    """m_i = reduce((pred_i - target_i)^2) / temperature, in float32 at least (float16 inputs too).
+    """m_i = reduce((pred_i - target_i)^2) / temperature, in float32 at least (float16 inputs too);
+    [batch, elements] under the "element" reduction.
 
     temperature is the variance sigma^2 of the two Gaussians; step_weight (shape [batch]) is the
     per-step factor that the "step" reduction needs.
@@ -71,7 +76,8 @@ class ClosedFormLoss:
         m = _reduced(pred, target, self.reduction, self.temperature, step_weight)
         if self.reference is not None:
             return self.reference(m).mean(), m
-        return self.temperature * self.divergence.batch_loss(m, self.params), m
+        loss = self.temperature * self.divergence.batch_loss(m.flatten(), self.params)
+        return loss, m.mean(1) if m.dim() > 1 else m
 
     def settings_record(self) -> dict:
         """What the erasure's metadata records of this divergence."""

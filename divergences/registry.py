@@ -158,6 +158,9 @@ class VariationalForm:
     def bind(self, temperature=1.0, reduction="mean", params=None, critic: Optional[CriticSettings] = None):
         """The model's side of the bound, with the critic's settings; m (for the record and the
         constraints) is the closed-form KL term under the same reduction and temperature."""
+        if reduction == "element":
+            raise ValueError(f"the element reduction applies to closed forms only; {self.name} learns a critic per "
+                             f"sample: choose another reduction or a closed-form divergence")
         return VariationalLoss(self.pair, critic or CriticSettings(), DIVERGENCES["kl"].bind(temperature, reduction))
 
 

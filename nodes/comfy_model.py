@@ -47,6 +47,15 @@ class ComfyDenoiser:
         batched = {k: v.expand(len(x_t), *v.shape[1:]) if torch.is_tensor(v) else v for k, v in cond.items()}
         return self.model.apply_model(x_t, sigma, transformer_options=options, **batched)
 
+    @staticmethod
+    def text_states(cond):
+        """ComfyUI passes the text encoder's token states to every family's model as c_crossattn."""
+        return cond["c_crossattn"]
+
+    @staticmethod
+    def with_text_states(cond, states):
+        return {**cond, "c_crossattn": states}
+
 
 class DeltaWrapper:
     """A ModelPatcher weight wrapper: W -> W + D while the deltas are enabled."""

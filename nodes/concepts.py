@@ -1,7 +1,8 @@
 """Unlearn Concept Pair: name what to forget, what it becomes, and what to keep."""
 from comfy_api.latest import io
 
-from ..unlearning import ConceptPair, ConceptSet, PreservedPrompt, pair_prompts, prompt_lines
+from ..unlearning import (PHRASING_TEMPLATES, ConceptPair, ConceptSet, PreservedPrompt, expanded_pairs, pair_prompts,
+                          phrasings_of, prompt_lines)
 from .types import CATEGORY, Concepts
 
 
@@ -25,6 +26,12 @@ class UnlearnConceptPair(io.ComfyNode):
                                 placeholder="preserve: prompts to keep as they are, one per line",
                                 tooltip="Prompts to keep exactly as they are, one per line (e.g. the anchor's class or "
                                         "neighbouring concepts); weighted by Unlearn Training Data's preserve_weight."),
+                io.Boolean.Input("phrasings", default=False, optional=True,
+                                 tooltip="Also erase each target (and hold each preserved prompt) in other sentences: "
+                                         "the text as written, then " + ", ".join(f"'{t}'" for t in PHRASING_TEMPLATES)
+                                         + ", each mapped onto the anchor in the same sentence. Write noun phrases "
+                                           "('a sneaker', 'Van Gogh'). Erases the concept more broadly for little "
+                                           "extra time; the training images are shared."),
                 Concepts.Input("concepts", optional=True,
                                tooltip="Pairs from another Unlearn Concept Pair node, to erase several concepts at once."),
             ],
@@ -32,12 +39,17 @@ class UnlearnConceptPair(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, clip, target, anchor, preserve="", concepts=None):
+    def execute(cls, clip, target, anchor, preserve="", phrasings=False, concepts=None):
         pairs = pair_prompts(target, anchor)
         if clip is None:
             raise ValueError("clip is empty: connect the CLIP output of the checkpoint loader.")
         encode = lambda text: clip.encode_from_tokens_scheduled(clip.tokenize(text))  # noqa: E731, as CLIPTextEncode
         empty = encode("")
-        encoded = ConceptSet([ConceptPair(t, a, encode(t), encode(a) if a else empty, empty) for t, a in pairs],
-                             [PreservedPrompt(text, encode(text)) for text in prompt_lines(preserve)])
+        pair = lambda t, a, written=None: ConceptPair(t, a, encode(t), encode(a) if a else empty, empty, written)  # noqa: E731
+        written = [pair(t, a) for t, a in pairs]
+        encoded = ConceptSet(written, [PreservedPrompt(text, encode(text)) for text in prompt_lines(preserve)])
+        if phrasings:
+            encoded.pairs += [pair(t, a, written[i]) for t, a, i in expanded_pairs(pairs) if t != pairs[i][0]]
+            encoded.preserve += [PreservedPrompt(text, encode(text)) for line in prompt_lines(preserve)
+                                 for text in phrasings_of(line)[1:]]
         return io.NodeOutput((concepts or ConceptSet()).merged(encoded))

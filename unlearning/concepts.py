@@ -13,6 +13,12 @@ class ConceptPair:
     target_cond: Any = None   # the model-family conditioning of each prompt (opaque to the engine)
     anchor_cond: Any = None
     empty_cond: Any = None    # the empty prompt's, e.g. the negative when sampling anchor images
+    phrasing_of: Optional["ConceptPair"] = None   # the pair as written, when this is a template phrasing of it
+
+    @property
+    def written(self) -> "ConceptPair":
+        """The pair as the user wrote it: whose images every phrasing of it shares."""
+        return self.phrasing_of or self
 
 
 @dataclass
@@ -50,6 +56,28 @@ def pair_prompts(target: str, anchor: str) -> list:
             f"anchor has {len(anchors)} lines but target has {len(targets)}: give one anchor line shared "
             f"by every target, or exactly one anchor line per target.")
     return list(zip(targets, anchors))
+
+
+# Phrasings a concept is also erased in (and a preserved prompt held in) when the pair node expands it:
+# where the concept appears in a prompt changes its text states, and an erasure trained on one sentence
+# carries over only partly to others.
+PHRASING_TEMPLATES = ("a photo of {}", "a picture of {}", "an image of {}", "{} in a scene", "a close-up of {}",
+                      "a drawing of {}", "a photograph showing {}")
+
+
+def phrasings_of(text: str, templates=PHRASING_TEMPLATES) -> list:
+    """The text as written, then through each template (the empty prompt stays as it is)."""
+    return [text] + [t.format(text) for t in templates] if text else [text]
+
+
+def expanded_pairs(pairs: list, templates=PHRASING_TEMPLATES) -> list:
+    """[(target, anchor, index of the pair as written)]: each pair as written, then the same template around
+    target and anchor alike (an empty anchor stays empty)."""
+    expanded = []
+    for index, (target, anchor) in enumerate(pairs):
+        anchors = phrasings_of(anchor, templates) if anchor else [anchor] * (len(templates) + 1)
+        expanded += [(t, a, index) for t, a in zip(phrasings_of(target, templates), anchors)]
+    return expanded
 
 
 @dataclass

@@ -11,8 +11,10 @@ import torch
 
 from ..divergences import CriticSettings, get_divergence
 from .deltas import LoraSettings
+from .neighbourhood import Neighbourhood
 from .families import FamilyProfile, family_for
 from .objectives import Objective, get_objective
+from .sources import FORGET_IMAGES
 
 
 @dataclass
@@ -37,6 +39,7 @@ class ErasureConfig:
     loss_scaling: bool = False    # dynamic loss scaling, for models that compute in float16
     frozen_batch: int = 8         # latents per frozen pass; the steps they cover are drawn ahead
     preview_every: int = 0        # every so many steps a record carries a preview (0: never)
+    neighbourhood: Neighbourhood = field(default_factory=Neighbourhood)   # train near the target, not on it only
 
 
 @dataclass
@@ -64,9 +67,19 @@ def resolve(config: ErasureConfig) -> ErasurePlan:
     lora = (config.lora or LoraSettings()) if config.parameters == "lora" else None
     objective = get_objective(config.objective)(**config.objective_params)
     objective.check_deltas(lora is not None)
+    _check_neighbourhood(config.neighbourhood, objective)
     divergence = get_divergence(config.divergence).bind(config.temperature, config.reduction,
                                                        config.divergence_params, config.critic)
     return ErasurePlan(config, divergence, objective, family, lora)
+
+
+def _check_neighbourhood(near: Neighbourhood, objective):
+    if not (math.isfinite(near.radius) and near.radius >= 0) or near.adversarial_steps < 0:
+        raise ValueError(f"the neighbourhood's radius and adversarial_steps must be at least 0, got {near.radius}, "
+                         f"{near.adversarial_steps}; try radius 0.5 and 0 adversarial steps")
+    if near.active and FORGET_IMAGES in objective.needs:
+        raise ValueError(f"the {objective.name} objective unlearns images, not prompts, so a concept neighbourhood "
+                         f"does not apply to it: remove Unlearn Concept Neighbourhood or choose another objective")
 
 
 def _check_numbers(config):

@@ -7,6 +7,7 @@ model's predictions into a loss; then one Adam step on the deltas, the critic's 
 divergence has one, the objective's own update (a dual variable, say), and a record.
 """
 import contextlib
+import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import torch
 from ..divergences import get_divergence
 from .config import ErasurePlan
 from .deltas import WeightDeltas
+from .neighbourhood import NeighbourhoodSampler
 from .sampling import euler_sample
 from .schedule import NoiseSchedule
 from .sources import Trajectory
@@ -31,6 +33,12 @@ class Denoiser(Protocol):
     def predict_x0(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
         """The denoised estimate of x_t at noise level sigma under conditioning cond, for any batch size
         (cond describes one prompt)."""
+
+    def text_states(self, cond: Any) -> torch.Tensor:
+        """The text encoder's token states inside cond [1, tokens, width] (what the neighbourhood moves)."""
+
+    def with_text_states(self, cond: Any, states: torch.Tensor) -> Any:
+        """cond with its token states replaced."""
 
 
 @dataclass
@@ -63,6 +71,7 @@ class Step:
     """What one step trains on; drawn ahead so that the frozen passes of several steps run as one."""
 
     concept: Any
+    target: Any = None                            # the conditioning trained this step: the concept's, or a point near it
     draws: dict = field(default_factory=dict)     # draw name -> Draw
     preserve: Any = None                          # the conditioning of the prompt preserved this step
     frozen: dict = field(default_factory=dict)    # (draw name, conditioning role) -> the frozen epsilon
@@ -130,9 +139,9 @@ class StepPlanner:
     """Draws the coming steps: concepts and preserved prompts in turn, each draw from its source, and
     every frozen prediction they need in batched passes."""
 
-    def __init__(self, tools, concepts, preserve, objective, frozen_batch):
+    def __init__(self, tools, concepts, preserve, objective, frozen_batch, near=None):
         self.tools, self.concepts, self.preserve, self.objective = tools, concepts, list(preserve), objective
-        self.frozen_batch = frozen_batch
+        self.frozen_batch, self.near = frozen_batch, near
 
     def steps(self, first, end):
         """The Steps of first .. end - 1, planned frozen_batch latents ahead."""
@@ -144,7 +153,11 @@ class StepPlanner:
         steps = []
         for index in range(first, first + count):
             kept = self.preserve[index % len(self.preserve)] if self.preserve else None
-            step = Step(self.concepts[index % len(self.concepts)], preserve=kept)
+            concept = self.concepts[index % len(self.concepts)]
+            step = Step(concept, target=concept.target, preserve=kept)
+            if self.near is not None:
+                step.target = self.near.random_point(concept.target)
+                step.preserve = kept if kept is None else self.near.random_point(kept)
             for name, source in self.objective.draws.items():
                 if not isinstance(source, Trajectory):
                     step.draws[name] = self.tools.draw(source.of(step.concept))
@@ -224,7 +237,9 @@ class ErasureRun:
         self.scaler = torch.amp.GradScaler(torch.device(denoiser.device).type, enabled=config.loss_scaling)
         self.trains_critic = plan.divergence.trains_critic and plan.objective.uses_divergence
         self.warmup = plan.divergence.warmup if self.trains_critic else 0
-        self.steps = StepPlanner(self.tools, concepts, preserve, plan.objective, config.frozen_batch).steps(
+        self.near = NeighbourhoodSampler(config.neighbourhood, self.tools) \
+            if config.neighbourhood.active else None
+        self.steps = StepPlanner(self.tools, concepts, preserve, plan.objective, config.frozen_batch, self.near).steps(
             -self.warmup, config.steps)
         self.records, self.started, self.finished = [], False, False
         self.preview_noise = None
@@ -261,6 +276,9 @@ class ErasureRun:
         config, objective, divergence, tools = self.plan.config, self.plan.objective, self.plan.divergence, self.tools
         last = time.perf_counter()
         while not self.finished and (step := next(self.steps, None)) is not None:
+            if self.near is not None and config.neighbourhood.adversarial_steps:
+                step.target = self.near.adversarial_point(
+                    step.concept.target, lambda near: objective.loss(dataclasses.replace(step, target=near), tools)[0])
             loss, terms, m = objective.loss(step, tools)
             if step.preserve is not None:
                 held = preservation(step, tools)

@@ -34,6 +34,7 @@ def erasure_metadata(plan, concepts, records, training_images, base_model, start
         "learning_rate": config.learning_rate,
         "seed": config.seed,
         "batch_size": config.batch_size,
+        "neighbourhood": vars(config.neighbourhood),
         "training_images": training_images,
         "base_model": base_model,
         "started_from": started_from,

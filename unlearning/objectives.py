@@ -57,7 +57,7 @@ class ForgetError:
     def __call__(self, tools, step):
         """(clipped mean error to ascend, per-sample error)."""
         forget = step.draws["forget"]
-        error = per_sample_mse(tools.predict(forget, step.concept.target), forget.noise)
+        error = per_sample_mse(tools.predict(forget, step.target), forget.noise)
         self.running = 0.9 * self.running + 0.1 * error.mean().item()
         return torch.minimum(error, torch.full_like(error, 5 * self.initial)).mean(), error
 
@@ -65,6 +65,18 @@ class ForgetError:
     def ratio(self):
         """The running error over e_0."""
         return self.running / self.initial
+
+
+def concept_weighted_target(step, tools, draw, erased, anchor):
+    """The training target at a point c' near the concept: `erased` (the concept's erased target) as far as
+    the frozen model treats c' as the concept, its own frozen prediction as far as it does not:
+    w = 1 - |eps_0(c') - eps_0(c*)|^2 / |eps_0(c_a) - eps_0(c*)|^2, clipped to [0, 1], per sample (`anchor`
+    is eps_0(c_a)). So a neighbourhood that reaches other concepts erases only what behaves like c* and
+    holds the rest."""
+    near, concept = tools.frozen(draw, step.target), tools.frozen(draw, step.concept.target)
+    weight = (1 - per_sample_mse(near, concept) / per_sample_mse(anchor, concept).clamp_min(1e-12)).clamp(0, 1)
+    weight = weight.view(-1, *[1] * (near.dim() - 1)).to(near)
+    return weight * erased + (1 - weight) * near
 
 
 class Objective:
@@ -138,7 +150,9 @@ class Anchor(Objective):
 
     def loss(self, step, tools):
         draw = step.draws["main"]
-        erase, m = tools.compare(tools.predict(draw, step.concept.target), step.frozen[("main", "anchor")], draw)
+        anchor = step.frozen[("main", "anchor")]
+        target = anchor if step.target is step.concept.target else concept_weighted_target(step, tools, draw, anchor, anchor)
+        erase, m = tools.compare(tools.predict(draw, step.target), target, draw)
         return erase, {"erase": erase.detach()}, m
 
 
@@ -162,7 +176,7 @@ class ESD(Objective):
         draw = step.draws["main"]
         unconditional, concept = step.frozen[("main", "empty")], step.frozen[("main", "target")]
         target = unconditional - self.params["guidance"] * (concept - unconditional)
-        erase, m = tools.compare(tools.predict(draw, step.concept.target), target, draw)
+        erase, m = tools.compare(tools.predict(draw, step.target), target, draw)
         return erase, {"erase": erase.detach()}, m
 
 
@@ -208,7 +222,7 @@ class ConstrainedReverseKL(_Constrained):
         draw = step.draws["main"]
         anchor, concept = step.frozen[("main", "anchor")], step.frozen[("main", "target")]
         target = anchor - self.lam / (1 - self.lam) * (concept - anchor)
-        pred = tools.predict(draw, step.concept.target)
+        pred = tools.predict(draw, step.target)
         primal, m = tools.compare(pred, target, draw)
         separation, _ = tools.measure(pred.detach(), concept, draw)
         return (1 - self.lam) * primal, {"erase": primal.detach(), "constraint": separation}, m
@@ -234,7 +248,7 @@ class ConstrainedLikelihood(_Constrained):
     def loss(self, step, tools):
         draw = step.draws["main"]
         anchor, concept = step.frozen[("main", "anchor")], step.frozen[("main", "target")]
-        pred = tools.predict(draw, step.concept.target)
+        pred = tools.predict(draw, step.target)
         erase, m = tools.compare(pred, anchor - self.lam * (concept - anchor), draw)
         with torch.no_grad():
             evidence = (per_sample_mse(pred, anchor) - per_sample_mse(pred, concept)) / per_sample_mse(concept, anchor).clamp_min(1e-12)
@@ -262,7 +276,7 @@ class ConstrainedForwardKL(_Constrained):
 
     def loss(self, step, tools):
         retain = step.draws["retain"]
-        kept, m = tools.compare(tools.predict(retain, step.concept.target), retain.noise, retain)
+        kept, m = tools.compare(tools.predict(retain, step.target), retain.noise, retain)
         forgotten, error = self.forget_error(tools, step)
         ratio = error.mean().detach() / self.forget_error.initial
         return kept - self.lam * forgotten, {"retain": kept.detach(), "forget": forgotten.detach(), "constraint": ratio}, m

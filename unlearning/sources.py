@@ -18,8 +18,8 @@ class RetainImages:
 
     @staticmethod
     def prompt(pair):
-        """(text, conditioning) to sample these images from when none are wired: the anchor's."""
-        return pair.anchor_text, pair.anchor_cond
+        """(text, conditioning) to sample these images from when none are wired: the anchor's as written."""
+        return pair.written.anchor_text, pair.written.anchor_cond
 
 
 class ForgetImages:
@@ -35,8 +35,8 @@ class ForgetImages:
 
     @staticmethod
     def prompt(pair):
-        """(text, conditioning) to sample these images from when none are wired: the target's."""
-        return pair.target_text, pair.target_cond
+        """(text, conditioning) to sample these images from when none are wired: the target's as written."""
+        return pair.written.target_text, pair.written.target_cond
 
 
 RETAIN_IMAGES, FORGET_IMAGES = RetainImages(), ForgetImages()

@@ -33,3 +33,12 @@ class ModuleDenoiser:
             return torch.func.functional_call(self.module, overrides, args, kwargs)
 
         return self.predict(call, x_t, sigma, cond)
+
+    @staticmethod
+    def text_states(cond):
+        """A conditioning here is the token states, or a tuple that starts with them (states, mask, ...)."""
+        return cond[0] if isinstance(cond, tuple) else cond
+
+    @staticmethod
+    def with_text_states(cond, states):
+        return (states, *cond[1:]) if isinstance(cond, tuple) else states

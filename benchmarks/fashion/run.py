@@ -24,20 +24,26 @@ from common import RESULTS, markdown_row, markdown_table
 from train import frechet_distance
 
 from comfyui_unlearn.divergences import DIVERGENCES, closed_forms  # noqa: E402
-from comfyui_unlearn.unlearning import Concept, ErasureConfig, WeightDeltas, erase, preset_shapes, resolve  # noqa: E402
+from comfyui_unlearn.unlearning import (Concept, ErasureConfig, Neighbourhood, WeightDeltas, erase,  # noqa: E402
+                                        expanded_pairs, pair_prompts, phrasings_of, preset_shapes, resolve)
 
 TARGET, ANCHOR = 7, 5          # sneaker -> sandal
 ANCHOR_IMAGES = 4              # the node's default number of sampled anchor images
 SWEEP_LR = (8e-4, 1.5e-3, 3e-3)
+PARAPHRASES = Path(__file__).resolve().parent / "paraphrases.txt"   # the concept table's probe prompts
 TRAJECTORY_OBJECTIVES = ("esd", "constrained_reverse_kl", "constrained_likelihood")   # the slow ones: start first
 
 
 @dataclass(frozen=True)
 class Run:
     label: str
-    group: str                 # "defaults", "sweep", "variational", "objectives"
+    group: str                 # "defaults", "sweep", "variational", "objectives", "concept"
     config: ErasureConfig = field(default_factory=ErasureConfig)
     in_grid: bool = False      # a row of the picture
+    targets: tuple = (task.prompt(TARGET),)     # the concept pair as a user writes it: target lines,
+    anchor: str = task.prompt(ANCHOR)           # the anchor,
+    preserve: tuple = ()                        # prompts to preserve,
+    phrasings: bool = False                     # and the pair node's phrasings switch
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,20 @@ def judge(classifier, samples, original=None):
     return result
 
 
+def probe_accuracy(denoiser, classifier, probes, count):
+    """{prompt: the share of its samples the judge calls the target class} for probe prompts ({text: cond})."""
+    return {text: (classifier(task.sample(denoiser, cond, count, task.stable_seed(text))).argmax(1) == TARGET)
+            .float().mean().item() for text, cond in probes.items()}
+
+
+def read_probes(path, encoder):
+    """{prompt: conditioning} of a probe file: one prompt per line, each naming the target class."""
+    lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if not lines:
+        raise SystemExit(f"--probe-file {path} has no prompts: write one prompt per line")
+    return {text: tuple(t[:1] for t in encoder([text])) for text in dict.fromkeys(lines)}
+
+
 def reset_peak_memory():
     Path("/proc/self/clear_refs").write_text("5")
 
@@ -97,18 +117,19 @@ def peak_memory():
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
 
 
-def run_erasure(unet, concept, run):
+def run_erasure(unet, concepts, preserve, config):
     """Erase with one configuration; returns (a denoiser with the learned deltas on, records, seconds, bytes)."""
     deltas = WeightDeltas(preset_shapes(unet, "cross_attention_kv"))   # the node's default preset
     denoiser = task.denoiser(unet, deltas)
     reset_peak_memory()
     started = time.perf_counter()
-    records = erase(denoiser, deltas, [concept], resolve(run.config))
+    records = erase(denoiser, deltas, concepts, resolve(config), preserve=preserve)
     return denoiser, records, time.perf_counter() - started, peak_memory()
 
 
-def plan(quick):
-    """The runs: the pack's defaults per divergence, sweeps, variational divergences, objectives.
+def plan(quick, table="full"):
+    """The runs of a table. full: the pack's defaults per divergence, sweeps, variational divergences,
+    objectives. concept: what erases the concept rather than the phrase (concept_plan).
 
     The sweeps use a temperature at which m is of order 10 at the start (m is about 0.01 at
     temperature 1 on this model), so that the bounded divergences' weights differ from MSE's;
@@ -118,6 +139,8 @@ def plan(quick):
     default = ErasureConfig()
     if quick:
         return [Run("kl", "defaults")]
+    if table == "concept":
+        return concept_plan()
     runs = [Run(name, "defaults", replace(default, divergence=name), in_grid=name in ("kl", "total_variation"))
             for name in closed_forms()]
     sweeps = [("kl", 1.0, 1, (2e-4, 8e-4, 1.5e-3, 3e-3)), ("kl", 1.0, 4, (8e-4, 3e-3))]
@@ -137,34 +160,92 @@ def plan(quick):
     return runs
 
 
+# The recommended setting: the concept pair lists the synonyms a user knows of and keeps the neighbour they
+# care about, with phrasings on, inside a concept neighbourhood, at a learning rate for this 2 M-parameter
+# model (Stable Diffusion's default is 5e-5) and 600 steps (the phrasings make 4 x 8 pairs to cover).
+RECOMMENDED_PAIR = dict(targets=("a sneaker", "a trainer", "a running shoe", "a tennis shoe"), anchor="a sandal",
+                        preserve=("a boot",), phrasings=True)
+RECOMMENDED = replace(ErasureConfig(), learning_rate=8e-4, steps=600, neighbourhood=Neighbourhood(0.5))
+
+
+def concept_plan():
+    """Each mechanism alone on the canonical pair, then together (`recommended`), then the divergences
+    and the per-element reduction at the recommended setting."""
+    fast = replace(ErasureConfig(), learning_rate=8e-4)
+    one = dict(targets=("a sneaker",), anchor="a sandal")
+    listed = dict(targets=RECOMMENDED_PAIR["targets"], anchor="a sandal")
+    runs = [
+        Run("kl defaults", "concept", ErasureConfig(), in_grid=True),
+        Run("kl lr=8e-4", "concept", fast),
+        Run("phrasings", "concept", fast, **one, phrasings=True),
+        Run("neighbourhood r=0.5", "concept", replace(fast, neighbourhood=Neighbourhood(0.5)), **one),
+        Run("adversarial r=0.1 k=1", "concept", replace(fast, neighbourhood=Neighbourhood(0.1, 1)), **one),
+        Run("synonyms listed", "concept", fast, **listed),
+        Run("recommended", "concept", RECOMMENDED, in_grid=True, **RECOMMENDED_PAIR),
+        Run("recommended, no neighbourhood", "concept", replace(RECOMMENDED, neighbourhood=Neighbourhood()),
+            **RECOMMENDED_PAIR),
+        Run("recommended, no preserve", "concept", RECOMMENDED, **{**RECOMMENDED_PAIR, "preserve": ()}),
+        Run("recommended, no synonyms listed", "concept", RECOMMENDED, **{**RECOMMENDED_PAIR, "targets": ("a sneaker",)}),
+    ]
+    for name, temperature, reduction in (("hellinger", 1e-3, "mean"), ("total_variation", 1.0, "mean"),
+                                         ("hellinger", 1e-2, "element")):
+        runs.append(Run(f"recommended, {name} t={temperature:g} {reduction}", "concept", replace(
+            RECOMMENDED, divergence=name, temperature=temperature, reduction=reduction), **RECOMMENDED_PAIR))
+    return runs
+
+
 class Bench:
     """What every run needs: the base model, the judge, the prompts, the concept, the original samples
     (sampled here, or handed over by the process that sampled them)."""
 
-    def __init__(self, sizes, threads, images=None, original=None):
+    def __init__(self, sizes, threads, images=None, original=None, probes=None):
         torch.set_num_threads(threads)
-        self.sizes, self.encoder = sizes, task.PromptEncoder()
+        self.sizes, self.encoder, self.probes = sizes, task.PromptEncoder(), probes or {}
         self.unet = task.load(task.build_unet(), task.BASE_MODEL)
         self.classifier = task.load(task.Classifier(), task.CLASSIFIER)
         frozen = task.denoiser(self.unet)
         self.images = images or {c: task.sample(frozen, self.cond(task.prompt(c)), ANCHOR_IMAGES,
                                                 task.stable_seed("images " + task.prompt(c))) for c in (TARGET, ANCHOR)}
-        self.concept = Concept(self.cond(task.prompt(TARGET)), self.cond(task.prompt(ANCHOR)), self.images[ANCHOR],
-                               task.prompt(TARGET), task.prompt(ANCHOR), empty=self.cond(""),
-                               forget_latents=self.images[TARGET])
         self.original = original or samples_of(frozen, self.encoder, sizes)
         self.baseline = judge(self.classifier, self.original)
+        if self.probes:
+            self.baseline["probes"] = probe_accuracy(frozen, self.classifier, self.probes, sizes.synonym)
 
     def cond(self, text):
         return tuple(t[:1] for t in self.encoder([text]))
 
+    @staticmethod
+    def pairs_and_kept(run):
+        """A run's concept pair as Unlearn Concept Pair expands it: [(target, anchor)], [preserved prompt]."""
+        pairs = pair_prompts("\n".join(run.targets), run.anchor)
+        if run.phrasings:
+            pairs = [(t, a) for t, a, _ in expanded_pairs(pairs)]
+        return pairs, [text for line in run.preserve for text in (phrasings_of(line) if run.phrasings else [line])]
+
+    @staticmethod
+    def texts(run):
+        pairs, kept = Bench.pairs_and_kept(run)
+        return [text for pair in pairs for text in pair] + kept + [""]
+
+    def concepts(self, run):
+        """The engine's concepts and preserved prompts for a run (every phrasing shares the images sampled
+        for the canonical anchor)."""
+        pairs, kept = self.pairs_and_kept(run)
+        concepts = [Concept(self.cond(t), self.cond(a), self.images[ANCHOR], t, a, empty=self.cond(""),
+                            forget_latents=self.images[TARGET]) for t, a in pairs]
+        return concepts, [self.cond(text) for text in kept]
+
     def __call__(self, run):
         """One run's result row and its grid row."""
-        denoiser, records, seconds, memory = run_erasure(self.unet, self.concept, run)
+        denoiser, records, seconds, memory = run_erasure(self.unet, *self.concepts(run), run.config)
         samples = samples_of(denoiser, self.encoder, self.sizes)
         verdict = judge(self.classifier, samples, self.original)
         verdict["other_accuracy_drop"] = self.baseline["other_accuracy_mean"] - verdict["other_accuracy_mean"]
-        return {"label": run.label, "group": run.group, "divergence": run.config.divergence,
+        verdict["other_accuracy_worst_drop"] = max(self.baseline["other_accuracy"][name] - accuracy
+                                                   for name, accuracy in verdict["other_accuracy"].items())
+        if self.probes:
+            verdict["probes"] = probe_accuracy(denoiser, self.classifier, self.probes, self.sizes.synonym)
+        return {"label": run.label, "group": run.group, "seed": run.config.seed, "divergence": run.config.divergence,
                 "objective": run.config.objective, "temperature": run.config.temperature,
                 "batch_size": run.config.batch_size, "learning_rate": run.config.learning_rate,
                 "steps": len(records), "m_first_20_steps": sum(r.m for r in records[:20]) / len(records[:20]),
@@ -174,9 +255,9 @@ class Bench:
 _worker_bench = None
 
 
-def _start_worker(sizes, images, original):
+def _start_worker(sizes, images, original, probes):
     global _worker_bench
-    _worker_bench = Bench(sizes, 1, images, original)
+    _worker_bench = Bench(sizes, 1, images, original, probes)
 
 
 def _run_in_worker(run):
@@ -195,7 +276,7 @@ def run_all(runs, bench, workers):
     import multiprocessing
 
     order = sorted(range(len(runs)), key=lambda i: runs[i].config.objective not in TRAJECTORY_OBJECTIVES)
-    shared = (bench.sizes, bench.images, bench.original)     # sampled once, not again in every worker
+    shared = (bench.sizes, bench.images, bench.original, bench.probes)     # sampled once, not in every worker
     with multiprocessing.get_context("spawn").Pool(workers, _start_worker, shared) as pool:
         done = [report(item) for item in pool.imap(_run_in_worker, [runs[i] for i in order])]
     return [done[order.index(i)] for i in range(len(runs))]
@@ -204,27 +285,89 @@ def run_all(runs, bench, workers):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="kl at the pack's defaults, fewer samples (< 1 minute)")
+    parser.add_argument("--table", choices=("full", "concept"), default="full",
+                        help="full: every divergence, sweep and objective (default); concept: the mechanisms "
+                             "that erase the concept rather than the phrase, and the recommended setting")
+    parser.add_argument("--seeds", type=int, help="erasure seeds per row (default: 1 for full, 3 for concept)")
+    parser.add_argument("--only", action="append", metavar="LABEL", help="run only this row (repeatable)")
+    parser.add_argument("--probe-file", metavar="F", help="also judge these prompts (one per line, each naming a "
+                                                          "sneaker) on every row; default for --table concept: "
+                                                          "paraphrases.txt next to this script")
     parser.add_argument("--workers", type=int, default=2, help="runs side by side, one thread each (default 2)")
     args = parser.parse_args()
     sizes = Sizes(16, 8, 16, 12) if args.quick else Sizes()
-    bench = Bench(sizes, threads=2)
-    results = [{"label": "original model", "group": "original", **bench.baseline}]
+    runs = plan(args.quick, args.table)
+    if args.only:
+        unknown = set(args.only) - {run.label for run in runs}
+        if unknown:
+            raise SystemExit(f"--only: no row {sorted(unknown)} in the {args.table} table; its rows: "
+                             + "; ".join(run.label for run in runs))
+        runs = [run for run in runs if run.label in args.only]
+    seeds = args.seeds or (3 if args.table == "concept" else 1)
+    runs = [replace(run, config=replace(run.config, seed=seed)) for run in runs for seed in range(seeds)]
+    encoder = task.PromptEncoder()
+    cache_prompts(encoder, runs)
+    probe_file = args.probe_file or (PARAPHRASES if args.table == "concept" else None)
+    bench = Bench(sizes, threads=2, probes=probe_file and read_probes(probe_file, encoder))
     grid = {"original model": grid_row(bench.original)}
-    runs = plan(args.quick)
+    results = []
     for run, (result, picture) in zip(runs, run_all(runs, bench, 1 if args.quick else args.workers)):
         results.append(result)
-        if run.in_grid or args.quick:
+        if (run.in_grid or args.quick) and run.label not in grid:
             grid[run.label] = picture
-    name = "fashion_erasure_quick" if args.quick else "fashion_erasure"
+    rows = [{"label": "original model", "group": "original", **bench.baseline}] + summarise(results)
+    name = "fashion_erasure_quick" if args.quick else {"full": "fashion_erasure", "concept": "fashion_concept"}[args.table]
+    name += "_selected" if args.only else ""
     RESULTS.mkdir(exist_ok=True)
     save_grid(grid, RESULTS / f"{name}.png")
-    (RESULTS / f"{name}.json").write_text(json.dumps({"sizes": vars(sizes), "runs": results}, indent=1) + "\n")
-    table = markdown_table(HEADER, [cells(r) for r in results])
+    payload = {"sizes": vars(sizes), "seeds": seeds, "probe_file": probe_file and Path(probe_file).name,
+               "rows": rows, "runs": results}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    table = markdown_table(header(bench.probes), [cells(r) for r in rows])
     (RESULTS / f"{name}.md").write_text(table + "\n")
     print("\n" + table)
     if args.quick:
-        check_quick(results)
-    return results
+        check_quick(rows)
+    return rows
+
+
+def cache_prompts(encoder, runs):
+    """Encode every prompt the runs train on into the committed cache (so that workers, and later runs,
+    need no MiniLM); probe prompts are encoded apart and not cached."""
+    texts = [text for run in runs for text in Bench.texts(run)]
+    missing = [t for t in dict.fromkeys(texts) if f"{t}|states" not in encoder.cache]
+    if missing:
+        encoder(missing)
+        encoder.save()
+
+
+SPREAD = ("canonical", "synonyms", "held_out")
+
+
+def summarise(results):
+    """One row per label: each measure's mean over the seeds, and its (min, max) for the table's spread."""
+    rows = {}
+    for result in results:
+        rows.setdefault(result["label"], []).append(result)
+    summary = []
+    for label, runs in rows.items():
+        def stats(values):
+            return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+
+        row = {**runs[0], "seeds": [r["seed"] for r in runs]}
+        row["target_accuracy"] = {g: sum(r["target_accuracy"][g] for r in runs) / len(runs) for g in SPREAD}
+        row["spread"] = {g: stats([r["target_accuracy"][g] for r in runs]) for g in SPREAD}
+        names = {name for r in runs for name in r["goes_to"]}
+        row["goes_to"] = {name: sum(r["goes_to"].get(name, 0) for r in runs) / len(runs) for name in names}
+        for key in ("other_accuracy_mean", "other_accuracy_drop", "other_accuracy_worst_drop",
+                    "frechet_distance_others", "seconds"):
+            row["spread"][key] = stats([r[key] for r in runs])
+            row[key] = row["spread"][key]["mean"]
+        if "probes" in runs[0]:
+            row["probes"] = {p: sum(r["probes"][p] for r in runs) / len(runs) for p in runs[0]["probes"]}
+            row["spread"]["probes"] = stats([sum(r["probes"].values()) / len(r["probes"]) for r in runs])
+        summary.append(row)
+    return summary
 
 
 def check_quick(results):
@@ -270,20 +413,41 @@ def save_grid(rows, path, scale=3):
     canvas.save(path)
 
 
-HEADER = ["run", "target: canonical", "synonyms", "held-out template", "samples go to", "others mean (change)",
-          "others worst", "FD others", "steps", "s", "peak MiB"]
+def header(probes):
+    return ["run", "target: canonical", "synonyms", "held-out template", *(["probes (mean)"] if probes else []),
+            "samples go to", "others mean (change)", "others: worst change", "FD others", "steps", "s", "peak MiB"]
+
+
+def percent(row, group, value):
+    """A share as a percentage, with its spread over seeds where the row has one: 3% (0-6)."""
+    spread = row.get("spread", {}).get(group)
+    if spread is None or spread["min"] == spread["max"]:
+        return f"{value:.0%}"
+    return f"{value:.0%} ({spread['min'] * 100:.0f}-{spread['max'] * 100:.0f})"
+
+
+def points(row, key):
+    """A change in points (positive: better than the original), with its spread over seeds."""
+    value, spread = -row[key] * 100, row.get("spread", {}).get(key)
+    text = f"{round(value, 1) + 0.0:+.1f}"
+    if spread is not None and spread["min"] != spread["max"]:
+        text += f" ({-spread['max'] * 100:+.1f} to {-spread['min'] * 100:+.1f})"
+    return text
 
 
 def cells(r):
-    """One result's cells of the table."""
+    """One result row's cells of the table."""
     t = r["target_accuracy"]
     goes = ", ".join(f"{k} {v:.0%}" for k, v in sorted(r["goes_to"].items(), key=lambda kv: -kv[1])[:2])
-    drop = f" ({round(-r['other_accuracy_drop'] * 100, 1) + 0.0:+.1f})" if "other_accuracy_drop" in r else ""
+    probes = []
+    if "probes" in r:
+        probes = [percent(r, "probes", sum(r["probes"].values()) / len(r["probes"]))]
+    others = f"{r['other_accuracy_mean']:.1%}" + (f" ({points(r, 'other_accuracy_drop')})" if "other_accuracy_drop" in r else "")
+    worst = points(r, "other_accuracy_worst_drop") if "other_accuracy_worst_drop" in r else ""
     cost = [r.get("steps", ""), f"{r['seconds']:.1f}" if "seconds" in r else "",
             f"{r['peak_memory_bytes'] / 2**20:.0f}" if "peak_memory_bytes" in r else ""]
     fd = f"{r['frechet_distance_others']:.2f}" if "frechet_distance_others" in r else ""
-    return [r["label"], f"{t['canonical']:.0%}", f"{t['synonyms']:.0%}", f"{t['held_out']:.0%}", goes,
-            f"{r['other_accuracy_mean']:.1%}{drop}", f"{r['other_accuracy_worst']:.0%}", fd, *cost]
+    return [r["label"], *(percent(r, g, t[g]) for g in SPREAD), *probes, goes, others, worst, fd, *cost]
 
 
 if __name__ == "__main__":

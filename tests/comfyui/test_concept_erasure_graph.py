@@ -1,0 +1,60 @@
+"""Erasing the concept rather than the phrase, in real ComfyUI graphs: the pair node's phrasings and the
+Unlearn Concept Neighbourhood option node."""
+from pathlib import Path
+
+import pytest
+import torch
+from graphs import (CHECKPOINT as CKPT, add_option_node, erase_graph, latent, run, same, saved_lora_name,
+                    with_saved_erasure)
+
+from comfyui_unlearn.unlearning import PHRASING_TEMPLATES, read_erasure_metadata
+
+pytestmark = pytest.mark.comfyui
+
+
+def saved_metadata(result):
+    import folder_paths
+
+    return read_erasure_metadata(Path(folder_paths.get_folder_paths("loras")[0]) / saved_lora_name(result))
+
+
+def test_phrasings_erase_every_phrasing_and_share_one_set_of_training_images(runner, references, monkeypatch):
+    import comfy.sample
+
+    calls = []
+    real_sample = comfy.sample.sample
+    monkeypatch.setattr(comfy.sample, "sample", lambda *a, **k: calls.append(1) or real_sample(*a, **k))
+    runner.reset()
+    graph = with_saved_erasure(erase_graph(CKPT, seed=1), "float32", "test/phrasings")
+    graph["2"]["inputs"].update(target="a sneaker", anchor="a sandal", preserve="a boot", phrasings=True)
+    result = run(runner, graph)
+    assert len(calls) == 3       # the anchor's images once for every phrasing, then the two KSamplers
+    assert same(latent(result, "20"), references[1])
+    assert not same(latent(result, "21"), references[1]) and torch.isfinite(latent(result, "21")).all()
+    metadata = saved_metadata(result)
+    phrasings = [t.format("a sneaker") for t in PHRASING_TEMPLATES]
+    assert [c["target"] for c in metadata["concepts"]] == ["a sneaker", *phrasings]
+    assert [c["anchor"] for c in metadata["concepts"]] == ["a sandal", *(t.format("a sandal") for t in PHRASING_TEMPLATES)]
+    assert metadata["preserve"] == ["a boot", *(t.format("a boot") for t in PHRASING_TEMPLATES)]
+
+
+def test_phrasings_off_keeps_the_pair_as_written(runner):
+    graph = with_saved_erasure(erase_graph(CKPT, seed=1), "float32", "test/as_written")
+    graph["2"]["inputs"].update(target="a sneaker", anchor="a sandal", phrasings=False)
+    metadata = saved_metadata(run(runner, graph))
+    assert metadata["concepts"] == [{"target": "a sneaker", "anchor": "a sandal"}]
+
+
+@pytest.mark.parametrize("radius, adversarial_steps", [(0.5, 0), (0.3, 2)])
+def test_the_neighbourhood_node_changes_the_erasure_and_is_recorded(runner, references, radius, adversarial_steps):
+    # Adam's first steps are about lr x sign(gradient): a few more steps than the other graphs take, so that
+    # training on points near the target shows in the latents.
+    plain = latent(run(runner, erase_graph(CKPT, seed=1, steps=8, learning_rate=1e-3)), "21")
+    graph = with_saved_erasure(erase_graph(CKPT, seed=1, steps=8, learning_rate=1e-3), "float32", "test/neighbourhood")
+    node = add_option_node(graph, "UnlearnNeighbourhood")
+    graph[node]["inputs"].update(radius=radius, adversarial_steps=adversarial_steps)
+    result = run(runner, graph)
+    assert same(latent(result, "20"), references[1])
+    erased = latent(result, "21")
+    assert torch.isfinite(erased).all() and not same(erased, references[1]) and not same(erased, plain)
+    assert saved_metadata(result)["neighbourhood"] == {"radius": radius, "adversarial_steps": adversarial_steps}

@@ -1,0 +1,123 @@
+"""The mechanisms that erase a concept rather than one phrase of it: phrasings, the concept
+neighbourhood (random and adversarial points, weighted by how the frozen model treats them) and the
+per-element reduction."""
+import dataclasses
+
+import pytest
+import torch
+
+from comfyui_unlearn.divergences import divergence_loss, get_divergence
+from comfyui_unlearn.unlearning import (PHRASING_TEMPLATES, Neighbourhood, erase, expanded_pairs, phrasings_of,
+                                        resolve, ErasureConfig)
+from comfyui_unlearn.unlearning.engine import Step, Toolbox
+from comfyui_unlearn.unlearning.neighbourhood import NeighbourhoodSampler
+from comfyui_unlearn.unlearning.objectives import concept_weighted_target
+from test_engine import discrepancy, make_concept
+from toy_models import plan, toy_setup
+
+
+def test_phrasings_keep_the_text_first_and_pair_each_template_on_both_sides():
+    assert phrasings_of("a sneaker")[0] == "a sneaker"
+    assert phrasings_of("a sneaker")[1:] == [t.format("a sneaker") for t in PHRASING_TEMPLATES]
+    expanded = expanded_pairs([("a sneaker", "a sandal"), ("Van Gogh", "")])
+    per_pair = len(PHRASING_TEMPLATES) + 1
+    assert len(expanded) == 2 * per_pair
+    assert expanded[3] == (PHRASING_TEMPLATES[2].format("a sneaker"), PHRASING_TEMPLATES[2].format("a sandal"), 0)
+    assert {a for t, a, i in expanded if i == 1} == {""}          # an empty anchor stays the empty prompt
+    assert [t for t, a, i in expanded if i == 1] == phrasings_of("Van Gogh")
+
+
+def toolbox(seed=0):
+    _, denoiser, deltas = toy_setup()
+    return Toolbox(denoiser, deltas, get_divergence("kl").bind(), ErasureConfig(), torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("radius", [0.1, 0.5, 1.5])
+def test_random_points_stay_inside_each_tokens_ball(radius):
+    tools = toolbox()
+    near = NeighbourhoodSampler(Neighbourhood(radius), tools)
+    cond = make_concept().target
+    moved = torch.stack([near.random_point(cond) for _ in range(200)])
+    distance, norm = (moved - cond).norm(dim=-1), cond.norm(dim=-1)
+    assert (distance <= radius * norm * (1 + 1e-5)).all()
+    assert distance.max() > 0.8 * radius * norm.min()          # the ball is filled, not just its centre
+
+
+def test_adversarial_points_raise_the_loss_over_random_ones_and_stay_in_the_ball():
+    tools = toolbox()
+    concept = make_concept()
+    draw = tools.draw(concept.latents)
+    anchor = tools.frozen(draw, concept.anchor)
+
+    def loss_at(cond):
+        return (tools.predict(draw, cond) - anchor).square().mean()
+
+    random_losses, adversarial_losses = [], []
+    for seed in range(8):
+        tools.generator.manual_seed(seed)
+        random_losses.append(loss_at(NeighbourhoodSampler(Neighbourhood(0.3), tools).random_point(concept.target)).item())
+        tools.generator.manual_seed(seed)
+        point = NeighbourhoodSampler(Neighbourhood(0.3, 3), tools).adversarial_point(concept.target, loss_at)
+        adversarial_losses.append(loss_at(point).item())
+        assert ((point - concept.target).norm(dim=-1) <= 0.3 * concept.target.norm(dim=-1) * (1 + 1e-5)).all()
+    assert sum(adversarial_losses) > 1.05 * sum(random_losses)
+
+
+def test_a_point_is_erased_as_far_as_the_frozen_model_treats_it_as_the_concept():
+    tools = toolbox()
+    concept = make_concept()
+    draw = tools.draw(concept.latents)
+    anchor = tools.frozen(draw, concept.anchor)
+    erased = anchor - 1.0                                       # any erased target
+    at = lambda cond: concept_weighted_target(Step(concept, target=cond), tools, draw, erased, anchor)  # noqa: E731
+    assert torch.allclose(at(concept.target), erased)                       # the concept itself: erased
+    assert torch.allclose(at(concept.anchor), tools.frozen(draw, concept.anchor))   # the anchor: held
+
+
+def test_radius_zero_trains_exactly_as_without_a_neighbourhood_and_a_radius_changes_the_erasure():
+    results = []
+    for near in (None, Neighbourhood(0.0), Neighbourhood(0.5)):
+        _, denoiser, deltas = toy_setup()
+        config = dict(steps=6, learning_rate=1e-3) | ({"neighbourhood": near} if near else {})
+        erase(denoiser, deltas, [make_concept()], plan(**config), preserve=[make_concept(3).target])
+        results.append(deltas.export())
+    plain, zero, moved = results
+    assert all(torch.equal(plain[k], zero[k]) for k in plain)
+    assert any(not torch.allclose(plain[k], moved[k]) for k in plain)
+
+
+def test_a_neighbourhood_erases_the_concept_and_adversarial_points_train():
+    for near in (Neighbourhood(0.5), Neighbourhood(0.2, 2)):
+        _, denoiser, deltas = toy_setup()
+        concept = make_concept()
+        before = discrepancy(denoiser, deltas, concept)
+        records = erase(denoiser, deltas, [concept], plan(steps=40, learning_rate=3e-3, neighbourhood=near))
+        assert len(records) == 40
+        assert discrepancy(denoiser, deltas, concept) < 0.7 * before
+
+
+def test_neighbourhood_settings_are_checked():
+    with pytest.raises(ValueError, match="radius and adversarial_steps"):
+        resolve(ErasureConfig(neighbourhood=Neighbourhood(-0.1)))
+    with pytest.raises(ValueError, match="unlearns images, not prompts"):
+        resolve(ErasureConfig(objective="vdu", neighbourhood=Neighbourhood(0.5)))
+
+
+def test_the_element_reduction_is_kl_itself_for_kl_and_weighs_elements_for_bounded_divergences():
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(2, 4, 8, 8, generator=g), torch.zeros(2, 4, 8, 8)
+    pred[0, :, :2] *= 6                                             # a few elements far off
+    kl_mean, m = divergence_loss(pred, target, "kl")
+    kl_element, m_element = divergence_loss(pred, target, "kl", reduction="element")
+    assert torch.allclose(kl_mean, kl_element) and torch.allclose(m, m_element)
+    for name in ("hellinger", "jensen_shannon"):
+        per_sample = pred.clone().requires_grad_(True)
+        per_element = pred.clone().requires_grad_(True)
+        divergence_loss(per_sample, target, name)[0].backward()
+        divergence_loss(per_element, target, name, reduction="element")[0].backward()
+        far, near = (slice(None), slice(None, 2)), (slice(None), slice(2, None))
+        ratio = lambda grad: grad[0][far].abs().mean() / grad[0][near].abs().mean()  # noqa: E731
+        # a bounded divergence pulls the far-off elements less hard than MSE does, within one sample
+        assert ratio(per_element.grad / pred) < 0.5 * ratio(per_sample.grad / pred)
+    with pytest.raises(ValueError, match="closed forms only"):
+        get_divergence("variational_kl").bind(reduction="element")
