@@ -47,6 +47,10 @@ class ComfyDenoiser:
         batched = {k: v.expand(len(x_t), *v.shape[1:]) if torch.is_tensor(v) else v for k, v in cond.items()}
         return self.model.apply_model(x_t, sigma, transformer_options=options, **batched)
 
+    def base_weight(self, key):
+        """The weight as ComfyUI loaded it (with any patches from upstream nodes applied)."""
+        return self.model.get_parameter(key)
+
     @staticmethod
     def text_states(cond):
         """ComfyUI passes the text encoder's token states to every family's model as c_crossattn."""

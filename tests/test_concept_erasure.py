@@ -121,3 +121,29 @@ def test_the_element_reduction_is_kl_itself_for_kl_and_weighs_elements_for_bound
         assert ratio(per_element.grad / pred) < 0.5 * ratio(per_sample.grad / pred)
     with pytest.raises(ValueError, match="closed forms only"):
         get_divergence("variational_kl").bind(reduction="element")
+
+
+def test_uce_maps_the_targets_keys_and_values_onto_the_anchors_and_holds_the_preserved():
+    from comfyui_unlearn.unlearning.closed_form_edit import paired_tokens, token_rows, uce_edit
+
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(6, 8, generator=g)
+    target, anchor, kept = (torch.randn(1, 3, 8, generator=g) for _ in range(3))
+    targets, anchors = paired_tokens([(target, anchor)])
+    edited = weight + uce_edit(weight, targets, anchors, token_rows(kept), preserve_scale=1.0, regularisation=1e-6)
+    assert torch.allclose(targets.float() @ edited.T, anchors.float() @ weight.T, atol=1e-3)
+    assert torch.allclose(token_rows(kept).float() @ edited.T, token_rows(kept).float() @ weight.T, atol=1e-3)
+    # a large regularisation leaves the weight nearly alone
+    assert uce_edit(weight, targets, anchors, token_rows(kept), 1.0, 1e4).abs().max() < 1e-2
+
+
+def test_the_uce_objective_edits_in_one_step_and_lowers_the_discrepancy():
+    _, denoiser, deltas = toy_setup()
+    concept = make_concept()
+    before = discrepancy(denoiser, deltas, concept)
+    records = erase(denoiser, deltas, [concept], plan(objective="uce", steps=50))
+    assert len(records) == 1
+    assert any(t.abs().max() > 0 for t in deltas.parameters())
+    assert discrepancy(denoiser, deltas, concept) < 0.5 * before
+    with pytest.raises(ValueError, match="needs full weight deltas"):
+        resolve(ErasureConfig(objective="uce", parameters="lora"))

@@ -40,6 +40,9 @@ class Denoiser(Protocol):
     def with_text_states(self, cond: Any, states: torch.Tensor) -> Any:
         """cond with its token states replaced."""
 
+    def base_weight(self, key: str) -> torch.Tensor:
+        """The model's weight under `key` as loaded, without the deltas (what a closed-form edit starts from)."""
+
 
 @dataclass
 class StepRecord:
@@ -83,10 +86,12 @@ def _autocast(device, dtype):
 
 class Toolbox:
     """What an objective's loss may use: the trained and the frozen model's epsilon, noisy-latent draws,
-    the chosen divergence (`compare`), KL (`measure`, what constraints are stated in) and the deltas."""
+    the chosen divergence (`compare`), KL (`measure`, what constraints are stated in) and the deltas;
+    and, for closed forms, the model family and the whole erasure's concepts and preserved prompts."""
 
-    def __init__(self, denoiser, deltas, divergence, config, generator):
+    def __init__(self, denoiser, deltas, divergence, config, generator, family=None, concepts=(), preserve=()):
         self.denoiser, self.deltas, self.divergence = denoiser, deltas, divergence
+        self.family, self.concepts, self.preserve = family, list(concepts), list(preserve)
         self.schedule = denoiser.schedule
         self.kl = get_divergence("kl").bind(config.temperature, config.reduction)
         self.mse = get_divergence("kl").bind()
@@ -188,9 +193,9 @@ class StepPlanner:
 
     def fill_frozen(self, steps):
         """Every frozen epsilon the objective asks for, one batched pass per (draw name, conditioning)."""
-        main = next(iter(self.objective.draws))
+        main = next(iter(self.objective.draws), None)      # None: an objective that draws nothing (closed form)
         requests = [(step, name, role) for step in steps for name, role in self.objective.frozen]
-        requests += [(step, main, "preserve") for step in steps if step.preserve is not None]
+        requests += [(step, main, "preserve") for step in steps if step.preserve is not None and main is not None]
         groups = {}
         for step, name, role in requests:
             groups.setdefault((name, id(conditioning(step, role))), []).append((step, name, role))
@@ -232,7 +237,8 @@ class ErasureRun:
             raise ValueError("no concepts to erase")
         self.plan, self.deltas, self.concepts = plan, deltas, concepts
         config = plan.config
-        self.tools = Toolbox(denoiser, deltas, plan.divergence, config, torch.Generator().manual_seed(config.seed))
+        self.tools = Toolbox(denoiser, deltas, plan.divergence, config, torch.Generator().manual_seed(config.seed),
+                             plan.family, concepts, preserve)
         self.optimizer = torch.optim.Adam(deltas.parameters(), lr=config.learning_rate)
         self.scaler = torch.amp.GradScaler(torch.device(denoiser.device).type, enabled=config.loss_scaling)
         self.trains_critic = plan.divergence.trains_critic and plan.objective.uses_divergence
@@ -280,7 +286,7 @@ class ErasureRun:
                 step.target = self.near.adversarial_point(
                     step.concept.target, lambda near: objective.loss(dataclasses.replace(step, target=near), tools)[0])
             loss, terms, m = objective.loss(step, tools)
-            if step.preserve is not None:
+            if step.preserve is not None and step.draws:
                 held = preservation(step, tools)
                 terms["preserve"] = held.detach()
                 loss = loss + config.preserve_weight * held
@@ -299,7 +305,7 @@ class ErasureRun:
                 terms["critic_bound"] = divergence.critic_step(*tools.compared)
 
             state = objective.update(terms)
-            sigma = next(iter(step.draws.values())).sigma
+            sigma = next(iter(step.draws.values())).sigma if step.draws else torch.full((1,), float("nan"))
             now = time.perf_counter()
             self.records.append(StepRecord(len(self.records) + 1, loss.item(), m.mean().item(), sigma.mean().item(),
                                            now - last, {**{k: float(v) for k, v in terms.items()}, **state}))

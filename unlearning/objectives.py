@@ -13,6 +13,8 @@ import math
 import torch
 
 from ..divergences import Parameter
+from .closed_form_edit import uce_deltas
+from .parameters import select_parameters
 from .sources import FORGET_IMAGES, RETAIN_IMAGES, Trajectory
 
 GUIDANCE = Parameter("guidance", 1.0, 0.0, 20.0, "ESD's eta: how far past the unconditional prediction the "
@@ -26,6 +28,10 @@ STOP_RATIO = Parameter("stop_ratio", 2.0, 1.0, 100.0, "VDU stops once the denois
                                                        "reaches this multiple of where it started.")
 TRAJECTORY_STEPS = Parameter("trajectory_steps", 20, 2, 200, "Euler steps of the partial-sampling trajectories "
                                                               "that x_t is taken from.")
+PRESERVE_SCALE = Parameter("preserve_scale", 1.0, 0.0, 100.0, "UCE's weight of keeping the preserved prompts' "
+                                                                 "keys and values where they are.")
+REGULARISATION = Parameter("regularisation", 0.1, 1e-6, 100.0, "UCE's pull towards the original weights, relative to "
+                                                                "the prompts' own scale: higher edits less.")
 TRAJECTORY_CFG = Parameter("trajectory_cfg", 3.0, 0.0, 30.0, "CFG scale of those trajectories (ESD: 3).")
 
 
@@ -332,6 +338,40 @@ class VDU(Objective):
         return self.forget_error.ratio >= self.params["stop_ratio"]
 
 
+class UCE(Objective):
+    name, title = "uce", "UCE"
+    description = "UCE: a closed-form edit of the cross-attention keys and values over all targets and preserved prompts."
+    formula = ("W' = (W A^T T + s_p W P^T P + lam W)(T^T T + s_p P^T P + lam I)^-1 for each key and value projection "
+               "W; T, A, P: the targets', their anchors' and the preserved prompts' token states")
+    parameters = (PRESERVE_SCALE, REGULARISATION)
+    needs = ()
+    uses_divergence = False
+    full_deltas_only = True
+
+    def sources(self):
+        return {}
+
+    def start(self, step, tools):
+        self.check_deltas(tools.deltas.is_lora)
+        keys = select_parameters(tools.deltas.weight_keys(), "cross_attention_kv", tools.family)
+        if not keys:
+            raise ValueError("UCE edits the cross-attention keys and values, and the parameters preset trains none "
+                             "of them: choose parameters 'cross_attention_kv'")
+        edit = uce_deltas(tools.denoiser, keys, [(c.target, c.anchor) for c in tools.concepts], tools.preserve,
+                          self.params["preserve_scale"], self.params["regularisation"])
+        with torch.no_grad():
+            for key, delta in edit.items():
+                tools.deltas.tensors[key].copy_(delta)
+
+    def loss(self, step, tools):
+        """Nothing left to train: a zero loss (so the one recorded step leaves the edit as it is)."""
+        zero = sum(d.sum() for d in tools.deltas.parameters()) * 0.0
+        return zero, {}, torch.zeros(1)
+
+    def finished(self):
+        return True
+
+
 OBJECTIVES = {}
 
 
@@ -341,7 +381,7 @@ def register_objective(objective):
     return objective
 
 
-for _objective in (Anchor, ESD, ConstrainedReverseKL, ConstrainedForwardKL, ConstrainedLikelihood, VDU):
+for _objective in (Anchor, ESD, ConstrainedReverseKL, ConstrainedForwardKL, ConstrainedLikelihood, VDU, UCE):
     register_objective(_objective)
 
 

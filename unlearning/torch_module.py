@@ -34,6 +34,9 @@ class ModuleDenoiser:
 
         return self.predict(call, x_t, sigma, cond)
 
+    def base_weight(self, key):
+        return self.module.get_parameter(key)
+
     @staticmethod
     def text_states(cond):
         """A conditioning here is the token states, or a tuple that starts with them (states, mask, ...)."""

@@ -15,6 +15,7 @@ import argparse
 import json
 import time
 from dataclasses import dataclass, field, replace
+from typing import Optional
 from pathlib import Path
 
 import torch
@@ -44,6 +45,7 @@ class Run:
     anchor: str = task.prompt(ANCHOR)           # the anchor,
     preserve: tuple = ()                        # prompts to preserve,
     phrasings: bool = False                     # and the pair node's phrasings switch
+    start_with: Optional[ErasureConfig] = None  # an erasure whose result this one starts from (Unlearn Start From)
 
 
 @dataclass(frozen=True)
@@ -117,13 +119,14 @@ def peak_memory():
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
 
 
-def run_erasure(unet, concepts, preserve, config):
-    """Erase with one configuration; returns (a denoiser with the learned deltas on, records, seconds, bytes)."""
+def run_erasure(unet, concepts, preserve, configs):
+    """Erase with each configuration in turn, each starting from the last one's deltas; returns (a denoiser
+    with the learned deltas on, the records of all, seconds, bytes)."""
     deltas = WeightDeltas(preset_shapes(unet, "cross_attention_kv"))   # the node's default preset
     denoiser = task.denoiser(unet, deltas)
     reset_peak_memory()
     started = time.perf_counter()
-    records = erase(denoiser, deltas, concepts, resolve(config), preserve=preserve)
+    records = [r for config in configs for r in erase(denoiser, deltas, concepts, resolve(config), preserve=preserve)]
     return denoiser, records, time.perf_counter() - started, peak_memory()
 
 
@@ -166,6 +169,7 @@ def plan(quick, table="full"):
 RECOMMENDED_PAIR = dict(targets=("a sneaker", "a trainer", "a running shoe", "a tennis shoe"), anchor="a sandal",
                         preserve=("a boot",), phrasings=True)
 RECOMMENDED = replace(ErasureConfig(), learning_rate=8e-4, steps=600, neighbourhood=Neighbourhood(0.5))
+UCE = replace(ErasureConfig(), objective="uce")
 
 
 def concept_plan():
@@ -186,6 +190,8 @@ def concept_plan():
             **RECOMMENDED_PAIR),
         Run("recommended, no preserve", "concept", RECOMMENDED, **{**RECOMMENDED_PAIR, "preserve": ()}),
         Run("recommended, no synonyms listed", "concept", RECOMMENDED, **{**RECOMMENDED_PAIR, "targets": ("a sneaker",)}),
+        Run("uce", "concept", UCE, **RECOMMENDED_PAIR),
+        Run("uce, then recommended", "concept", RECOMMENDED, start_with=UCE, **RECOMMENDED_PAIR),
     ]
     for name, temperature, reduction in (("hellinger", 1e-3, "mean"), ("total_variation", 1.0, "mean"),
                                          ("hellinger", 1e-2, "element")):
@@ -237,7 +243,8 @@ class Bench:
 
     def __call__(self, run):
         """One run's result row and its grid row."""
-        denoiser, records, seconds, memory = run_erasure(self.unet, *self.concepts(run), run.config)
+        configs = [replace(run.start_with, seed=run.config.seed)] if run.start_with else []
+        denoiser, records, seconds, memory = run_erasure(self.unet, *self.concepts(run), configs + [run.config])
         samples = samples_of(denoiser, self.encoder, self.sizes)
         verdict = judge(self.classifier, samples, self.original)
         verdict["other_accuracy_drop"] = self.baseline["other_accuracy_mean"] - verdict["other_accuracy_mean"]
