@@ -173,7 +173,7 @@ class UnlearnNeighbourhood(io.ComfyNode):
     def define_schema(cls):
         return option_schema(
             "UnlearnNeighbourhood", "Unlearn Concept Neighbourhood",
-            "Train on points around each target's text encoding, not on the encoding alone, so that phrasings the "
+            "Anchor objective: also train on points around each target's text encoding, so that phrasings the "
             "concept pair does not list are erased too. Each point is erased as far as the frozen model treats it "
             "as the target, and held otherwise; preserved prompts are held on points around them.",
             [

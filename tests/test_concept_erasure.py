@@ -99,8 +99,9 @@ def test_a_neighbourhood_erases_the_concept_and_adversarial_points_train():
 def test_neighbourhood_settings_are_checked():
     with pytest.raises(ValueError, match="radius and adversarial_steps"):
         resolve(ErasureConfig(neighbourhood=Neighbourhood(-0.1)))
-    with pytest.raises(ValueError, match="unlearns images, not prompts"):
-        resolve(ErasureConfig(objective="vdu", neighbourhood=Neighbourhood(0.5)))
+    for objective in ("esd", "vdu"):
+        with pytest.raises(ValueError, match="the concept neighbourhood applies to the anchor objective"):
+            resolve(ErasureConfig(objective=objective, neighbourhood=Neighbourhood(0.5)))
 
 
 def test_the_element_reduction_is_kl_itself_for_kl_and_weighs_elements_for_bounded_divergences():

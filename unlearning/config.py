@@ -14,7 +14,6 @@ from .deltas import LoraSettings
 from .neighbourhood import Neighbourhood
 from .families import FamilyProfile, family_for
 from .objectives import Objective, get_objective
-from .sources import FORGET_IMAGES
 
 
 @dataclass
@@ -77,9 +76,9 @@ def _check_neighbourhood(near: Neighbourhood, objective):
     if not (math.isfinite(near.radius) and near.radius >= 0) or near.adversarial_steps < 0:
         raise ValueError(f"the neighbourhood's radius and adversarial_steps must be at least 0, got {near.radius}, "
                          f"{near.adversarial_steps}; try radius 0.5 and 0 adversarial steps")
-    if near.active and FORGET_IMAGES in objective.needs:
-        raise ValueError(f"the {objective.name} objective unlearns images, not prompts, so a concept neighbourhood "
-                         f"does not apply to it: remove Unlearn Concept Neighbourhood or choose another objective")
+    if near.active and not objective.trains_near:
+        raise ValueError(f"the concept neighbourhood applies to the anchor objective, and the objective is "
+                         f"{objective.name}: remove Unlearn Concept Neighbourhood or choose the anchor objective")
 
 
 def _check_numbers(config):

@@ -63,7 +63,7 @@ class ForgetError:
     def __call__(self, tools, step):
         """(clipped mean error to ascend, per-sample error)."""
         forget = step.draws["forget"]
-        error = per_sample_mse(tools.predict(forget, step.target), forget.noise)
+        error = per_sample_mse(tools.predict(forget, step.concept.target), forget.noise)
         self.running = 0.9 * self.running + 0.1 * error.mean().item()
         return torch.minimum(error, torch.full_like(error, 5 * self.initial)).mean(), error
 
@@ -95,6 +95,7 @@ class Objective:
     frozen = ()                   # (draw name, conditioning role) the loss reads from the frozen model
     uses_divergence = True
     full_deltas_only = False      # its loss is per weight, which LoRA factors do not have
+    trains_near = False           # also trains at points of the concept's neighbourhood (step.target)
 
     def __init__(self, **params):
         self.params = self.resolve(params)
@@ -153,12 +154,15 @@ class Anchor(Objective):
     description = "Ablating Concepts / f-DMU: the concept's prediction is pulled onto the frozen anchor's."
     formula = "D(eps_theta(x_t, c*), eps_0(x_t, c_a)), x_t from noised anchor images"
     frozen = (("main", "anchor"),)
+    trains_near = True
 
     def loss(self, step, tools):
         draw = step.draws["main"]
         anchor = step.frozen[("main", "anchor")]
-        target = anchor if step.target is step.concept.target else concept_weighted_target(step, tools, draw, anchor, anchor)
-        erase, m = tools.compare(tools.predict(draw, step.target), target, draw)
+        erase, m = tools.compare(tools.predict(draw, step.concept.target), anchor, draw)
+        if step.target is not step.concept.target:     # and at a point of the concept's neighbourhood
+            near_target = concept_weighted_target(step, tools, draw, anchor, anchor)
+            erase = (erase + tools.compare(tools.predict(draw, step.target), near_target, draw)[0]) / 2
         return erase, {"erase": erase.detach()}, m
 
 
@@ -182,7 +186,7 @@ class ESD(Objective):
         draw = step.draws["main"]
         unconditional, concept = step.frozen[("main", "empty")], step.frozen[("main", "target")]
         target = unconditional - self.params["guidance"] * (concept - unconditional)
-        erase, m = tools.compare(tools.predict(draw, step.target), target, draw)
+        erase, m = tools.compare(tools.predict(draw, step.concept.target), target, draw)
         return erase, {"erase": erase.detach()}, m
 
 
@@ -228,7 +232,7 @@ class ConstrainedReverseKL(_Constrained):
         draw = step.draws["main"]
         anchor, concept = step.frozen[("main", "anchor")], step.frozen[("main", "target")]
         target = anchor - self.lam / (1 - self.lam) * (concept - anchor)
-        pred = tools.predict(draw, step.target)
+        pred = tools.predict(draw, step.concept.target)
         primal, m = tools.compare(pred, target, draw)
         separation, _ = tools.measure(pred.detach(), concept, draw)
         return (1 - self.lam) * primal, {"erase": primal.detach(), "constraint": separation}, m
@@ -254,7 +258,7 @@ class ConstrainedLikelihood(_Constrained):
     def loss(self, step, tools):
         draw = step.draws["main"]
         anchor, concept = step.frozen[("main", "anchor")], step.frozen[("main", "target")]
-        pred = tools.predict(draw, step.target)
+        pred = tools.predict(draw, step.concept.target)
         erase, m = tools.compare(pred, anchor - self.lam * (concept - anchor), draw)
         with torch.no_grad():
             evidence = (per_sample_mse(pred, anchor) - per_sample_mse(pred, concept)) / per_sample_mse(concept, anchor).clamp_min(1e-12)
@@ -282,7 +286,7 @@ class ConstrainedForwardKL(_Constrained):
 
     def loss(self, step, tools):
         retain = step.draws["retain"]
-        kept, m = tools.compare(tools.predict(retain, step.target), retain.noise, retain)
+        kept, m = tools.compare(tools.predict(retain, step.concept.target), retain.noise, retain)
         forgotten, error = self.forget_error(tools, step)
         ratio = error.mean().detach() / self.forget_error.initial
         return kept - self.lam * forgotten, {"retain": kept.detach(), "forget": forgotten.detach(), "constraint": ratio}, m

@@ -60,7 +60,8 @@ CASES = {
     "objective parameter out of range": (lambda g: set_options(g, "esd", guidance=50.0), "guidance"),
     "two objective nodes": (lambda g: set_options(g, "esd") and chained_twice(g, "UnlearnObjectiveVDU"),
                             "two Unlearn Objective nodes are chained"),
-    "neighbourhood with vdu": (lambda g: set_options(g, "vdu", radius=0.5), "unlearns images, not prompts"),
+    "neighbourhood with esd": (lambda g: set_options(g, "esd", radius=0.5),
+                               "the concept neighbourhood applies to the anchor objective, and the objective is esd"),
     "element reduction with a variational divergence": (
         lambda g: set_options(g, divergence="variational_kl", reduction="element"), "closed forms only"),
     "300-character file name": (lambda g: g["13"]["inputs"].update(filename_prefix="x" * 300) or g,

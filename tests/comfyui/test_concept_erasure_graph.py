@@ -12,10 +12,14 @@ from comfyui_unlearn.unlearning import PHRASING_TEMPLATES, read_erasure_metadata
 pytestmark = pytest.mark.comfyui
 
 
-def saved_metadata(result):
+def saved_path(result):
     import folder_paths
 
-    return read_erasure_metadata(Path(folder_paths.get_folder_paths("loras")[0]) / saved_lora_name(result))
+    return Path(folder_paths.get_folder_paths("loras")[0]) / saved_lora_name(result)
+
+
+def saved_metadata(result):
+    return read_erasure_metadata(saved_path(result))
 
 
 def test_phrasings_erase_every_phrasing_and_share_one_set_of_training_images(runner, references, monkeypatch):
@@ -47,14 +51,22 @@ def test_phrasings_off_keeps_the_pair_as_written(runner):
 
 @pytest.mark.parametrize("radius, adversarial_steps", [(0.5, 0), (0.3, 2)])
 def test_the_neighbourhood_node_changes_the_erasure_and_is_recorded(runner, references, radius, adversarial_steps):
-    # Adam's first steps are about lr x sign(gradient): a few more steps than the other graphs take, so that
-    # training on points near the target shows in the latents.
-    plain = latent(run(runner, erase_graph(CKPT, seed=1, steps=8, learning_rate=1e-3)), "21")
-    graph = with_saved_erasure(erase_graph(CKPT, seed=1, steps=8, learning_rate=1e-3), "float32", "test/neighbourhood")
+    plain = run(runner, with_saved_erasure(erase_graph(CKPT, seed=1), "float32", "test/plain"))
+    graph = with_saved_erasure(erase_graph(CKPT, seed=1), "float32", "test/neighbourhood")
     node = add_option_node(graph, "UnlearnNeighbourhood")
     graph[node]["inputs"].update(radius=radius, adversarial_steps=adversarial_steps)
     result = run(runner, graph)
     assert same(latent(result, "20"), references[1])
     erased = latent(result, "21")
-    assert torch.isfinite(erased).all() and not same(erased, references[1]) and not same(erased, plain)
+    assert torch.isfinite(erased).all() and not same(erased, references[1])
+    # The weight changes differ from the plain erasure's (the float16 model can round tiny differences away
+    # in the latents).
+    changed, unchanged = saved_deltas(result), saved_deltas(plain)
+    assert changed.keys() == unchanged.keys() and any(not torch.equal(changed[k], unchanged[k]) for k in changed)
     assert saved_metadata(result)["neighbourhood"] == {"radius": radius, "adversarial_steps": adversarial_steps}
+
+
+def saved_deltas(result):
+    from safetensors.torch import load_file
+
+    return load_file(str(saved_path(result)))
