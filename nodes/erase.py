@@ -45,14 +45,15 @@ class UnlearnModel(io.ComfyNode):
                                tooltip=_choices_tooltip("Which weights change.", PRESETS)),
                 Options.Input("options", optional=True,
                               tooltip="Settings beyond these: chain Unlearn option nodes here (objective, training "
-                                      "data, divergence, critic, LoRA, memory). Unconnected: the defaults."),
+                                      "data, divergence, concept neighbourhood, critic, LoRA, memory). Unconnected: "
+                                      "the defaults."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The erased model: the input with the learned changes as patches."),
                 ErasureType.Output(display_name="erasure", tooltip="The learned weight changes and how they were made."),
                 io.LossMap.Output(display_name="losses",
                                   tooltip="Per step: loss, its terms and the objective's state (e.g. lambda); plot "
-                                          "it with Plot Loss Graph."),
+                                          "it with Plot Loss Graph (UCE records one step: nothing to plot)."),
             ],
             hidden=[io.Hidden.unique_id],
         )

@@ -74,7 +74,7 @@ class Step:
     """What one step trains on; drawn ahead so that the frozen passes of several steps run as one."""
 
     concept: Any
-    target: Any = None                            # the conditioning trained this step: the concept's, or a point near it
+    target: Any = None                            # a point of the concept's neighbourhood, or the concept's own conditioning
     draws: dict = field(default_factory=dict)     # draw name -> Draw
     preserve: Any = None                          # the conditioning of the prompt preserved this step
     frozen: dict = field(default_factory=dict)    # (draw name, conditioning role) -> the frozen epsilon

@@ -1,12 +1,13 @@
 """Training on the concept's neighbourhood in conditioning space, so that the erasure covers the
 concept rather than one phrasing of it.
 
-Each step the target's text states c* are replaced by a point c* + delta near them: delta random
-inside a ball whose radius is `radius` times each token's own norm (RealEra, arXiv 2410.09140), then
-moved by `adversarial_steps` steps of projected gradient ascent on the objective's own loss, towards
-where the erasure holds least (RACE, arXiv 2405.16341; AdvUnlearn, arXiv 2405.15234). The preserved
-prompts are held on random points of their own balls. It acts on the conditioning's text tensor only
-(`Denoiser.text_states`), so it is the same for every model family.
+Each step the anchor objective erases the target at its text states c* and at a point c* + delta near
+them: delta random inside a ball whose radius is `radius` times each token's own norm (RealEra, arXiv
+2410.09140), or, with `adversarial_steps`, moved from a random start by that many steps of projected
+gradient ascent on the objective's loss, towards where the erasure holds least (RACE, arXiv
+2405.16341; AdvUnlearn, arXiv 2405.15234). The preserved prompts are held on random points of their
+own balls. It acts on the conditioning's text tensor only (`Denoiser.text_states`), so it is the same
+for every model family.
 """
 from dataclasses import dataclass
 

@@ -58,13 +58,14 @@ def test_every_objective_runs_in_the_graph(runner, references, objective):
     if objective == "vdu":   # the IMAGE route: images to forget, encoded by the checkpoint's VAE inside the node
         graph["50"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 2, "color": 0x336699}}
         graph["14"]["inputs"].update(images=["50", 0], vae=["1", 2])
-    # The losses output feeds ComfyUI's own Plot Loss Graph node.
-    graph["51"] = {"class_type": "LossGraphNode", "inputs": {"loss": ["3", 2], "filename_prefix": f"loss_{objective}"}}
+    plotted = objective != "uce"   # a closed-form edit records one step: no curve to plot
+    if plotted:   # the losses output feeds ComfyUI's own Plot Loss Graph node
+        graph["51"] = {"class_type": "LossGraphNode", "inputs": {"loss": ["3", 2], "filename_prefix": f"loss_{objective}"}}
     result = run(runner, graph)
     assert same(latent(result, "20"), references[1])
     erased = latent(result, "21")
     assert torch.isfinite(erased).all() and not same(erased, references[1])
-    assert result.outputs["51"]["images"]
+    assert not plotted or result.outputs["51"]["images"]
 
 
 def test_interrupt_mid_training_leaves_the_model_intact(runner, references):

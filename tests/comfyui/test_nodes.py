@@ -29,12 +29,13 @@ def test_every_option_node_chains_and_shows_only_its_own_settings(runner):
 
     option_ids = {node.GET_SCHEMA().node_id for node in option_nodes()}
     assert {"UnlearnDivergenceOptions", "UnlearnCriticOptions", "UnlearnTrainingData", "UnlearnLoraOptions",
-            "UnlearnMemoryOptions", "UnlearnObjectiveAnchor", "UnlearnObjectiveESD", "UnlearnObjectiveVDU"} <= option_ids
+            "UnlearnMemoryOptions", "UnlearnNeighbourhood", "UnlearnObjectiveAnchor", "UnlearnObjectiveESD",
+            "UnlearnObjectiveVDU", "UnlearnObjectiveUCE"} <= option_ids
     for node_id in option_ids:
         assert "options" in inputs_of(node_id)
     assert set(inputs_of("UnlearnObjectiveESD")) == {"guidance", "trajectory_steps", "trajectory_cfg", "options"}
     assert set(inputs_of("UnlearnObjectiveAnchor")) == {"options"}
-    assert len(option_ids) == 6 + len(OBJECTIVES)
+    assert len(option_ids) == 7 + len(OBJECTIVES)
 
 
 def test_the_default_erasure_equals_the_reference_from_before_the_redesign(runner):
