@@ -138,6 +138,24 @@ def test_uce_maps_the_targets_keys_and_values_onto_the_anchors_and_holds_the_pre
     assert uce_edit(weight, targets, anchors, token_rows(kept), 1.0, 1e4).abs().max() < 1e-2
 
 
+def test_uce_guidance_moves_the_targets_past_the_anchor_away_from_the_concept():
+    from comfyui_unlearn.unlearning.closed_form_edit import paired_tokens, uce_deltas
+
+    class TextProjection:   # what uce_deltas asks of a denoiser: the text states and the original weight
+        text_states = staticmethod(lambda cond: cond)
+        base_weight = staticmethod(lambda key: weight)
+
+    g = torch.Generator().manual_seed(1)
+    weight = torch.randn(6, 8, generator=g)
+    target, anchor = torch.randn(1, 3, 8, generator=g), torch.randn(1, 3, 8, generator=g)
+    targets, anchors = (t.float() for t in paired_tokens([(target, anchor)]))
+    for guidance in (0.0, 0.5):
+        delta = uce_deltas(TextProjection(), ["w"], [(target, anchor)], [], 1.0, 1e-6, guidance)["w"]
+        moved = targets @ (weight + delta).T
+        destination = (anchors + guidance * (anchors - targets)) @ weight.T
+        assert torch.allclose(moved, destination, atol=1e-3)
+
+
 def test_the_uce_objective_edits_in_one_step_and_lowers_the_discrepancy():
     _, denoiser, deltas = toy_setup()
     concept = make_concept()

@@ -28,10 +28,13 @@ STOP_RATIO = Parameter("stop_ratio", 2.0, 1.0, 100.0, "VDU stops once the denois
                                                        "reaches this multiple of where it started.")
 TRAJECTORY_STEPS = Parameter("trajectory_steps", 20, 2, 200, "Euler steps of the partial-sampling trajectories "
                                                               "that x_t is taken from.")
-PRESERVE_SCALE = Parameter("preserve_scale", 1.0, 0.0, 100.0, "UCE's weight of keeping the preserved prompts' "
+PRESERVE_SCALE = Parameter("preserve_scale", 30.0, 0.0, 1000.0, "UCE's weight of keeping the preserved prompts' "
                                                                  "keys and values where they are.")
 REGULARISATION = Parameter("regularisation", 0.1, 1e-6, 100.0, "UCE's pull towards the original weights, relative to "
                                                                 "the prompts' own scale: higher edits less.")
+UCE_GUIDANCE = Parameter("guidance", 0.5, 0.0, 5.0, "How far past the anchor the targets' keys and values move, away "
+                                                    "from the concept's: 0 = onto the anchor's (UCE), 0.5 = half the "
+                                                    "anchor-to-target gap beyond it.")
 TRAJECTORY_CFG = Parameter("trajectory_cfg", 3.0, 0.0, 30.0, "CFG scale of those trajectories (ESD: 3).")
 
 
@@ -345,9 +348,9 @@ class VDU(Objective):
 class UCE(Objective):
     name, title = "uce", "UCE"
     description = "UCE: a closed-form edit of the cross-attention keys and values over all targets and preserved prompts."
-    formula = ("W' = (W A^T T + s_p W P^T P + lam W)(T^T T + s_p P^T P + lam I)^-1 for each key and value projection "
-               "W; T, A, P: the targets', their anchors' and the preserved prompts' token states")
-    parameters = (PRESERVE_SCALE, REGULARISATION)
+    formula = ("W' = (W V^T T + s_p W P^T P + lam W)(T^T T + s_p P^T P + lam I)^-1 for each key and value projection "
+               "W; T, P: the targets' and the preserved prompts' token states; V = A + eta (A - T), A the anchors'")
+    parameters = (PRESERVE_SCALE, REGULARISATION, UCE_GUIDANCE)
     needs = ()
     uses_divergence = False
     full_deltas_only = True
@@ -362,7 +365,7 @@ class UCE(Objective):
             raise ValueError("UCE edits the cross-attention keys and values, and the parameters preset trains none "
                              "of them: choose parameters 'cross_attention_kv'")
         edit = uce_deltas(tools.denoiser, keys, [(c.target, c.anchor) for c in tools.concepts], tools.preserve,
-                          self.params["preserve_scale"], self.params["regularisation"])
+                          self.params["preserve_scale"], self.params["regularisation"], self.params["guidance"])
         with torch.no_grad():
             for key, delta in edit.items():
                 tools.deltas.tensors[key].copy_(delta)

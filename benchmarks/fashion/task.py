@@ -51,9 +51,12 @@ UNET_CONFIG = dict(
 )
 
 
+SEED_SHIFT = 0   # run.py --sample-seed: draw every sample from other seeds
+
+
 def stable_seed(text: str) -> int:
     """A seed per prompt that is the same in every process (Python's hash() is salted per process)."""
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+    return (int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") + 7919 * SEED_SHIFT) % 2 ** 32
 
 
 def prompt(class_index: int, name_index: int = 0, template: str = CANONICAL) -> str:

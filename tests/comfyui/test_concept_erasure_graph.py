@@ -70,3 +70,20 @@ def saved_deltas(result):
     from safetensors.torch import load_file
 
     return load_file(str(saved_path(result)))
+
+
+def test_uce_over_the_phrasings_moves_past_the_anchor_with_guidance(runner, references):
+    """The recommended set-up: synonyms listed, a neighbour preserved, phrasings on, the UCE objective."""
+    def uce_graph(guidance, prefix):
+        graph = with_saved_erasure(erase_graph(CKPT, seed=1, objective="uce", guidance=guidance), "float32", prefix)
+        graph["2"]["inputs"].update(target="a sneaker\na trainer", anchor="a sandal", preserve="a boot", phrasings=True)
+        return run(runner, graph)
+
+    onto, past = uce_graph(0.0, "test/uce_onto"), uce_graph(0.5, "test/uce_past")
+    for result in (onto, past):
+        assert same(latent(result, "20"), references[1])
+        assert torch.isfinite(latent(result, "21")).all() and not same(latent(result, "21"), references[1])
+    assert saved_metadata(past)["objective_params"]["guidance"] == 0.5
+    assert len(saved_metadata(past)["concepts"]) == 2 * (1 + len(PHRASING_TEMPLATES))
+    deltas_onto, deltas_past = saved_deltas(onto), saved_deltas(past)
+    assert any(not torch.equal(deltas_onto[k], deltas_past[k]) for k in deltas_onto)
