@@ -14,16 +14,13 @@ from test_engine import make_concept
 from toy_models import eps_unet_predict, plan, toy_setup
 
 # Deltas and losses of 12-step erasures on the toy model, written by the engine as it was before the
-# node and engine redesign (pack 0.1.0); the cases cover every objective, two divergences, the
-# "step" reduction and LoRA.
+# node and engine redesign (pack 0.1.0); the cases cover the anchor and ESD objectives, two divergences,
+# the "step" reduction and LoRA. (The constrained objectives and VDU changed on purpose since: their
+# statistics come from fixed banks of draws and their targets tilt the original model's prediction.)
 REFERENCE = json.loads((Path(__file__).parent / "data" / "engine_reference.json").read_text())
 CASES = {
     "anchor": {},
     "esd": dict(objective="esd", objective_params={"trajectory_steps": 4}),
-    "constrained_reverse_kl": dict(objective="constrained_reverse_kl", objective_params={"trajectory_steps": 4}),
-    "constrained_likelihood": dict(objective="constrained_likelihood", objective_params={"trajectory_steps": 4}),
-    "constrained_forward_kl": dict(objective="constrained_forward_kl"),
-    "vdu": dict(objective="vdu"),
     "hellinger_t0.05_b2": dict(divergence="hellinger", temperature=0.05, batch_size=2),
     "alpha2_step": dict(divergence="alpha", divergence_params={"alpha": 2.0}, reduction="step", temperature=0.05),
 }
