@@ -25,7 +25,7 @@ from common import RESULTS, markdown_row, markdown_table
 from train import frechet_distance
 
 from comfyui_unlearn.divergences import DIVERGENCES, closed_forms  # noqa: E402
-from comfyui_unlearn.unlearning import (Concept, ErasureConfig, Neighbourhood, WeightDeltas, erase,  # noqa: E402
+from comfyui_unlearn.unlearning import (OBJECTIVES, Concept, ErasureConfig, Neighbourhood, WeightDeltas, erase,  # noqa: E402
                                         expanded_pairs, pair_prompts, phrasings_of, preset_shapes, resolve)
 
 TARGET, ANCHOR = 7, 5          # sneaker -> sandal
@@ -144,6 +144,8 @@ def plan(quick, table="full"):
         return [Run("kl", "defaults")]
     if table == "concept":
         return concept_plan()
+    if table == "objectives":
+        return objectives_plan()
     runs = [Run(name, "defaults", replace(default, divergence=name), in_grid=name in ("kl", "total_variation"))
             for name in closed_forms()]
     sweeps = [("kl", 1.0, 1, (2e-4, 8e-4, 1.5e-3, 3e-3)), ("kl", 1.0, 4, (8e-4, 3e-3))]
@@ -156,10 +158,7 @@ def plan(quick, table="full"):
                 in_grid=lr == 1.5e-3))
     runs += [Run(name, "variational", replace(default, divergence=name), in_grid=name == "variational_hellinger")
              for name, divergence in DIVERGENCES.items() if divergence.variational]
-    for objective in ("esd", "constrained_reverse_kl", "constrained_likelihood", "constrained_forward_kl", "vdu"):
-        runs.append(Run(objective, "objectives", replace(default, objective=objective), in_grid=True))
-    runs.append(Run("vdu stop_ratio=10", "objectives", replace(default, objective="vdu",
-                                                                objective_params={"stop_ratio": 10.0})))
+    runs.append(Run("esd", "objectives", replace(default, objective="esd"), in_grid=True))
     return runs
 
 
@@ -202,6 +201,24 @@ def concept_plan():
         Run("recommended, no phrasings", "concept", RECOMMENDED, **{**RECOMMENDED_PAIR, "phrasings": False}),
         Run("recommended, no synonyms listed", "concept", RECOMMENDED, **{**RECOMMENDED_PAIR, "targets": ("a sneaker",)}),
     ]
+    return runs
+
+
+REVERSE_KL_BUDGETS = (0.25, 0.5, 1.0, 2.0)
+TRACED = ("constrained_reverse_kl budget=1", "constrained_likelihood", "constrained_forward_kl")   # lambda plotted
+
+
+def objectives_plan():
+    """The seed papers' objectives at their defaults (VDU also without the relative forget error), and a sweep of
+    constrained_reverse_kl's budget."""
+    default = replace(ErasureConfig(), learning_rate=8e-4)
+    runs = [Run(name, "objectives", replace(default, objective=name), in_grid=True)
+            for name in ("vdu", "constrained_forward_kl", "constrained_likelihood")]
+    runs.insert(1, Run("vdu relative_error=0", "objectives", replace(default, objective="vdu",
+                                                                     objective_params={"relative_error": 0})))
+    runs += [Run(f"constrained_reverse_kl budget={budget:g}", "objectives", replace(
+        default, objective="constrained_reverse_kl", objective_params={"budget": budget}), in_grid=budget == 1.0)
+        for budget in REVERSE_KL_BUDGETS]
     return runs
 
 
@@ -260,8 +277,14 @@ class Bench:
         return {"label": run.label, "group": run.group, "seed": run.config.seed, "divergence": run.config.divergence,
                 "objective": run.config.objective, "temperature": run.config.temperature,
                 "batch_size": run.config.batch_size, "learning_rate": run.config.learning_rate,
-                "steps": len(records), "m_first_20_steps": sum(r.m for r in records[:20]) / len(records[:20]),
+                "steps": len(records), "trace": trace(records), "m_first_20_steps": sum(r.m for r in records[:20]) / len(records[:20]),
                 "seconds": seconds, "peak_memory_bytes": memory, **verdict}, grid_row(samples)
+
+
+def trace(records):
+    """Per step, what an objective's state records (lambda, a constraint's estimate, a forget-error ratio)."""
+    keys = ("lambda", "constraint_estimate", "forget_error_ratio")
+    return {key: [r.terms[key] for r in records] for key in keys if key in records[0].terms}
 
 
 _worker_bench = None
@@ -298,10 +321,11 @@ def run_all(runs, bench, workers):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="kl at the pack's defaults, fewer samples (< 1 minute)")
-    parser.add_argument("--table", choices=("full", "concept"), default="full",
+    parser.add_argument("--table", choices=("full", "concept", "objectives"), default="full",
                         help="full: every divergence, sweep and objective (default); concept: the mechanisms "
-                             "that erase the concept rather than the phrase, and the recommended setting")
-    parser.add_argument("--seeds", type=int, help="erasure seeds per row (default: 1 for full, 3 for concept)")
+                             "that erase the concept rather than the phrase, and the recommended setting; "
+                             "objectives: the seed papers' objectives and constrained_reverse_kl's budget sweep")
+    parser.add_argument("--seeds", type=int, help="erasure seeds per row (default: 1 for full, 3 for the others)")
     parser.add_argument("--only", action="append", metavar="LABEL", help="run only this row (repeatable)")
     parser.add_argument("--probe-file", metavar="F", help="also judge these prompts (one per line, each naming a "
                                                           "sneaker) on every row; default for --table concept: "
@@ -320,7 +344,7 @@ def main():
             raise SystemExit(f"--only: no row {sorted(unknown)} in the {args.table} table; its rows: "
                              + "; ".join(run.label for run in runs))
         runs = [run for run in runs if run.label in args.only]
-    seeds = args.seeds or (3 if args.table == "concept" else 1)
+    seeds = args.seeds or (1 if args.table == "full" else 3)
     runs = [replace(run, config=replace(run.config, seed=seed)) for run in runs for seed in range(seeds)]
     encoder = task.PromptEncoder()
     cache_prompts(encoder, runs)
@@ -333,7 +357,8 @@ def main():
         if (run.in_grid or args.quick) and run.label not in grid:
             grid[run.label] = picture
     rows = [{"label": "original model", "group": "original", **bench.baseline}] + summarise(results)
-    name = "fashion_erasure_quick" if args.quick else {"full": "fashion_erasure", "concept": "fashion_concept"}[args.table]
+    name = "fashion_erasure_quick" if args.quick else {"full": "fashion_erasure", "concept": "fashion_concept",
+                                                        "objectives": "fashion_objectives"}[args.table]
     name += "_selected" if args.only else ""
     name += f"_samples{args.sample_seed}" if args.sample_seed else ""
     RESULTS.mkdir(exist_ok=True)
@@ -341,6 +366,9 @@ def main():
     payload = {"sizes": vars(sizes), "seeds": seeds, "sample_seed": args.sample_seed, "probe_file": probe_file and Path(probe_file).name,
                "rows": rows, "runs": results}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    if args.table == "objectives" and not args.only:
+        caps = {run.label: OBJECTIVES[run.config.objective].lambda_max for run in runs if run.label in TRACED}
+        save_traces(results, RESULTS / f"{name}_lambda.png", caps)
     table = markdown_table(header(bench.probes), [cells(r) for r in rows])
     (RESULTS / f"{name}.md").write_text(table + "\n")
     print("\n" + table)
@@ -428,6 +456,37 @@ def save_grid(rows, path, scale=3):
         for i, image in enumerate(((images + 1) * 127.5).round().clamp(0, 255).byte()):
             x = label_width + i * cell + 6 * ((i >= 8) + (i >= 12) + (i >= 16))
             canvas.paste(Image.fromarray(image[0].numpy()).resize((cell, cell), Image.NEAREST), (x, y))
+    canvas.save(path)
+
+
+def save_traces(results, path, caps):
+    """lambda per step for each label in `caps` (label -> lambda's cap), one panel each, a line per seed."""
+    from PIL import Image, ImageDraw
+
+    width, height, margin = 360, 200, 36
+    canvas = Image.new("RGB", (width * len(caps), height + 24), "white")
+    draw = ImageDraw.Draw(canvas)
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    for panel, (label, cap) in enumerate(caps.items()):
+        runs = [r for r in results if r["label"] == label]
+        left, top = panel * width + margin, 20
+        inner_w, inner_h = width - margin - 10, height - 30
+        top_value = cap * 1.1
+        def xy(step, value, steps):
+            return left + inner_w * step / max(steps - 1, 1), top + inner_h * (1 - value / top_value)
+        draw.rectangle([left, top, left + inner_w, top + inner_h], outline="black")
+        draw.text((left, 3), f"{label}: lambda per step", fill="black")
+        steps = max(len(r["trace"]["lambda"]) for r in runs)
+        y_cap = xy(0, cap, steps)[1]
+        for x in range(left, left + inner_w, 8):
+            draw.line([x, y_cap, x + 4, y_cap], fill="gray")
+        draw.text((left + inner_w - 60, y_cap - 12), f"cap {cap:.2f}", fill="gray")
+        draw.text((4 + panel * width, top + inner_h - 8), "0", fill="black")
+        draw.text((4 + panel * width, y_cap - 6), f"{cap:.2f}", fill="black")
+        draw.text((left, top + inner_h + 4), f"step 1 .. {steps}", fill="black")
+        for colour, run in zip(colours, runs):
+            values = run["trace"]["lambda"]
+            draw.line([xy(i, v, len(values)) for i, v in enumerate(values)], fill=colour, width=2)
     canvas.save(path)
 
 
