@@ -98,14 +98,18 @@ def test_constrained_reverse_kl_tilts_the_original_models_prediction_for_the_con
 
 
 def test_constrained_reverse_kl_with_no_budget_holds_the_model_at_the_original():
-    _, denoiser, deltas = toy_setup("cross_attention")
-    config = plan(steps=20, learning_rate=3e-3, batch_size=2, objective="constrained_reverse_kl",
-                  objective_params={"budget": 0.0, "trajectory_steps": 4})
-    records = erase(denoiser, deltas, [make_concept()], config)
-    assert all(r.terms["lambda"] == 0.0 for r in records)
-    # Its target is the original model's prediction: Adam's first steps on float noise move the weights a little,
-    # and the loss pulls them back (with a budget of 1 the same run's loss is about 100 x larger).
-    assert max(r.loss for r in records) < 1e-3
+    def erased(budget):
+        _, denoiser, deltas = toy_setup("cross_attention")
+        config = plan(steps=20, learning_rate=3e-3, batch_size=2, objective="constrained_reverse_kl",
+                      objective_params={"budget": budget, "trajectory_steps": 4})
+        records = erase(denoiser, deltas, [make_concept()], config)
+        return records, max(r.loss for r in records)
+
+    records, held = erased(0.0)
+    assert records[0].terms["lambda"] == 0.0 and all(r.terms["lambda"] < 0.01 for r in records)
+    # Its target is the original model's prediction: Adam's first steps on float noise move the weights a little
+    # and the loss pulls them back; a budget of 1 pushes the same run away from it.
+    assert held < 0.05 * erased(1.0)[1]
 
 
 def test_constrained_reverse_kl_keeps_lambda_under_its_cap_and_moves_the_model_away_from_the_concept():
