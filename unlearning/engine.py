@@ -81,10 +81,10 @@ BANK_SIZE = 64
 @dataclass
 class Bank:
     """A fixed set of draws for the statistics that constraints and stopping rules read, re-evaluated on the same
-    (image, noise, noise level) every time, so that a change in a statistic is the model's and not the draws'. (A
-    baseline from 16 fresh draws of the benchmark's images ranged from 0.45 to 1.69 times the 2,000-draw mean, and
-    a running mean of fresh draws crossed twice that baseline with the model frozen.) The concepts take the draws
-    in turn; `draw` holds them all, concept by concept, `sizes` rows each."""
+    (image, noise, noise level) every time, so that a change in a statistic is the model's and not the draws'. (One
+    draw's denoising error swings by an order of magnitude with its noise level, so a statistic of a few fresh
+    draws moved more than the erasure did.) The concepts take the draws in turn; `draw` holds them all, concept
+    by concept, `sizes` rows each."""
 
     draw: Draw
     concepts: list
