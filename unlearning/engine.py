@@ -171,7 +171,8 @@ class Toolbox:
         percent = (margin + (1 - 2 * margin) * slices)[torch.cat(turns)]
         clean_of = images.of if hasattr(images, "of") else images
         sizes = [len(t) for t in turns]
-        x0 = torch.cat([clean_of(c)[torch.arange(n) % len(clean_of(c))] for c, n in zip(concepts, sizes)]).to(device, torch.float32)
+        images_of = [clean_of(c) for c in concepts]
+        x0 = torch.cat([latents[torch.arange(n) % len(latents)] for latents, n in zip(images_of, sizes)]).to(device, torch.float32)
         noise = torch.randn(x0.shape, generator=self.generator).to(x0)
         sigma = self.schedule.sigma_at(percent).to(device, torch.float32)
         return Bank(Draw(self.schedule.add_noise(x0, noise, sigma), sigma, percent, noise), concepts, sizes)

@@ -222,7 +222,8 @@ class _Constrained(Objective):
         self.lam, self.updates = self.initial_lambda(), 0
         with tools.deltas.disabled():       # the original model's value (a run may start from an earlier erasure)
             self.original = self.statistic(tools)
-        self.estimate = self.statistic(tools)
+        starts_at_original = not any(d.any() for d in tools.deltas.parameters())
+        self.estimate = self.original if starts_at_original else self.statistic(tools)
         self.dual_update()
 
     def initial_lambda(self) -> float:
