@@ -91,8 +91,8 @@ class UnlearnModel(io.ComfyNode):
             progress.update_absolute(progress.current + 1, preview=preview_of(x0))
             comfy.model_management.throw_exception_if_processing_interrupted()   # Cancel works while sampling too
 
-        sample = lambda pair, source: sampled_latents(model, plan.family, source.prompt(pair), pair.empty_cond,  # noqa: E731
-                                                      sampling, seed, on_step=sampling_step)
+        sample = lambda pair, source: model.model.process_latent_in(sampled_latents(  # noqa: E731
+            model, plan.family, source.prompt(pair), pair.empty_cond, sampling, seed, on_step=sampling_step))
         channels = model.get_model_object("latent_format").latent_channels
         shape = (channels, *plan.family.latent_size(sampling.width, sampling.height))
         engine_concepts = [_engine_concept(plan.objective, pair, given, shape, sample) for pair in concepts.pairs]
@@ -144,7 +144,9 @@ def _check_text_width(model, family, concepts):
 
 
 def _given_latents(model, data):
-    """The wired LATENT, or the IMAGE encoded by the VAE, checked against the model's latent channels; or None."""
+    """The wired LATENT, or the IMAGE encoded by the VAE, checked against the model's latent channels, in the
+    space the model denoises (ComfyUI's LATENTs are the VAE's: samplers scale them with process_latent_in first);
+    or None."""
     if data.images is not None and data.latents is not None:
         raise ValueError("Unlearn Training Data has both latents and images connected: connect one of them.")
     if data.images is not None:
@@ -164,7 +166,7 @@ def _given_latents(model, data):
         raise ValueError(
             f"latents has shape {tuple(samples.shape)} but this model takes {channels}-channel latents: encode "
             f"the images with this model's VAE (VAE Encode), or leave latents unconnected to sample images.")
-    return samples
+    return model.model.process_latent_in(samples)
 
 
 def _images_to_sample(objective, pairs, given):

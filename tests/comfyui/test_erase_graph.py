@@ -3,8 +3,8 @@ import math
 
 import pytest
 import torch
-from graphs import (CHECKPOINT as CKPT, erase_graph, interrupting_hook, latent, plain_graph, progress_hook, run,
-                    same)
+from graphs import (CHECKPOINT as CKPT, TRAINING_DATA, erase_graph, interrupting_hook, latent, plain_graph,
+                    progress_hook, run, same)
 
 from comfyui_unlearn.divergences import closed_forms
 from comfyui_unlearn.divergences.variational import PAIRS
@@ -96,6 +96,34 @@ def test_anchor_images_are_sampled_once_and_reused(runner, monkeypatch):
     assert len(calls) == 3       # the anchor images, then the two KSamplers
     run(runner, erase_graph(CKPT, seed=1, images_per_prompt=3, steps=4, divergence="hellinger"))
     assert len(calls) == 4       # only the erased branch's KSampler: the anchors come from the cache
+
+
+
+def test_training_images_reach_the_engine_in_the_space_the_model_denoises(runner, monkeypatch):
+    """ComfyUI's LATENTs (a sampler's output, VAE Encode's) are the VAE's; its samplers scale them with
+    process_latent_in (SD1.x: x 0.18215) before the model sees them, and so must the erasure: wired latents
+    (here the untouched KSampler's) and the images the node samples itself alike."""
+    from test_nodes import loaded_pack
+
+    erase = loaded_pack().nodes.erase
+    seen, sampled, real_train, real_sample = [], [], erase.train_deltas, erase.sampled_latents
+
+    def recording_train(model, engine_concepts, *args):
+        seen.extend(engine_concepts)
+        return real_train(model, engine_concepts, *args)
+
+    def recording_sample(*args, **kwargs):
+        sampled.append(real_sample(*args, **kwargs))
+        return sampled[-1]
+
+    monkeypatch.setattr(erase, "train_deltas", recording_train)
+    monkeypatch.setattr(erase, "sampled_latents", recording_sample)
+    graph = erase_graph(CKPT, seed=1)
+    graph[TRAINING_DATA]["inputs"]["latents"] = ["7", 0]
+    given = latent(run(runner, graph), "20")
+    assert torch.allclose(seen[0].latents, given * 0.18215)
+    run(runner, erase_graph(CKPT, seed=1, steps=4))     # two targets, one anchor: the same images twice
+    assert len(sampled) == 2 and torch.allclose(seen[-1].latents, sampled[-1] * 0.18215)
 
 
 def test_comfy_schedule_gives_the_reference_epsilon_on_sd15(runner):

@@ -1,5 +1,5 @@
-"""The nodes' shapes: a small Unlearn Model, option nodes that plug in, the same erasure as before the
-redesign, and registries that the nodes read at definition time."""
+"""The nodes' shapes: a small Unlearn Model, option nodes that plug in, the same erasure as its recorded
+reference, and registries that the nodes read at definition time."""
 import json
 from pathlib import Path
 
@@ -38,7 +38,9 @@ def test_every_option_node_chains_and_shows_only_its_own_settings(runner):
     assert len(option_ids) == 7 + len(OBJECTIVES)
 
 
-def test_the_default_erasure_equals_the_reference_from_before_the_redesign(runner):
+def test_the_default_erasure_equals_its_recorded_reference(runner):
+    """Recorded before the redesign, and again when the training images moved into the space the model
+    denoises (process_latent_in): any other change to what the default graph computes fails here."""
     import folder_paths
     from safetensors.torch import load_file
 
