@@ -5,12 +5,14 @@ from .concepts import UnlearnConceptPair
 from .erase import UnlearnModel
 from .load import UnlearnLoadErasure
 from .options import option_nodes
+from .report import UnlearnReport, UnlearnStrengthCurve
 from .save import UnlearnSaveErasure
 
 
 def node_list() -> list:
     """The pack's nodes: the main ones, then the option nodes (one per registered objective)."""
-    return [UnlearnConceptPair, UnlearnModel, UnlearnSaveErasure, UnlearnLoadErasure, *option_nodes()]
+    return [UnlearnConceptPair, UnlearnModel, UnlearnSaveErasure, UnlearnLoadErasure, UnlearnReport, UnlearnStrengthCurve,
+            *option_nodes()]
 
 
 class UnlearnExtension(ComfyExtension):

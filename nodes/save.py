@@ -27,15 +27,18 @@ class UnlearnSaveErasure(io.ComfyNode):
                                         "A number is appended: unlearn/erasure_00001.safetensors."),
                 io.Combo.Input("dtype", options=list(DTYPES), default="float16",
                                tooltip="float16 halves the file; float32 loads bit-identical to the in-graph erased MODEL."),
+                io.String.Input("report", optional=True, force_input=True,
+                                tooltip="Unlearn Report's report, kept in the file's metadata beside the settings."),
             ],
             outputs=[],
             is_output_node=True,
         )
 
     @classmethod
-    def execute(cls, erasure, filename_prefix, dtype):
+    def execute(cls, erasure, filename_prefix, dtype, report=None):
         loras = folder_paths.get_folder_paths("loras")[0]
         path = next_free_path(loras, filename_prefix)
-        write_erasure(path, lora_state_dict(erasure.deltas, DTYPES[dtype]), erasure.metadata)
+        metadata = {**erasure.metadata, "report": report} if report else erasure.metadata
+        write_erasure(path, lora_state_dict(erasure.deltas, DTYPES[dtype]), metadata)
         name = path.relative_to(Path(loras).resolve()).as_posix()
         return io.NodeOutput(ui=ui.PreviewText(f"saved {name} in the loras folder: load it with Load LoRA"))
