@@ -24,7 +24,7 @@ STRENGTHS = "0, 0.25, 0.5, 0.75, 1"
 
 def _sampling_inputs():
     return [
-        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                      tooltip="Seed of every image and of the score's noise: the same seed, the same report."),
         io.Int.Input("width", default=0, min=0, max=8192, step=8,
                      tooltip="Image width in pixels; 0: the model family's default (512 for SD1.x)."),
