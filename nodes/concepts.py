@@ -41,9 +41,7 @@ class UnlearnConceptPair(io.ComfyNode):
     @classmethod
     def execute(cls, clip, target, anchor, preserve="", phrasings=False, concepts=None):
         pairs = pair_prompts(target, anchor)
-        if clip is None:
-            raise ValueError("clip is empty: connect the CLIP output of the checkpoint loader.")
-        encode = lambda text: clip.encode_from_tokens_scheduled(clip.tokenize(text))  # noqa: E731, as CLIPTextEncode
+        encode = text_encoder(clip)
         empty = encode("")
         pair = lambda t, a, written=None: ConceptPair(t, a, encode(t), encode(a) if a else empty, empty, written)  # noqa: E731
         written = [pair(t, a) for t, a in pairs]
@@ -53,3 +51,10 @@ class UnlearnConceptPair(io.ComfyNode):
             encoded.preserve += [PreservedPrompt(text, encode(text)) for line in prompt_lines(preserve)
                                  for text in phrasings_of(line)[1:]]
         return io.NodeOutput((concepts or ConceptSet()).merged(encoded))
+
+
+def text_encoder(clip):
+    """text -> its CONDITIONING from `clip`, as CLIPTextEncode makes it."""
+    if clip is None:
+        raise ValueError("clip is empty: connect the CLIP output of the checkpoint loader.")
+    return lambda text: clip.encode_from_tokens_scheduled(clip.tokenize(text))

@@ -15,6 +15,7 @@ from ..unlearning.report import (ConceptEnds, Probe, default_probes, epsilon_at,
                                  verdict)
 from .anchor_samples import ImageSampling, sampled_latents
 from .comfy_model import ComfyDenoiser, ComfySchedule, model_conds, model_family
+from .concepts import text_encoder
 from .report_images import before_after_grid, strength_plot
 from .types import CATEGORY, Concepts, ErasureType
 
@@ -143,7 +144,7 @@ class UnlearnStrengthCurve(io.ComfyNode):
         sampling = _sampling(family, width, height, steps)
         probes = _probes(concepts, probe_prompts, clip)
         progress = _Progress(cls.hidden.unique_id, sampling.steps * CONCEPT_IMAGES * len(_written(concepts))
-                             + (len(levels) + 1) * len(probes))
+                             + (1 + sum(1 for s in levels if s != 0)) * len(probes))
         scorer = ConceptScorer(model, _written(concepts), family, sampling, seed, progress)
         original = scorer.epsilons(model, probes)
         probes = scorer.assigned(probes, original)
@@ -226,9 +227,7 @@ def _probes(concepts, probe_prompts, clip):
     lines = prompt_lines(probe_prompts or "")
     probes = [Probe(text, "probe") for text in lines] if lines else default_probes(
         [(p.target_text, p.anchor_text) for p in written], [kept.text for kept in concepts.preserve])
-    if clip is None:
-        raise ValueError("clip is empty: connect the CLIP output of the checkpoint loader.")
-    encode = lambda text: clip.encode_from_tokens_scheduled(clip.tokenize(text))  # noqa: E731, as CLIPTextEncode
+    encode = text_encoder(clip)
     return [dataclasses.replace(probe, cond=encode(probe.text)) for probe in probes]
 
 
