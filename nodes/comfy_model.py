@@ -38,7 +38,7 @@ class ComfyDenoiser:
 
     def __init__(self, patcher):
         self.model = patcher.model
-        self.schedule = ComfySchedule(self.model.model_sampling)
+        self.schedule = ComfySchedule(patcher.get_model_object("model_sampling"))   # with ModelSampling* nodes' patches
         self.device = patcher.load_device
         self.transformer_options = patcher.model_options.get("transformer_options", {})
 

@@ -165,7 +165,7 @@ class ConceptScorer:
 
     def __init__(self, model, pairs, family, sampling, seed, progress):
         self.progress = progress
-        schedule = ComfySchedule(model.model.model_sampling)
+        schedule = ComfySchedule(model.get_model_object("model_sampling"))
         images = dataclasses.replace(sampling, count=CONCEPT_IMAGES)
         self.draws = []
         for pair in pairs:
