@@ -36,6 +36,8 @@ def load_comfyui(device):
 MODELS = {  # name -> (random_models config, latent channels, context dim, pooled dim or None)
     "tiny_sd15": ("TINY_SD15_UNET", 4, 768, None),
     "sd15": ("SD15_UNET", 4, 768, None),
+    "tiny_sd2": ("TINY_SD2_UNET", 4, 1024, None),
+    "sd2": ("SD2_UNET", 4, 1024, None),
     "sdxl": ("SDXL_UNET", 4, 2048, 1280),
 }
 

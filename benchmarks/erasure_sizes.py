@@ -1,4 +1,4 @@
-"""How big a saved erasure is, per `parameters` preset and LoRA rank, for SD1.5, SDXL and the tiny test model.
+"""How big a saved erasure is, per `parameters` preset and LoRA rank, for SD1.5, SD2.x, SDXL and the tiny test model.
 
 Sizes are computed from the UNets' weight shapes (ComfyUI's own classes on the meta device) and
 measured by writing the very files UnlearnSaveErasure writes (same keys, dtype and metadata layout),
@@ -39,7 +39,7 @@ def main():
     from comfyui_unlearn.unlearning import select_parameters
 
     rows, results = [], []
-    for model, config in [("sd15", "SD15_UNET"), ("sdxl", "SDXL_UNET"), ("tiny_sd15", "TINY_SD15_UNET")]:
+    for model, config in [("sd15", "SD15_UNET"), ("sd2", "SD2_UNET"), ("sdxl", "SDXL_UNET"), ("tiny_sd15", "TINY_SD15_UNET")]:
         shapes = unet_shapes(config)
         cases = [(preset, None) for preset in ("cross_attention_kv", "cross_attention", "attention")]
         cases += [("lora", rank) for rank in LORA_RANKS]

@@ -5,7 +5,9 @@ ComfyUI's loaders as what they imitate:
 - a tiny SD1.5 checkpoint under the original LDM key names: the UNet keeps SD1.5's 320 channels,
   8 heads and 768-dim cross-attention but has one level and no middle block; TAESD stands in for
   the KL VAE;
-- full-size SD1.5 and SDXL UNets (diffusion model only, for speed and memory benchmarks);
+- a tiny SD2.x checkpoint on the same layout, with SD2's 1024-dim text, linear projections, 64-channel
+  heads and OpenCLIP-H's text encoder;
+- full-size SD1.5, SD2.x and SDXL UNets (diffusion model only, for speed and memory benchmarks);
 - a tiny SD3 MMDiT of depth 1 (a DiT family, rectified flow), diffusion model only.
 Needs ComfyUI importable (tools/comfy_harness.import_comfyui does that).
 """
@@ -20,9 +22,12 @@ UNET_COMMON = dict(image_size=32, in_channels=4, out_channels=4, model_channels=
 TINY_SD15_UNET = dict(UNET_COMMON, num_res_blocks=[1], channel_mult=[1], transformer_depth=[1],
                       transformer_depth_output=[1, 1], transformer_depth_middle=-2, num_heads=8, context_dim=768,
                       use_linear_in_transformer=False)
+# SD2.x: what ComfyUI's SD20 config pins (1024-dim text, linear projections, 64-channel heads), on the tiny layout.
+TINY_SD2_UNET = dict(TINY_SD15_UNET, num_heads=-1, num_head_channels=64, context_dim=1024, use_linear_in_transformer=True)
 SD15_UNET = dict(UNET_COMMON, num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
                  transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
                  transformer_depth_middle=1, num_heads=8, context_dim=768, use_linear_in_transformer=False)
+SD2_UNET = dict(SD15_UNET, num_heads=-1, num_head_channels=64, context_dim=1024, use_linear_in_transformer=True)
 SDXL_UNET = dict(UNET_COMMON, num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4], num_classes="sequential",
                  adm_in_channels=2816, transformer_depth=[0, 0, 2, 2, 10, 10],
                  transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], transformer_depth_middle=10,
@@ -66,21 +71,38 @@ def unet_state_dict(config, seed=0, dtype=torch.float16):
     return _random_state_dict({"": unet}, seed, dtype)
 
 
-def tiny_sd15_state_dict(seed=0, dtype=torch.float16):
+def _tiny_checkpoint(unet_config, clip_prefix, clip_config_path, seed, dtype):
+    """A checkpoint in the original LDM key names: the UNet, ComfyUI's full text encoder of the family (its
+    size is fixed by ComfyUI's config file) under clip_prefix, and TAESD as the VAE."""
     import comfy.clip_model
     import comfy.ops
     import comfy.taesd.taesd
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    clip_config = json.loads((Path(comfy.clip_model.__file__).parent / "sd1_clip_config.json").read_text())
+    clip_config = json.loads(Path(clip_config_path).read_text())
     with torch.device("meta"):
         parts = {
-            "model.diffusion_model.": UNetModel(**TINY_SD15_UNET, operations=comfy.ops.disable_weight_init),
-            "cond_stage_model.transformer.": comfy.clip_model.CLIPTextModel(
-                clip_config, torch.float32, "meta", comfy.ops.disable_weight_init),
+            "model.diffusion_model.": UNetModel(**unet_config, operations=comfy.ops.disable_weight_init),
+            clip_prefix: comfy.clip_model.CLIPTextModel(clip_config, torch.float32, "meta", comfy.ops.disable_weight_init),
             "first_stage_model.": comfy.taesd.taesd.TAESD(),
         }
     return _random_state_dict(parts, seed, dtype)
+
+
+def tiny_sd15_state_dict(seed=0, dtype=torch.float16):
+    import comfy.clip_model
+
+    return _tiny_checkpoint(TINY_SD15_UNET, "cond_stage_model.transformer.",
+                            Path(comfy.clip_model.__file__).parent / "sd1_clip_config.json", seed, dtype)
+
+
+def tiny_sd2_state_dict(seed=0, dtype=torch.float16):
+    """SD2.x: OpenCLIP-H's text encoder (24 layers, 1024 wide) in the Hugging Face names that ComfyUI's SD20
+    config maps cond_stage_model.model.* onto."""
+    import comfy.text_encoders.sd2_clip
+
+    return _tiny_checkpoint(TINY_SD2_UNET, "cond_stage_model.model.transformer.",
+                            Path(comfy.text_encoders.sd2_clip.__file__).parent / "sd2_clip_config.json", seed, dtype)
 
 
 def tiny_sd3_state_dict(seed=0, dtype=torch.float16):
@@ -95,6 +117,11 @@ def tiny_sd3_state_dict(seed=0, dtype=torch.float16):
 def write_tiny_sd15(path, seed=0):
     """The tiny SD1.5 checkpoint (about 275 MiB, float16), for models/checkpoints; byte-identical per seed."""
     return _write(tiny_sd15_state_dict(seed), path)
+
+
+def write_tiny_sd2(path, seed=0):
+    """The tiny SD2.x checkpoint (about 700 MiB, float16, most of it the text encoder), for models/checkpoints."""
+    return _write(tiny_sd2_state_dict(seed), path)
 
 
 def write_tiny_sd3(path, seed=0):

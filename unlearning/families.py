@@ -48,6 +48,9 @@ UNET_PRESETS = {
 }
 
 SD1 = FamilyProfile("Stable Diffusion 1.x", ("SD15",), UNET_PRESETS)
+# SD2.x: the same UNet names; 1024-dim text (OpenCLIP-H), 768 px for the v-prediction 768-v models (ComfyUI
+# reads epsilon or v from the checkpoint into model_sampling, which the engine follows either way).
+SD2 = FamilyProfile("Stable Diffusion 2.x", ("SD20",), UNET_PRESETS, resolution=768)
 
 FAMILIES = {}
 
@@ -59,6 +62,7 @@ def register_family(profile: FamilyProfile) -> FamilyProfile:
 
 
 register_family(SD1)
+register_family(SD2)
 
 
 def family_for(model_config: str) -> FamilyProfile:
