@@ -39,6 +39,7 @@ MODELS = {  # name -> (random_models config, latent channels, context dim, poole
     "tiny_sd2": ("TINY_SD2_UNET", 4, 1024, None),
     "sd2": ("SD2_UNET", 4, 1024, None),
     "sdxl": ("SDXL_UNET", 4, 2048, 1280),
+    "tiny_sdxl": ("TINY_SDXL_UNET", 4, 2048, 1280),
 }
 
 

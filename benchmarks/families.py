@@ -4,8 +4,9 @@ default resolution, through the node's adapter (nodes/comfy_model.train_deltas) 
 after the model is loaded), on random-weight UNets that ComfyUI's loader detects as
 the family.
 
-    python benchmarks/families.py                                   # CPU: the tiny test models
-    python benchmarks/families.py --device cuda --models sd15 sd2   # GPU: full size
+    python benchmarks/families.py --models tiny_sd15 tiny_sd2       # CPU: the tiny test models
+    python benchmarks/families.py --models tiny_sdxl --size 512     # CPU: 1024 px does not fit 24 GB
+    python benchmarks/families.py --device cuda --models sd15 sd2 sdxl   # GPU: full size
 """
 import argparse
 import statistics
@@ -17,20 +18,22 @@ from common import clean_latents, device_name, load_comfyui, print_table, random
 from erasure_memory import read_peak, reset_peak
 
 
-def erase(patcher, name, steps):
-    """(family profile, px, seconds per step (median), peak bytes) of one erasure at the family's resolution."""
+def erase(patcher, name, steps, size=None):
+    """(family profile, px, seconds per step (median), peak bytes) of one erasure at `size` px (None: the
+    family's resolution)."""
     from comfyui_unlearn.nodes.comfy_model import model_family, train_deltas, trainable_keys, training_precision
     from comfyui_unlearn.unlearning import ErasureConfig, family_for, resolve
 
     family = family_for(model_family(patcher))
-    latents = clean_latents(name, family.resolution)
+    size = size or family.resolution
+    latents = clean_latents(name, size)
     config = ErasureConfig(steps, 1e-5, family=model_family(patcher), frozen_batch=family.frozen_batch(latents.shape),
                            **training_precision(patcher))
     stamps, device = [], patcher.load_device.type
     reset_peak(device)
     train_deltas(patcher, synthetic_concepts(name, latents), [], trainable_keys(patcher, family, "cross_attention_kv"),
                  resolve(config), lambda record: stamps.append(time.perf_counter()))
-    return family, family.resolution, statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:])), read_peak(device)
+    return family, size, statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:])), read_peak(device)
 
 
 def main():
@@ -38,19 +41,22 @@ def main():
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--models", nargs="+", default=["tiny_sd15", "tiny_sd2"])
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--size", type=int, help="pixels (default: each family's resolution; the tiny SDXL at 1024 px "
+                                                 "needs more than 24 GB of memory on a CPU)")
     args = parser.parse_args()
     load_comfyui(args.device)
     rows, results = [], []
     for name in args.models:
         patcher = random_unet(name, dtype=torch.float16 if args.device == "cuda" else torch.float32)
-        family, px, step, peak = erase(patcher, name, args.steps)
+        family, px, step, peak = erase(patcher, name, args.steps, args.size)
         results.append({"model": name, "family": family.name, "px": px, "step_s": step, "steps_500_s": 500 * step,
                         "peak_bytes": peak})
         rows.append([name, family.name, px, f"{step:.2f}", f"{500 * step / 60:.0f}", f"{peak / 2**30:.2f}"])
         del patcher
     print(f"\ndevice: {device_name(args.device)}, torch {torch.__version__}")
     print_table(["model", "family", "px", "s/step", "500 steps (min)", "peak GiB"], rows)
-    write_json(f"families_{args.device}.json", {"device": device_name(args.device), "steps": args.steps, "cases": results})
+    suffix = f"_{'_'.join(args.models)}_{args.size}" if args.size else ""
+    write_json(f"families_{args.device}{suffix}.json", {"device": device_name(args.device), "steps": args.steps, "cases": results})
 
 
 if __name__ == "__main__":

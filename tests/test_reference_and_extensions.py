@@ -114,7 +114,7 @@ def test_a_registered_family_is_found_and_its_presets_select_its_weights(registe
 
 def test_an_unknown_family_names_the_supported_ones():
     with pytest.raises(ValueError, match=r"model is a Flux model, which this pack cannot train yet \(supported: "
-                                         r"Stable Diffusion 1.x, Stable Diffusion 2.x\)"):
+                                         r"Stable Diffusion 1.x, Stable Diffusion 2.x, Stable Diffusion XL\)"):
         plan(family="Flux")
 
 

@@ -7,6 +7,8 @@ ComfyUI's loaders as what they imitate:
   the KL VAE;
 - a tiny SD2.x checkpoint on the same layout, with SD2's 1024-dim text, linear projections, 64-channel
   heads and OpenCLIP-H's text encoder;
+- a tiny SDXL checkpoint: SDXL's transformer depths and conditioning at 320 channels on every level, no
+  middle block, with CLIP-L and OpenCLIP-bigG's text encoders;
 - full-size SD1.5, SD2.x and SDXL UNets (diffusion model only, for speed and memory benchmarks);
 - a tiny SD3 MMDiT of depth 1 (a DiT family, rectified flow), diffusion model only.
 Needs ComfyUI importable (tools/comfy_harness.import_comfyui does that).
@@ -24,6 +26,13 @@ TINY_SD15_UNET = dict(UNET_COMMON, num_res_blocks=[1], channel_mult=[1], transfo
                       use_linear_in_transformer=False)
 # SD2.x: what ComfyUI's SD20 config pins (1024-dim text, linear projections, 64-channel heads), on the tiny layout.
 TINY_SD2_UNET = dict(TINY_SD15_UNET, num_heads=-1, num_head_channels=64, context_dim=1024, use_linear_in_transformer=True)
+# SDXL: what ComfyUI's SDXL config pins (320 channels, transformer depths 0, 0, 2, 2, 10, 10 over three levels of
+# two blocks, 2048-dim text, the 2816-dim size and pooled-text vector), every level at 320 channels, no middle block,
+# the decoder's attention only at the coarsest level (where SDXL has its ten-block stacks).
+TINY_SDXL_UNET = dict(UNET_COMMON, num_res_blocks=[2, 2, 2], channel_mult=[1, 1, 1], num_classes="sequential",
+                      adm_in_channels=2816, transformer_depth=[0, 0, 2, 2, 10, 10],
+                      transformer_depth_output=[1, 1, 1, 0, 0, 0, 0, 0, 0], transformer_depth_middle=-2,
+                      num_head_channels=64, context_dim=2048, use_linear_in_transformer=True)
 SD15_UNET = dict(UNET_COMMON, num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
                  transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
                  transformer_depth_middle=1, num_heads=8, context_dim=768, use_linear_in_transformer=False)
@@ -71,29 +80,32 @@ def unet_state_dict(config, seed=0, dtype=torch.float16):
     return _random_state_dict({"": unet}, seed, dtype)
 
 
-def _tiny_checkpoint(unet_config, clip_prefix, clip_config_path, seed, dtype):
-    """A checkpoint in the original LDM key names: the UNet, ComfyUI's full text encoder of the family (its
-    size is fixed by ComfyUI's config file) under clip_prefix, and TAESD as the VAE."""
+def _tiny_checkpoint(unet_config, text_encoders, seed, dtype):
+    """A checkpoint in the original LDM key names: the UNet, ComfyUI's full text encoders of the family
+    ({key prefix: config file}; their sizes are fixed by ComfyUI's config files), and TAESD as the VAE."""
     import comfy.clip_model
     import comfy.ops
     import comfy.taesd.taesd
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    clip_config = json.loads(Path(clip_config_path).read_text())
     with torch.device("meta"):
-        parts = {
-            "model.diffusion_model.": UNetModel(**unet_config, operations=comfy.ops.disable_weight_init),
-            clip_prefix: comfy.clip_model.CLIPTextModel(clip_config, torch.float32, "meta", comfy.ops.disable_weight_init),
-            "first_stage_model.": comfy.taesd.taesd.TAESD(),
-        }
+        parts = {"model.diffusion_model.": UNetModel(**unet_config, operations=comfy.ops.disable_weight_init)}
+        for prefix, config_path in text_encoders.items():
+            parts[prefix] = comfy.clip_model.CLIPTextModel(json.loads(Path(config_path).read_text()), torch.float32,
+                                                           "meta", comfy.ops.disable_weight_init)
+        parts["first_stage_model."] = comfy.taesd.taesd.TAESD()   # last: the seeded draws keep their order
     return _random_state_dict(parts, seed, dtype)
+
+
+def _comfy_file(module, name):
+    return Path(module.__file__).parent / name
 
 
 def tiny_sd15_state_dict(seed=0, dtype=torch.float16):
     import comfy.clip_model
 
-    return _tiny_checkpoint(TINY_SD15_UNET, "cond_stage_model.transformer.",
-                            Path(comfy.clip_model.__file__).parent / "sd1_clip_config.json", seed, dtype)
+    return _tiny_checkpoint(TINY_SD15_UNET, {"cond_stage_model.transformer.": _comfy_file(comfy.clip_model, "sd1_clip_config.json")},
+                            seed, dtype)
 
 
 def tiny_sd2_state_dict(seed=0, dtype=torch.float16):
@@ -101,8 +113,18 @@ def tiny_sd2_state_dict(seed=0, dtype=torch.float16):
     config maps cond_stage_model.model.* onto."""
     import comfy.text_encoders.sd2_clip
 
-    return _tiny_checkpoint(TINY_SD2_UNET, "cond_stage_model.model.transformer.",
-                            Path(comfy.text_encoders.sd2_clip.__file__).parent / "sd2_clip_config.json", seed, dtype)
+    return _tiny_checkpoint(TINY_SD2_UNET, {"cond_stage_model.model.transformer.": _comfy_file(
+        comfy.text_encoders.sd2_clip, "sd2_clip_config.json")}, seed, dtype)
+
+
+def tiny_sdxl_state_dict(seed=0, dtype=torch.float16):
+    """SDXL: CLIP-L and OpenCLIP-bigG's text encoders (Hugging Face names, where ComfyUI's SDXL config maps
+    conditioner.embedders.0 and .1 from)."""
+    import comfy.clip_model
+
+    return _tiny_checkpoint(TINY_SDXL_UNET, {
+        "conditioner.embedders.0.transformer.": _comfy_file(comfy.clip_model, "sd1_clip_config.json"),
+        "conditioner.embedders.1.model.transformer.": _comfy_file(comfy.clip_model, "clip_config_bigg.json")}, seed, dtype)
 
 
 def tiny_sd3_state_dict(seed=0, dtype=torch.float16):
@@ -122,6 +144,11 @@ def write_tiny_sd15(path, seed=0):
 def write_tiny_sd2(path, seed=0):
     """The tiny SD2.x checkpoint (about 700 MiB, float16, most of it the text encoder), for models/checkpoints."""
     return _write(tiny_sd2_state_dict(seed), path)
+
+
+def write_tiny_sdxl(path, seed=0):
+    """The tiny SDXL checkpoint (about 1.8 GiB, float16, most of it the two text encoders), for models/checkpoints."""
+    return _write(tiny_sdxl_state_dict(seed), path)
 
 
 def write_tiny_sd3(path, seed=0):

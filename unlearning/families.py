@@ -51,6 +51,11 @@ SD1 = FamilyProfile("Stable Diffusion 1.x", ("SD15",), UNET_PRESETS)
 # SD2.x: the same UNet names; 1024-dim text (OpenCLIP-H), 768 px for the v-prediction 768-v models (ComfyUI
 # reads epsilon or v from the checkpoint into model_sampling, which the engine follows either way).
 SD2 = FamilyProfile("Stable Diffusion 2.x", ("SD20",), UNET_PRESETS, resolution=768)
+# SDXL and the distilled SDXL UNets ComfyUI conditions the same way (SSD-1B, Vega, KOALA): the same UNet names,
+# 2048-dim text (CLIP-L and OpenCLIP-bigG) with a pooled vector and the size embedding, which ComfyUI's extra_conds
+# add; 1024 px.
+SDXL = FamilyProfile("Stable Diffusion XL", ("SDXL", "SSD1B", "Segmind_Vega", "KOALA_700M", "KOALA_1B"), UNET_PRESETS,
+                     resolution=1024)
 
 FAMILIES = {}
 
@@ -63,6 +68,7 @@ def register_family(profile: FamilyProfile) -> FamilyProfile:
 
 register_family(SD1)
 register_family(SD2)
+register_family(SDXL)
 
 
 def family_for(model_config: str) -> FamilyProfile:

@@ -15,13 +15,14 @@ UNLEARN, TRAINING_DATA = "3", "14"      # the example's Unlearn Model and its Un
 FAST_UNLEARN = dict(steps=3, learning_rate=1e-4, images_per_prompt=2, sampling_steps=2, width=64, height=64)
 
 
-def erase_graph(checkpoint, seed=42, objective=None, **settings):
-    """The example workflow shrunk for the CPU (64 px, 3 sampling steps), saving both latents.
+def erase_graph(checkpoint, seed=42, objective=None, workflow=SHIPPED, **settings):
+    """The example workflow (or another of the same shape) shrunk for the CPU (64 px, 3 sampling steps),
+    saving both latents.
 
     Each setting goes to the node that declares it: Unlearn Model, its Unlearn Training Data, or an
     option node added to the chain (divergence, critic, LoRA, memory, and the objective's node when
     `objective` is given)."""
-    graph = copy.deepcopy(SHIPPED)
+    graph = copy.deepcopy(workflow)
     graph["1"]["inputs"]["ckpt_name"] = checkpoint
     graph["6"]["inputs"].update(width=64, height=64)
     for sampler in ("7", "8"):
