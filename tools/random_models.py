@@ -104,8 +104,8 @@ def _comfy_file(module, name):
 def tiny_sd15_state_dict(seed=0, dtype=torch.float16):
     import comfy.clip_model
 
-    return _tiny_checkpoint(TINY_SD15_UNET, {"cond_stage_model.transformer.": _comfy_file(comfy.clip_model, "sd1_clip_config.json")},
-                            seed, dtype)
+    return _tiny_checkpoint(TINY_SD15_UNET, {"cond_stage_model.transformer.": _comfy_file(
+        comfy.clip_model, "sd1_clip_config.json")}, seed, dtype)
 
 
 def tiny_sd2_state_dict(seed=0, dtype=torch.float16):
