@@ -11,8 +11,8 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..unlearning import family_for, lora_state_dict, prompt_lines
-from ..unlearning.report import (ConceptEnds, Probe, default_probes, epsilon_at, markdown_report, score_draws,
-                                 verdict)
+from ..unlearning.report import (ConceptEnds, Probe, default_probes, epsilon_at, markdown_report, prompt_label,
+                                 score_draws, strength_table, verdict)
 from .anchor_samples import ImageSampling, sampled_latents
 from .comfy_model import ComfyDenoiser, ComfySchedule, model_conds, model_family
 from .concepts import text_encoder
@@ -99,7 +99,7 @@ class UnlearnReport(io.ComfyNode):
             images = [vae.decode(sampled_latents(m, family, (probe.text, probe.cond), concepts.pairs[0].empty_cond,
                                                  sampling, seed, on_step=progress.sampling_step))[0]
                       for m in (model, erased_model)]
-            grid.append((f"{probe.text or '(empty prompt)'} [{probe.role}]: {scores[0]:+.2f} -> {scores[1]:+.2f}, "
+            grid.append((f"{prompt_label(probe.text)} [{probe.role}]: {scores[0]:+.2f} -> {scores[1]:+.2f}, "
                          f"{word}", *images))
         progress.done()
         return io.NodeOutput(before_after_grid(grid), markdown_report(rows))
@@ -155,8 +155,8 @@ class UnlearnStrengthCurve(io.ComfyNode):
             for curve, probe, eps in zip(curves, probes, scorer.epsilons(patched, probes) if patched else original):
                 curve.append(scorer.ends[probe.concept].score(eps[probe.concept]))
         progress.done()
-        labelled = [(p.text or "(empty prompt)", p.role, curve) for p, curve in zip(probes, curves)]
-        return io.NodeOutput(strength_plot(levels, labelled), _curve_table(levels, labelled))
+        labelled = [(p.text, p.role, curve) for p, curve in zip(probes, curves)]
+        return io.NodeOutput(strength_plot(levels, labelled), strength_table(levels, labelled))
 
 
 class ConceptScorer:
@@ -254,10 +254,3 @@ def _strengths(text):
         raise ValueError(f"strengths is empty: write the strengths to score separated by commas, e.g. '{STRENGTHS}'.")
     return sorted(set(levels))
 
-
-def _curve_table(levels, curves):
-    lines = ["| prompt | role | " + " | ".join(f"strength {s:g}" for s in levels) + " |",
-             "|---|---|" + "---:|" * len(levels)]
-    lines += [f"| {label.replace('|', chr(92) + '|')} | {role} | " + " | ".join(f"{v:+.2f}" for v in scores) + " |"
-              for label, role, scores in curves]
-    return "\n".join(lines)

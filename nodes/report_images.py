@@ -4,6 +4,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..unlearning.report import prompt_label
+
 ROLE_COLOURS = {"target": "#d62728", "probe": "#ff7f0e", "anchor": "#2ca02c", "preserved": "#1f77b4"}
 
 
@@ -94,5 +96,5 @@ def strength_plot(strengths, curves) -> torch.Tensor:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
         y = bottom + 46 + 18 * row
         draw.line([left, y + 8, left + 24, y + 8], fill=colour, width=3)
-        draw.text((left + 32, y), f"{label} ({role})", fill="black", font=font)
+        draw.text((left + 32, y), f"{prompt_label(label)} ({role})", fill="black", font=font)
     return _as_image(canvas)

@@ -165,10 +165,8 @@ class Toolbox:
         giving clean latents), its noise levels stratified: one in each of `size` equal slices of the range."""
         concepts, device = self.concepts, self.denoiser.device
         size = max(size, len(concepts))
-        margin = self.schedule.percent_per_step
-        slices = (torch.arange(size, dtype=torch.float64) + torch.rand(size, generator=self.generator, dtype=torch.float64)) / size
         turns = [torch.arange(k, size, len(concepts)) for k in range(len(concepts))]   # each concept's slices
-        percent = (margin + (1 - 2 * margin) * slices)[torch.cat(turns)]
+        percent = self.schedule.stratified_percent(size, self.generator)[torch.cat(turns)]
         clean_of = images.of if hasattr(images, "of") else images
         sizes = [len(t) for t in turns]
         images_of = [clean_of(c) for c in concepts]

@@ -42,10 +42,7 @@ def score_draws(schedule, latents, count=SCORE_DRAWS, seed=0, percents=SCORE_PER
     """`count` noisy versions of the clean `latents` (cycled), one noise level in each of `count` equal slices
     of `percents` (kept a timestep away from both ends), the noise from `seed`."""
     generator = torch.Generator().manual_seed(seed)
-    margin = schedule.percent_per_step
-    low, high = max(percents[0], margin), min(percents[1], 1 - margin)
-    slices = (torch.arange(count, dtype=torch.float64) + torch.rand(count, generator=generator, dtype=torch.float64)) / count
-    sigma = schedule.sigma_at(low + (high - low) * slices).float()
+    sigma = schedule.sigma_at(schedule.stratified_percent(count, generator, *percents)).float()
     x0 = latents[torch.arange(count) % len(latents)].float().cpu()
     noise = torch.randn(x0.shape, generator=generator)
     return ScoreDraws(schedule.add_noise(x0, noise, sigma), sigma)
@@ -94,13 +91,29 @@ def verdict(before: float, after: float, drift: float) -> str:
     return "unchanged" if drift < DRIFT_CHANGED else "changed"
 
 
+def prompt_label(text: str) -> str:
+    return text or "(empty prompt)"
+
+
+def _markdown(header, align, rows) -> str:
+    """A Markdown table; the first cell of each row is a prompt (its pipes escaped)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join([prompt_label(row[0]).replace("|", "\\|"), *row[1:]]) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def markdown_report(rows) -> str:
     """rows: (prompt, role, concept score before, after, drift, verdict) -> a Markdown table."""
-    lines = ["| prompt | role | score before | score after | drift | verdict |", "|---|---|---:|---:|---:|---|"]
-    for prompt, role, before, after, drift, word in rows:
-        shown = prompt.replace("|", "\\|") or "(empty prompt)"
-        lines.append(f"| {shown} | {role} | {before:+.2f} | {after:+.2f} | {drift:.2f} | {word} |")
-    return "\n".join(lines)
+    return _markdown(["prompt", "role", "score before", "score after", "drift", "verdict"],
+                     ["---", "---", "---:", "---:", "---:", "---"],
+                     [(prompt, role, f"{before:+.2f}", f"{after:+.2f}", f"{drift:.2f}", word)
+                      for prompt, role, before, after, drift, word in rows])
+
+
+def strength_table(strengths, curves) -> str:
+    """curves: (prompt, role, [concept score per strength]) -> a Markdown table, a column per strength."""
+    return _markdown(["prompt", "role", *(f"strength {s:g}" for s in strengths)], ["---", "---"] + ["---:"] * len(strengths),
+                     [(prompt, role, *(f"{v:+.2f}" for v in scores)) for prompt, role, scores in curves])
 
 
 # The default probes put each target in sentences the pair node's phrasings do not train on, so that the

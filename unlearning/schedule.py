@@ -23,6 +23,13 @@ class NoiseSchedule:
         margin = self.percent_per_step
         return margin + (1 - 2 * margin) * torch.rand(batch, generator=generator, dtype=torch.float64)
 
+    def stratified_percent(self, count: int, generator: torch.Generator, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        """`count` noise levels in [low, high] (kept one timestep away from both ends), one uniform in each of
+        `count` equal slices, in the order of the slices: the fixed banks that statistics are read on."""
+        low, high = max(low, self.percent_per_step), min(high, 1 - self.percent_per_step)
+        slices = (torch.arange(count, dtype=torch.float64) + torch.rand(count, generator=generator, dtype=torch.float64)) / count
+        return low + (high - low) * slices
+
     @property
     def percent_per_step(self) -> float:
         return 1.0 / (self.num_steps - 1)

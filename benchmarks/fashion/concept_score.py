@@ -69,9 +69,7 @@ def spearman(x, y):
 def scaled(denoiser, strength):
     """The erased denoiser with its deltas times `strength` (what a LoRA loader's strength does)."""
     deltas = WeightDeltas({k: v.shape for k, v in denoiser.deltas.tensors.items()})
-    with torch.no_grad():
-        for key, value in denoiser.deltas.tensors.items():
-            deltas.tensors[key].copy_(value * strength)
+    deltas.start_from({key: value * strength for key, value in denoiser.deltas.export().items()})
     return task.denoiser(denoiser.module, deltas)
 
 

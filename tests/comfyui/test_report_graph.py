@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from graphs import CHECKPOINT as CKPT, FAST_UNLEARN, progress_hook, run
+from graphs import CHECKPOINT as CKPT, FAST_UNLEARN, progress_hook, run, saved_lora_name
 from PIL import Image
 
 from comfyui_unlearn.unlearning import read_erasure_metadata
@@ -89,8 +89,7 @@ def test_the_target_scores_plus_one_on_the_original_model_and_lower_once_erased(
 def test_the_saved_erasure_keeps_the_report_in_its_header(runner, report_run):
     import folder_paths
 
-    text = report_run[0].outputs["13"]["text"][0]
-    name = text.split("saved ", 1)[1].split(" in the loras folder")[0]
+    name = saved_lora_name(report_run[0])
     metadata = read_erasure_metadata(Path(folder_paths.get_folder_paths("loras")[0]) / name)
     assert metadata["report"] == report_run[0].outputs["17"]["text"][0]
 
@@ -98,8 +97,7 @@ def test_the_saved_erasure_keeps_the_report_in_its_header(runner, report_run):
 def test_the_strength_sweep_workflow_draws_a_curve_from_plus_one_down(runner, report_run):
     import folder_paths
 
-    text = report_run[0].outputs["13"]["text"][0]
-    name = text.split("saved ", 1)[1].split(" in the loras folder")[0]
+    name = saved_lora_name(report_run[0])
     result = run(runner, sweep_graph(name))
     rows = table_rows(result.outputs["6"]["text"][0])
     scores = [float(v) for v in rows["Van Gogh"][1:]]
@@ -110,8 +108,7 @@ def test_the_strength_sweep_workflow_draws_a_curve_from_plus_one_down(runner, re
 
 
 def test_strengths_that_are_not_numbers_are_refused_naming_the_input(runner, report_run):
-    text = report_run[0].outputs["13"]["text"][0]
-    graph = sweep_graph(text.split("saved ", 1)[1].split(" in the loras folder")[0])
+    graph = sweep_graph(saved_lora_name(report_run[0]))
     graph["4"]["inputs"]["strengths"] = "0, half, 1"
     result = runner.run(copy.deepcopy(graph))
     assert not result.success and "strengths '0, half, 1' is not a list of numbers" in str(result.error)
