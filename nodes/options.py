@@ -24,7 +24,7 @@ class TrainingData:
     preserve_weight: float = 1.0
     images_per_prompt: int = 4
     sampling_steps: Optional[int] = None     # None: the model family's
-    cfg: Optional[float] = None
+    cfg: Optional[float] = None              # None or 0: the model family's
     width: int = 0                           # 0: the model family's training resolution
     height: int = 0
 
@@ -32,7 +32,7 @@ class TrainingData:
         """How the node samples training images and trajectories on this family."""
         defaults: Sampling = family.sampling
         return ImageSampling(self.images_per_prompt, self.sampling_steps or defaults.steps,
-                             defaults.cfg if self.cfg is None else self.cfg,
+                             self.cfg or defaults.cfg,
                              self.width or family.resolution, self.height or family.resolution)
 
 
@@ -149,10 +149,14 @@ class UnlearnTrainingData(io.ComfyNode):
                                        "frozen model). 0 ignores them."),
                 io.Int.Input("images_per_prompt", default=4, min=1, max=256,
                              tooltip="Images sampled per prompt when no images are connected."),
-                io.Int.Input("sampling_steps", default=20, min=1, max=200,
-                             tooltip="Sampling steps (euler, normal) for those images and the objectives' trajectories."),
-                io.Float.Input("cfg", default=7.0, min=0.0, max=30.0, step=0.1,
-                               tooltip="CFG scale for those images (the empty prompt is the negative)."),
+                io.Int.Input("sampling_steps", default=0, min=0, max=200,
+                             tooltip="Sampling steps (euler, normal) for those images and the objectives' "
+                                     "trajectories; 0: the model family's (20 on SD and Flux.1 dev, 28 on SD3, 4 on "
+                                     "Flux.1 schnell)."),
+                io.Float.Input("cfg", default=0.0, min=0.0, max=30.0, step=0.1,
+                               tooltip="CFG scale for those images (the empty prompt is the negative); 0: the model "
+                                       "family's (7 on SD1.x/2.x/XL, 4.5 on SD3, 1 on the guidance-distilled Flux.1: "
+                                       "no negative)."),
                 io.Int.Input("width", default=0, min=0, max=4096, step=8,
                              tooltip="Width in pixels of sampled images and trajectories; 0: the model family's "
                                      "training resolution (512 on SD1.x)."),
