@@ -11,12 +11,15 @@ import functools
 import hashlib
 import logging
 
+import comfy.lora
 import comfy.model_management
 import comfy.sampler_helpers
 import comfy.samplers
 import torch
 
 from ..unlearning import ErasureRun, LoraDeltas, NoiseSchedule, WeightDeltas, select_parameters
+from ..unlearning.deltas import target_shape
+from ..unlearning.parameters import weight_name
 
 
 class ComfySchedule(NoiseSchedule):
@@ -77,12 +80,30 @@ def model_family(model) -> str:
 
 
 def trainable_keys(model, family, preset: str) -> list:
-    """The diffusion-model weights a preset trains in this family, among those ComfyUI can wrap (its cast ops)."""
-    wrappable = []
+    """What a preset trains in this family (weight names, or slices of fused weights), among the diffusion
+    model's weights that ComfyUI can wrap (its cast ops)."""
+    shapes = {}
     for name, module in model.model.diffusion_model.named_modules():
         if hasattr(module, "weight_function"):
-            wrappable += [f"diffusion_model.{name}.{p}" for p in ("weight", "bias") if getattr(module, p, None) is not None]
-    return select_parameters(wrappable, preset, family)
+            for part in ("weight", "bias"):
+                if getattr(module, part, None) is not None:
+                    shapes[f"diffusion_model.{name}.{part}"] = getattr(module, part).shape
+    return select_parameters(list(shapes), preset, family, shapes)
+
+
+def lora_names(model, targets) -> dict:
+    """The LoRA-file module name of each slice target: the underscore-only name (e.g. OneTrainer's
+    "lora_transformer_...") that ComfyUI's LoRA loader maps onto exactly that slice for this model's family."""
+    by_slice = {}
+    for name, to in sorted(comfy.lora.model_lora_keys_unet(model.model, {}).items()):
+        if isinstance(to, tuple) and len(to) == 2 and to[1] is not None and "." not in name:   # (key, offset) only
+            by_slice.setdefault((to[0], tuple(to[1])), name)
+    slices = [t for t in targets if isinstance(t, tuple)]
+    missing = [t for t in slices if t not in by_slice]
+    if missing:
+        raise ValueError(f"ComfyUI's LoRA loader has no name for {missing[0]} in a {model_family(model)} model, so "
+                         f"the erasure could not be saved: choose the parameters preset 'cross_attention' or 'lora'.")
+    return {t: by_slice[t] for t in slices}
 
 
 def model_conds(model, conditioning, latent_shape):
@@ -150,7 +171,14 @@ def training_precision(model) -> dict:
 def _checkpointed(forward, *args, **kwargs):
     if not torch.is_grad_enabled():
         return forward(*args, **kwargs)
-    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+    return torch.utils.checkpoint.checkpoint(_on_copies, forward, *args, use_reentrant=False, **kwargs)
+
+
+def _on_copies(forward, *args, **kwargs):
+    """forward on copies of its tensor arguments: a block that adds to its input in place (Flux's) leaves the
+    input that the checkpoint keeps for recomputing it unchanged."""
+    copy = lambda value: value.clone() if torch.is_tensor(value) else value  # noqa: E731
+    return forward(*map(copy, args), **{k: copy(v) for k, v in kwargs.items()})
 
 
 def _blocks(module):
@@ -184,7 +212,7 @@ def weights_fingerprint(model, keys) -> str:
     """sha256 of the original (unpatched) values of the weights an erasure changes: which base it fits."""
     originals = model.get_key_patches("diffusion_model.")
     digest = hashlib.sha256()
-    for key in sorted(keys):
+    for key in sorted({weight_name(target) for target in keys}):
         weight = originals[key][0][0]
         digest.update(key.encode())
         digest.update(weight.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
@@ -240,11 +268,14 @@ def train_deltas(model, concepts, preserve, keys, plan, on_step, checkpointing="
         deltas = run.deltas if run is not None else _new_deltas(work, keys, plan, start_from)
         deltas.enabled = True
         for key in keys:
-            work.add_weight_wrapper(key, DeltaWrapper(deltas, key))
+            work.add_weight_wrapper(weight_name(key), DeltaWrapper(deltas, key))
         comfy.model_management.load_models_gpu([work], memory_required=1e20, force_full_load=True)
         try:
             memory_saving = gradient_checkpointing if checkpointing == "on" else contextlib.nullcontext
-            with frozen_base_weights(work.model.diffusion_model), memory_saving(work.model.diffusion_model):
+            mutations = torch.autograd.graph.allow_mutation_on_saved_tensors if plan.family.mutates_saved_tensors \
+                else contextlib.nullcontext
+            module = work.model.diffusion_model
+            with frozen_base_weights(module), memory_saving(module), mutations():
                 if run is None:
                     run = _new_run(work, deltas, concepts, preserve, plan)
                 else:
@@ -260,7 +291,8 @@ def train_deltas(model, concepts, preserve, keys, plan, on_step, checkpointing="
 
 
 def _new_deltas(work, keys, plan, start_from):
-    shapes = {key: tensor.shape for key, tensor in work.model_state_dict().items() if key in set(keys)}
+    weights = work.model_state_dict()
+    shapes = {key: target_shape(key, weights[weight_name(key)].shape) for key in keys}
     if plan.lora is None:
         deltas = WeightDeltas(shapes, device=work.load_device)
     else:

@@ -9,7 +9,7 @@ from comfy_api.latest import io
 from ..divergences import DIVERGENCES
 from ..unlearning import PRESETS, Concept, Erasure, erasure_metadata, lora_state_dict, resolve
 from .anchor_samples import sampled_latents
-from .comfy_model import model_family, train_deltas, trainable_keys, training_precision, weights_fingerprint
+from .comfy_model import lora_names, model_family, train_deltas, trainable_keys, training_precision, weights_fingerprint
 from .options import ErasureOptions
 from .types import CATEGORY, Concepts, ErasureType, Options
 
@@ -104,19 +104,20 @@ class UnlearnModel(io.ComfyNode):
             comfy.model_management.throw_exception_if_processing_interrupted()
 
         fingerprint = weights_fingerprint(model, keys)
+        names = lora_names(model, keys)
         start = options.start
         resume_key = _run_key(model, concepts, given, start, plan, sampling, keys)
         deltas, records = train_deltas(model, engine_concepts, [kept.cond for kept in concepts.preserve], keys, plan,
                                        on_step, options.gradient_checkpointing, start and start.deltas, resume_key)
         # The same loader call as LoraLoaderModelOnly, so a saved erasure loads into exactly this MODEL.
-        erased, _ = comfy.sd.load_lora_for_models(model, None, lora_state_dict(deltas), 1.0, 0.0)
+        erased, _ = comfy.sd.load_lora_for_models(model, None, lora_state_dict(deltas, names=names), 1.0, 0.0)
         base_model = {"family": plan.config.family, "weights_sha256": fingerprint, "patched_upstream": bool(model.patches)}
         images = "connected" if given is not None else vars(sampling)
         metadata = erasure_metadata(plan, concepts, records, images, base_model, start and start.metadata)
         losses = {"loss": [r.loss for r in records]}
         for name in records[0].terms:
             losses[name] = [r.terms.get(name) for r in records]
-        return io.NodeOutput(erased, Erasure(deltas, metadata, records), losses)
+        return io.NodeOutput(erased, Erasure(deltas, metadata, records, names), losses)
 
 
 def _run_key(model, concepts, given, start, plan, sampling, keys):
@@ -134,7 +135,7 @@ def _run_key(model, concepts, given, start, plan, sampling, keys):
 
 def _check_text_width(model, family, concepts):
     """Concepts encoded with another model's text encoder would fail deep inside the first pass."""
-    expected = model.model.model_config.unet_config.get(family.text_width_key)
+    expected = family.text_width(model.model.model_config.unet_config)
     conds = [c for pair in concepts.pairs for c in (pair.target_cond, pair.anchor_cond)]
     widths = {cond[0][0].shape[-1] for cond in conds + [kept.cond for kept in concepts.preserve]}
     if expected is not None and widths != {expected}:

@@ -6,7 +6,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..unlearning import Erasure, erasure_from_state_dict, read_erasure_metadata
-from .comfy_model import model_family, weights_fingerprint
+from .comfy_model import lora_names, model_family, weights_fingerprint
 from .types import CATEGORY, ErasureType
 
 
@@ -54,7 +54,7 @@ class UnlearnLoadErasure(io.ComfyNode):
                              f"had sha256 {str(made_for.get('weights_sha256'))[:12]}..., this model's have "
                              f"{fingerprint[:12]}...): load the checkpoint it was made from.")
         erased, _ = comfy.sd.load_lora_for_models(model, None, state, strength, 0.0)
-        return io.NodeOutput(erased, Erasure(deltas, metadata, []))
+        return io.NodeOutput(erased, Erasure(deltas, metadata, [], lora_names(model, deltas)))
 
 
 def _erasure_header(path, name):

@@ -148,7 +148,7 @@ class UnlearnStrengthCurve(io.ComfyNode):
         scorer = ConceptScorer(model, _written(concepts), family, sampling, seed, progress)
         original = scorer.epsilons(model, probes)
         probes = scorer.assigned(probes, original)
-        state = lora_state_dict(erasure.deltas)
+        state = lora_state_dict(erasure.deltas, names=erasure.names)
         curves = [[] for _ in probes]
         for strength in levels:
             patched = None if strength == 0 else comfy.sd.load_lora_for_models(model, None, state, strength, 0.0)[0]

@@ -39,6 +39,6 @@ class UnlearnSaveErasure(io.ComfyNode):
         loras = folder_paths.get_folder_paths("loras")[0]
         path = next_free_path(loras, filename_prefix)
         metadata = {**erasure.metadata, "report": report} if report else erasure.metadata
-        write_erasure(path, lora_state_dict(erasure.deltas, DTYPES[dtype]), metadata)
+        write_erasure(path, lora_state_dict(erasure.deltas, DTYPES[dtype], erasure.names), metadata)
         name = path.relative_to(Path(loras).resolve()).as_posix()
         return io.NodeOutput(ui=ui.PreviewText(f"saved {name} in the loras folder: load it with Load LoRA"))

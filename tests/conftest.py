@@ -59,13 +59,15 @@ def restore_registries():
 @pytest.fixture(scope="session")
 def runner(tmp_path_factory):
     """ComfyUI running in this process on the CPU, with the pack loaded and tiny models to load:
-    checkpoints/tiny_sd15.safetensors and diffusion_models/tiny_sd3.safetensors."""
+    checkpoints/tiny_sd15.safetensors, and diffusion_models/tiny_sd3.safetensors and tiny_hunyuan_dit.safetensors
+    (a family the pack does not train)."""
     from comfy_harness import start_comfyui
-    from random_models import write_tiny_sd3, write_tiny_sd15
+    from random_models import write_tiny_hunyuan_dit, write_tiny_sd3, write_tiny_sd15
 
     base = tmp_path_factory.mktemp("comfy_base")
     runner = start_comfyui(comfyui_path(), base)
     write_tiny_sd15(base / "models" / "checkpoints" / "tiny_sd15.safetensors")
     write_tiny_sd3(base / "models" / "diffusion_models" / "tiny_sd3.safetensors")
+    write_tiny_hunyuan_dit(base / "models" / "diffusion_models" / "tiny_hunyuan_dit.safetensors")
     return runner
 

@@ -112,10 +112,39 @@ def test_a_registered_family_is_found_and_its_presets_select_its_weights(registe
         plan(family="TestDiT", parameters="lora")
 
 
+def test_a_fused_qkv_trains_its_key_and_value_rows_only_and_saves_each_under_its_given_name():
+    """The DiT presets pick the k and v row blocks of a fused qkv weight as slices (ComfyUI's patch keys); the
+    deltas change those rows alone, and a slice is saved under the name the caller gives it."""
+    from comfyui_unlearn.unlearning import FusedParts, WeightDeltas, lora_state_dict
+
+    kv = FusedParts(r"\.txt\.qkv\.weight$", (1, 2))
+    profile = FamilyProfile("Test MMDiT", ("TestMMDiT",), {"cross_attention_kv": kv})
+    shapes = {"b.0.txt.qkv.weight": (12, 5), "b.0.img.qkv.weight": (12, 5)}
+    kv = select_parameters(list(shapes), "cross_attention_kv", profile, shapes)
+    assert kv == [("b.0.txt.qkv.weight", (0, 4, 4)), ("b.0.txt.qkv.weight", (0, 8, 4))]
+    deltas = WeightDeltas({target: (4, 5) for target in kv})
+    with torch.no_grad():
+        for tensor in deltas.parameters():
+            tensor.fill_(1.0)
+    weight = torch.zeros(12, 5)
+    for target in kv:
+        weight = deltas.apply(target, weight)
+    assert weight[:4].abs().sum() == 0 and torch.equal(weight[4:], torch.ones(8, 5))
+    names = {kv[0]: "lora_transformer_0_add_k_proj", kv[1]: "lora_transformer_0_add_v_proj"}
+    assert sorted(lora_state_dict(deltas.export(), names=names)) == [f"{n}.diff" for n in sorted(names.values())]
+
+
+def test_uce_refuses_a_family_whose_text_passes_through_the_blocks_first():
+    with pytest.raises(ValueError, match="in Flux.1 dev the text passes through the blocks' text stream first: "
+                                         "choose an iterative objective"):
+        plan(family="Flux", objective="uce", parameters="cross_attention_kv")
+
+
 def test_an_unknown_family_names_the_supported_ones():
-    with pytest.raises(ValueError, match=r"model is a Flux model, which this pack cannot train yet \(supported: "
-                                         r"Stable Diffusion 1.x, Stable Diffusion 2.x, Stable Diffusion XL\)"):
-        plan(family="Flux")
+    with pytest.raises(ValueError, match=r"model is a QwenImage model, which this pack cannot train yet \(supported: "
+                                         r"Stable Diffusion 1.x, Stable Diffusion 2.x, Stable Diffusion XL, Stable "
+                                         r"Diffusion 3 / 3.5, Flux.1 dev, Flux.1 schnell\)"):
+        plan(family="QwenImage")
 
 
 def test_option_groups_that_the_choices_ignore_are_refused():

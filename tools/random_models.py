@@ -10,7 +10,9 @@ ComfyUI's loaders as what they imitate:
 - a tiny SDXL checkpoint: SDXL's transformer depths and conditioning at 320 channels on every level, no
   middle block, with CLIP-L and OpenCLIP-bigG's text encoders;
 - full-size SD1.5, SD2.x and SDXL UNets (diffusion model only, for speed and memory benchmarks);
-- a tiny SD3 MMDiT of depth 1 (a DiT family, rectified flow), diffusion model only.
+- a tiny SD3 MMDiT of depth 2 and a tiny Flux.1 (one double and one single block at Flux's fixed 3072 width),
+  diffusion models only, and CLIP-L's text encoder on its own (what ComfyUI's CLIPLoader reads as SD3's text);
+- a tiny Hunyuan-DiT, a family the pack does not train, for the error that says so.
 Needs ComfyUI importable (tools/comfy_harness.import_comfyui does that).
 """
 import json
@@ -41,43 +43,58 @@ SDXL_UNET = dict(UNET_COMMON, num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4], 
                  adm_in_channels=2816, transformer_depth=[0, 0, 2, 2, 10, 10],
                  transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], transformer_depth_middle=10,
                  num_head_channels=64, context_dim=2048, use_linear_in_transformer=True)
+# SD3: hidden width 64 per block of depth, 4096-wide text (CLIP-L and -G padded, or T5), a 2048-wide pooled vector.
 TINY_MMDIT = dict(
-    input_size=None, patch_size=2, in_channels=16, out_channels=16, depth=1, adm_in_channels=2048,
-    context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 64}},
+    input_size=None, patch_size=2, in_channels=16, out_channels=16, depth=2, adm_in_channels=2048,
+    context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}},
     num_patches=256, pos_embed_max_size=16, pos_embed_scaling_factor=None,
 )
+# Flux.1 dev: ComfyUI fixes the width (3072, 24 heads) and the 4096-wide text; one block of each kind. The pooled
+# vector is 2048 wide (Flux's is CLIP-L's 768), so that the SD3 text encoder's CLIP-L-only output can drive it: a
+# T5-XXL (4.7 billion weights at a size ComfyUI fixes) is beyond a CPU test.
+TINY_FLUX = dict(in_channels=16, out_channels=16, vec_in_dim=2048, context_in_dim=4096, hidden_size=3072,
+                 mlp_ratio=4.0, num_heads=24, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56], theta=10000,
+                 qkv_bias=True, guidance_embed=True, patch_size=2)
+# Full size (diffusion models only, for speed and memory benchmarks): SD3.5 Large (38 joint blocks, 2432 wide, RMS
+# q/k norms) and Flux.1 dev (19 double and 38 single blocks; CLIP-L's 768-wide pooled vector).
+SD35_LARGE_MMDIT = dict(TINY_MMDIT, depth=38, qk_norm="rms", pos_embed_max_size=192, num_patches=36864,
+                        context_embedder_config={"target": "torch.nn.Linear",
+                                                 "params": {"in_features": 4096, "out_features": 2432}})
+FLUX_DEV = dict(TINY_FLUX, vec_in_dim=768, depth=19, depth_single_blocks=38)
 
 
 def _random_like(name, shape, generator):
     """Seeded init: norms 1, biases 0, embeddings N(0, 0.02), everything else N(0, 1 / fan_in)."""
     leaf = name.rsplit(".", 1)[-1]
+    device = generator.device
     if leaf == "vae_scale":
-        return torch.ones(shape)
+        return torch.ones(shape, device=device)
     if leaf in ("bias", "vae_shift") or len(shape) == 0:
-        return torch.zeros(shape)
+        return torch.zeros(shape, device=device)
     if "norm" in name and len(shape) == 1:
-        return torch.ones(shape)
+        return torch.ones(shape, device=device)
     if "embedding" in name:
-        return torch.randn(shape, generator=generator) * 0.02
+        return torch.randn(shape, generator=generator, device=device) * 0.02
     fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
-    return torch.randn(shape, generator=generator) / math.sqrt(fan_in)
+    return torch.randn(shape, generator=generator, device=device) / math.sqrt(fan_in)
 
 
-def _random_state_dict(parts, seed, dtype):
-    """{prefix + name: random tensor} for {prefix: meta-device module}."""
-    generator = torch.Generator().manual_seed(seed)
-    return {prefix + name: _random_like(name, tuple(t.shape), generator).to(dtype)
+def _random_state_dict(parts, seed, dtype, device="cpu"):
+    """{prefix + name: random tensor on the CPU} for {prefix: meta-device module}, drawn on `device` (a GPU draws
+    the billions of weights of a full-size DiT in seconds; other draws than the CPU's)."""
+    generator = torch.Generator(device).manual_seed(seed)
+    return {prefix + name: _random_like(name, tuple(t.shape), generator).to("cpu", dtype)
             for prefix, module in parts.items() for name, t in sorted(module.state_dict().items())}
 
 
-def unet_state_dict(config, seed=0, dtype=torch.float16):
+def unet_state_dict(config, seed=0, dtype=torch.float16, device="cpu"):
     """A diffusion-model-only state dict of ComfyUI's UNetModel with this config."""
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     with torch.device("meta"):
         unet = UNetModel(**config, operations=comfy.ops.disable_weight_init)
-    return _random_state_dict({"": unet}, seed, dtype)
+    return _random_state_dict({"": unet}, seed, dtype, device)
 
 
 def _tiny_checkpoint(unet_config, text_encoders, seed, dtype):
@@ -127,12 +144,40 @@ def tiny_sdxl_state_dict(seed=0, dtype=torch.float16):
         "conditioner.embedders.1.model.transformer.": _comfy_file(comfy.clip_model, "clip_config_bigg.json")}, seed, dtype)
 
 
-def tiny_sd3_state_dict(seed=0, dtype=torch.float16):
+def _diffusion_model(module_class, config, seed, dtype, device="cpu"):
     import comfy.ops
-    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
 
     with torch.device("meta"):
-        module = MMDiT(**TINY_MMDIT, operations=comfy.ops.disable_weight_init)
+        module = module_class(**config, operations=comfy.ops.disable_weight_init)
+    return _random_state_dict({"": module}, seed, dtype, device)
+
+
+def mmdit_state_dict(config=TINY_MMDIT, seed=0, dtype=torch.float16, device="cpu"):
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+
+    return _diffusion_model(MMDiT, config, seed, dtype, device)
+
+
+def flux_state_dict(config=TINY_FLUX, seed=0, dtype=torch.float16, device="cpu"):
+    from comfy.ldm.flux.model import Flux
+
+    return _diffusion_model(Flux, config, seed, dtype, device)
+
+
+def tiny_hunyuan_dit_state_dict(seed=0, dtype=torch.float16):
+    from comfy.ldm.hydit.models import HunYuanDiT
+
+    return _diffusion_model(HunYuanDiT, dict(depth=2, hidden_size=128), seed, dtype)
+
+
+def clip_l_state_dict(seed=0, dtype=torch.float16):
+    """CLIP-L's text encoder in the Hugging Face names that ComfyUI's CLIPLoader detects."""
+    import comfy.clip_model
+    import comfy.ops
+
+    config = json.loads(_comfy_file(comfy.clip_model, "sd1_clip_config.json").read_text())
+    with torch.device("meta"):
+        module = comfy.clip_model.CLIPTextModel(config, torch.float32, "meta", comfy.ops.disable_weight_init)
     return _random_state_dict({"": module}, seed, dtype)
 
 
@@ -152,8 +197,24 @@ def write_tiny_sdxl(path, seed=0):
 
 
 def write_tiny_sd3(path, seed=0):
-    """The tiny SD3 diffusion model (about 1 MiB, float16), for models/diffusion_models."""
-    return _write(tiny_sd3_state_dict(seed), path)
+    """The tiny SD3 diffusion model (about 3 MiB, float16), for models/diffusion_models."""
+    return _write(mmdit_state_dict(seed=seed), path)
+
+
+def write_tiny_flux(path, seed=0):
+    """The tiny Flux.1 dev diffusion model (about 1 GiB, float16: Flux's width is fixed), for
+    models/diffusion_models."""
+    return _write(flux_state_dict(seed=seed), path)
+
+
+def write_tiny_hunyuan_dit(path, seed=0):
+    """A tiny Hunyuan-DiT diffusion model (about 80 MiB, float16), for models/diffusion_models."""
+    return _write(tiny_hunyuan_dit_state_dict(seed), path)
+
+
+def write_clip_l(path, seed=0):
+    """CLIP-L's text encoder (about 235 MiB, float16), for models/text_encoders."""
+    return _write(clip_l_state_dict(seed), path)
 
 
 def _write(state_dict, path):

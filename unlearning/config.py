@@ -66,6 +66,7 @@ def resolve(config: ErasureConfig) -> ErasurePlan:
     lora = (config.lora or LoraSettings()) if config.parameters == "lora" else None
     objective = get_objective(config.objective)(**config.objective_params)
     objective.check_deltas(lora is not None)
+    objective.check_family(family)
     _check_neighbourhood(config.neighbourhood, objective)
     divergence = get_divergence(config.divergence).bind(config.temperature, config.reduction,
                                                        config.divergence_params, config.critic)

@@ -13,10 +13,29 @@ class LoraSettings:
     alpha: float = 8.0
 
 
+def add_to_weight(target, weight, delta):
+    """weight + delta, where a target that is a slice (name, (dim, start, size)) adds delta to those rows only."""
+    if not isinstance(target, tuple):
+        return weight + delta
+    dim, start, size = target[1]
+    before, rows, after = weight.split([start, size, weight.shape[dim] - start - size], dim)
+    return torch.cat([before, rows + delta, after], dim)
+
+
+def target_shape(target, weight_shape) -> tuple:
+    """The shape of a target's delta: the weight's, or its slice's."""
+    if not isinstance(target, tuple):
+        return tuple(weight_shape)
+    dim, _, size = target[1]
+    return tuple(size if i == dim else n for i, n in enumerate(weight_shape))
+
+
 class WeightDeltas:
     """Additive deltas D for chosen weights: while enabled, the model computes with W + D.
 
-    The deltas live in float32 whatever the weights' dtype, so small updates are not rounded away.
+    Keyed by target: a weight's name, or a slice of it (name, (dim, start, size)), ComfyUI's patch key for
+    part of a fused weight. The deltas live in float32 whatever the weights' dtype, so small updates are
+    not rounded away.
     """
 
     is_lora = False
@@ -32,13 +51,13 @@ class WeightDeltas:
         return list(self.tensors.values())
 
     def weight_keys(self):
-        """The keys of the weights these deltas change."""
+        """The targets these deltas change (weight names, or slices of weights)."""
         return list(self.tensors)
 
     def apply(self, key, weight):
         if not self.enabled:
             return weight
-        return weight + self.tensors[key].to(weight.dtype)
+        return add_to_weight(key, weight, self.tensors[key].to(weight.dtype))
 
     @contextlib.contextmanager
     def disabled(self):
@@ -83,7 +102,7 @@ class LoraDeltas(WeightDeltas):
             down = torch.randn(rank, shape[1], generator=generator) / shape[1] ** 0.5
             self.factors[key] = (torch.zeros(shape[0], rank, device=device, requires_grad=True),
                                  down.to(device).requires_grad_(True))
-        self.tensors = {f"{key}.{part}": t for key, pair in self.factors.items() for part, t in zip(("up", "down"), pair)}
+        self.tensors = {(key, part): t for key, pair in self.factors.items() for part, t in zip(("up", "down"), pair)}
         self.enabled = True
 
     def weight_keys(self):
@@ -93,7 +112,7 @@ class LoraDeltas(WeightDeltas):
         if not self.enabled:
             return weight
         up, down = self.factors[key]
-        return weight + ((self.alpha / self.rank) * (up @ down)).to(weight.dtype)
+        return add_to_weight(key, weight, ((self.alpha / self.rank) * (up @ down)).to(weight.dtype))
 
     def export(self):
         return {key: (up.detach().to("cpu", copy=True), down.detach().to("cpu", copy=True), float(self.alpha))

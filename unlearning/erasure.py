@@ -6,9 +6,10 @@ PACK_VERSION = "0.2.0"
 
 @dataclass
 class Erasure:
-    deltas: dict                      # weight key (as the model names it) -> float32 delta on the CPU
+    deltas: dict                      # target (a weight's name, or a slice of it) -> float32 delta on the CPU
     metadata: dict                    # method, divergence and its settings, concepts, steps, seed, base model
     records: list = field(default_factory=list)   # one engine.StepRecord per step
+    names: dict = field(default_factory=dict)     # slice target -> its module name in a LoRA file (export.py)
 
 
 def erasure_metadata(plan, concepts, records, training_images, base_model, started_from=None) -> dict:

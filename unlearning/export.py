@@ -5,6 +5,9 @@ Keys follow the kohya convention on ComfyUI's own weight names: the weight
 "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k", with
 - ".diff" (a full weight delta) or ".diff_b" (a bias delta), or
 - ".lora_up.weight", ".lora_down.weight" and ".alpha" (a LoRA: delta = alpha / rank * up @ down).
+A slice of a fused weight (a DiT's text key rows of its qkv) has no such name; it is saved under the name
+ComfyUI's loader maps onto that slice for the family (e.g. "lora_transformer_transformer_blocks_0_attn_add_k_proj"),
+which the caller passes in `names`.
 """
 import contextlib
 import glob
@@ -15,6 +18,8 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
+from .parameters import weight_name
+
 PREFIX = "diffusion_model."
 
 
@@ -24,26 +29,28 @@ def module_name(key: str) -> str:
     return "lora_unet_" + key[len(PREFIX):].rsplit(".", 1)[0].replace(".", "_")
 
 
-def lora_state_dict(exported: dict, dtype=torch.float32) -> dict:
-    """Tensors to save from WeightDeltas.export() (key -> delta) or LoraDeltas.export() (key -> up, down, alpha)."""
+def lora_state_dict(exported: dict, dtype=torch.float32, names=None) -> dict:
+    """Tensors to save from WeightDeltas.export() (target -> delta) or LoraDeltas.export() (target -> up, down,
+    alpha); `names` gives the module name of each slice target."""
     state = {}
     for key, value in exported.items():
-        name = module_name(key)
+        name = names[key] if isinstance(key, tuple) else module_name(key)
         if isinstance(value, tuple):
             up, down, alpha = value
             state[f"{name}.lora_up.weight"] = up.to(dtype)
             state[f"{name}.lora_down.weight"] = down.to(dtype)
             state[f"{name}.alpha"] = torch.tensor(alpha)
         else:
-            state[f"{name}.diff_b" if key.endswith(".bias") else f"{name}.diff"] = value.to(dtype)
+            state[f"{name}.diff_b" if weight_name(key).endswith(".bias") else f"{name}.diff"] = value.to(dtype)
     return state
 
 
 def erasure_from_state_dict(state: dict, key_map: dict) -> dict:
     """The inverse of lora_state_dict, in float32: weight key -> delta, or -> (up, down, alpha).
 
-    key_map maps each module name in the file ("lora_unet_...") to its weight's key in the model (what
-    ComfyUI's LoRA loader maps); ValueError if the file changes a module the model does not have.
+    key_map maps each module name in the file ("lora_unet_...") to its weight's key in the model, or to a slice
+    (key, (dim, start, size)) of it (what ComfyUI's LoRA loader maps); ValueError if the file changes a module
+    the model does not have.
     """
     deltas = {}
     for name in sorted({key.split(".", 1)[0] for key in state}):

@@ -6,6 +6,7 @@ empty prompt), how many latent pixels one frozen pass may hold, and where ComfyU
 states the width of the text the model takes. The latent channels come from the model itself (ComfyUI's `latent_format`). Supporting a
 family is one `register_family` call; `family_for` looks one up by ComfyUI's model-config name.
 """
+import dataclasses
 from dataclasses import dataclass, field
 
 
@@ -18,19 +19,46 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class FusedParts:
+    """Some of the equal row blocks of fused projection weights, each trained and saved as its own slice
+    (ComfyUI's patch key (name, (0, start, rows))): the key and value rows of a fused qkv are parts (1, 2) of 3."""
+
+    pattern: str                      # regex over the fused weights' names
+    parts: tuple                      # which row blocks
+    of: int = 3                       # how many equal row blocks the weight stacks
+
+    def slices(self, name, shape):
+        rows = shape[0] // self.of
+        return [(name, (0, part * rows, rows)) for part in self.parts]
+
+
+@dataclass(frozen=True)
 class FamilyProfile:
     name: str                         # shown to users, e.g. "Stable Diffusion 1.x"
     model_configs: tuple              # ComfyUI's model-config class names of the family (supported_models.py)
-    presets: dict                     # parameters preset -> regex over the diffusion model's weight names
+    presets: dict                     # parameters preset -> regex over the diffusion model's weight names (or FusedParts)
     resolution: int = 512             # default width and height of training images, in pixels
     latent_downscale: int = 8         # pixels per latent pixel
     sampling: Sampling = field(default_factory=Sampling)
     frozen_pass_area: int = 8 * 64 * 64   # latent pixels per batched frozen pass (8 latents at 512 px)
-    text_width_key: str = "context_dim"   # the key of ComfyUI's unet_config holding the text width it takes
+    text_width_key: str = "context_dim"   # where ComfyUI's unet_config holds the text width it takes (dotted path)
+    # Whether cross_attention_kv's projections read the text encoder's states themselves (UNet cross-attention),
+    # rather than a text stream that the blocks transform on the way (MMDiT, Flux): closed-form edits need it.
+    projections_read_text: bool = True
+    # Whether the family's blocks add to tensors in place that autograd saved for the backward pass (Flux's residual
+    # `x += ...`): training then copies such a tensor before it changes (torch's allow_mutation_on_saved_tensors).
+    mutates_saved_tensors: bool = False
 
     def latent_size(self, width: int, height: int) -> tuple:
         """(height, width) of the latent for an image of width x height pixels."""
         return height // self.latent_downscale, width // self.latent_downscale
+
+    def text_width(self, unet_config: dict):
+        """The width of the text states a model of this family with ComfyUI's `unet_config` takes, or None."""
+        value = unet_config
+        for part in self.text_width_key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
 
     def frozen_batch(self, latent_shape) -> int:
         """Latents per frozen pass for latents of latent_shape (..., H, W): capped at 64."""
@@ -57,6 +85,40 @@ SD2 = FamilyProfile("Stable Diffusion 2.x", ("SD20",), UNET_PRESETS, resolution=
 SDXL = FamilyProfile("Stable Diffusion XL", ("SDXL", "SSD1B", "Segmind_Vega", "KOALA_700M", "KOALA_1B"), UNET_PRESETS,
                      resolution=1024)
 
+# MMDiT (SD3, SD3.5; ComfyUI's mmdit names): each joint block has a text stream (context_block) and an image stream
+# (x_block, with a second self-attention attn2 on SD3.5 Medium) whose attentions run jointly over both streams' tokens;
+# each stream's q, k and v are one fused qkv weight. The text enters the image through the text stream's keys and
+# values: the k and v rows of context_block.attn.qkv. 16-channel latents, 1024 px, rectified flow; CFG against the
+# empty prompt. Its text width sits in the context embedder's config.
+MMDIT_PRESETS = {
+    "cross_attention_kv": FusedParts(r"\.context_block\.attn\.qkv\.weight$", (1, 2)),
+    "cross_attention": r"\.context_block\.attn\.",
+    "attention": r"\.attn2?\.",
+    "full": r"",
+    "lora": r"\.(context|x)_block\.attn2?\.(qkv|proj)\.weight$",
+}
+SD3 = FamilyProfile("Stable Diffusion 3 / 3.5", ("SD3",), MMDIT_PRESETS, resolution=1024, sampling=Sampling(28, 4.5),
+                    text_width_key="context_embedder_config.params.in_features", projections_read_text=False)
+
+# Flux.1 (ComfyUI's flux names): double blocks with a text stream (txt_attn) and an image stream (img_attn), each with a
+# fused qkv, then single blocks where text and image tokens share one weight that fuses q, k, v and the MLP's input
+# (linear1) and one that fuses the attention output and the MLP's output (linear2). The text enters through the double
+# blocks' text keys and values (rows 1 and 2 of txt_attn.qkv). The single blocks hold no text-only weight, so the text
+# presets leave them; `full` and `lora` (like the usual Flux LoRAs, linear1 and linear2 whole) train them. Dev is
+# guidance-distilled: its images are sampled with cfg 1 (no negative) and the guidance embedding's default 3.5;
+# schnell in 4 steps.
+FLUX_PRESETS = {
+    "cross_attention_kv": FusedParts(r"\.double_blocks\.\d+\.txt_attn\.qkv\.weight$", (1, 2)),
+    "cross_attention": r"\.txt_attn\.",
+    "attention": r"\.double_blocks\.\d+\.(img|txt)_attn\.",
+    "full": r"",
+    "lora": r"(\.double_blocks\.\d+\.(img|txt)_attn\.(qkv|proj)|\.single_blocks\.\d+\.linear[12])\.weight$",
+}
+FLUX_DEV = FamilyProfile("Flux.1 dev", ("Flux",), FLUX_PRESETS, resolution=1024, sampling=Sampling(20, 1.0),
+                         text_width_key="context_in_dim", projections_read_text=False, mutates_saved_tensors=True)
+FLUX_SCHNELL = dataclasses.replace(FLUX_DEV, name="Flux.1 schnell", model_configs=("FluxSchnell",),
+                                   sampling=Sampling(4, 1.0))
+
 FAMILIES = {}
 
 
@@ -69,6 +131,9 @@ def register_family(profile: FamilyProfile) -> FamilyProfile:
 register_family(SD1)
 register_family(SD2)
 register_family(SDXL)
+register_family(SD3)
+register_family(FLUX_DEV)
+register_family(FLUX_SCHNELL)
 
 
 def family_for(model_config: str) -> FamilyProfile:
@@ -76,6 +141,6 @@ def family_for(model_config: str) -> FamilyProfile:
     try:
         return FAMILIES[model_config]
     except KeyError:
-        supported = ", ".join(sorted({p.name for p in FAMILIES.values()}))
+        supported = ", ".join(dict.fromkeys(p.name for p in FAMILIES.values()))
         raise ValueError(f"model is a {model_config} model, which this pack cannot train yet (supported: "
                          f"{supported}). Load a checkpoint of a supported family.") from None

@@ -142,6 +142,10 @@ class Objective:
             raise ValueError(f"the {cls.name} objective needs full weight deltas (its loss is per weight): choose "
                              f"a parameters preset other than lora")
 
+    @classmethod
+    def check_family(cls, family):
+        """Raises ValueError naming the fix where this objective cannot train a model of `family`."""
+
     @property
     def wired_images(self):
         """Which of a concept's images the node's wired LATENT or IMAGE stands for."""
@@ -457,6 +461,13 @@ class UCE(Objective):
 
     def sources(self):
         return {}
+
+    @classmethod
+    def check_family(cls, family):
+        if not family.projections_read_text:
+            raise ValueError(f"the uce objective edits projections that read the text encoder's states, and in "
+                             f"{family.name} the text passes through the blocks' text stream first: choose an "
+                             f"iterative objective (anchor or esd)")
 
     def start(self, step, tools):
         self.check_deltas(tools.deltas.is_lora)

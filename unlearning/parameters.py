@@ -15,13 +15,23 @@ PRESETS = {
 }
 
 
-def select_parameters(names, preset: str, profile=None) -> list:
-    """The names (in order) that a preset trains in a model family (default: Stable Diffusion 1.x, whose
-    names diffusers' UNets share)."""
-    from .families import SD1
+def select_parameters(names, preset: str, profile=None, shapes=None) -> list:
+    """What a preset trains in a model family (default: Stable Diffusion 1.x, whose names diffusers' UNets
+    share), in the order of `names`: weight names, or for a preset of fused-projection parts (a DiT's text
+    key/value rows of a fused qkv) weight slices (name, (0, start, rows)), which need `shapes` (name -> shape)."""
+    from .families import SD1, FusedParts
 
     patterns = (profile or SD1).presets
     if preset not in patterns:
         raise ValueError(f"parameters preset '{preset}' is unknown; choose one of: {', '.join(patterns)}")
-    pattern = re.compile(patterns[preset])
-    return [name for name in names if pattern.search(name)]
+    chosen = patterns[preset]
+    if not isinstance(chosen, FusedParts):
+        pattern = re.compile(chosen)
+        return [name for name in names if pattern.search(name)]
+    pattern = re.compile(chosen.pattern)
+    return [slice_ for name in names if pattern.search(name) for slice_ in chosen.slices(name, shapes[name])]
+
+
+def weight_name(target) -> str:
+    """The weight a trained target changes: the target itself, or the weight of a slice (name, (dim, start, size))."""
+    return target[0] if isinstance(target, tuple) else target

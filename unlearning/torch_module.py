@@ -1,14 +1,16 @@
 """A plain torch module as an engine Denoiser (tests, benchmarks, scripts outside ComfyUI)."""
 import torch
 
-from .parameters import select_parameters
+from .deltas import target_shape
+from .parameters import select_parameters, weight_name
 
 
-def preset_shapes(module, preset: str) -> dict:
-    """{name: shape} of the module's parameters that a parameters preset selects: what WeightDeltas or
-    LoraDeltas take."""
-    chosen = set(select_parameters([name for name, _ in module.named_parameters()], preset))
-    return {name: p.shape for name, p in module.named_parameters() if name in chosen}
+def preset_shapes(module, preset: str, profile=None) -> dict:
+    """{target: shape} of what a parameters preset selects among the module's parameters (in a model family,
+    default SD1.x): what WeightDeltas or LoraDeltas take."""
+    shapes = {name: p.shape for name, p in module.named_parameters()}
+    return {target: target_shape(target, shapes[weight_name(target)])
+            for target in select_parameters(list(shapes), preset, profile, shapes)}
 
 
 class ModuleDenoiser:
@@ -26,8 +28,10 @@ class ModuleDenoiser:
         self.device = next(module.parameters()).device
 
     def predict_x0(self, x_t, sigma, cond):
-        weights = dict(self.module.named_parameters())
-        overrides = {key: self.deltas.apply(key, weights[key]) for key in self.deltas.weight_keys()}
+        overrides = dict(self.module.named_parameters())
+        for target in self.deltas.weight_keys():          # slices of one fused weight add up
+            name = weight_name(target)
+            overrides[name] = self.deltas.apply(target, overrides[name])
 
         def call(*args, **kwargs):
             return torch.func.functional_call(self.module, overrides, args, kwargs)

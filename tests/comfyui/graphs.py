@@ -23,7 +23,7 @@ def erase_graph(checkpoint, seed=42, objective=None, workflow=SHIPPED, **setting
     option node added to the chain (divergence, critic, LoRA, memory, and the objective's node when
     `objective` is given)."""
     graph = copy.deepcopy(workflow)
-    graph["1"]["inputs"]["ckpt_name"] = checkpoint
+    graph["1"]["inputs"]["unet_name" if graph["1"]["class_type"] == "UNETLoader" else "ckpt_name"] = checkpoint
     graph["6"]["inputs"].update(width=64, height=64)
     for sampler in ("7", "8"):
         graph[sampler]["inputs"].update(steps=3, seed=seed)
@@ -73,10 +73,15 @@ def add_option_node(graph, class_type, reuse=True):
     return node_id
 
 
-def plain_graph(checkpoint, seed=42):
-    """Only the untouched branch of the example: checkpoint -> KSampler -> SaveLatent."""
-    graph = erase_graph(checkpoint, seed)
-    return {k: graph[k] for k in ("1", "4", "5", "6", "7", "20")}
+def plain_graph(checkpoint, seed=42, workflow=SHIPPED):
+    """Only the untouched branch of the example (or of `workflow`): checkpoint -> KSampler -> SaveLatent."""
+    graph = erase_graph(checkpoint, seed, workflow=workflow)
+    branch, todo = set(), ["20"]
+    while todo:
+        node_id = todo.pop()
+        branch.add(node_id)
+        todo += [value[0] for value in graph[node_id]["inputs"].values() if isinstance(value, list)]
+    return {k: graph[k] for k in graph if k in branch}
 
 
 def _save_latent(samples, prefix):
@@ -119,17 +124,19 @@ def saved_lora_name(result):
     return text.split("saved ", 1)[1].split(" in the loras folder")[0]
 
 
-def through_loader(checkpoint, class_type, seed=42, **inputs):
-    """The checkpoint's MODEL through a loader node (30) of class_type -> the example's KSampler -> SaveLatent."""
-    graph = plain_graph(checkpoint, seed)
+def through_loader(checkpoint, class_type, seed=42, workflow=SHIPPED, **inputs):
+    """The checkpoint's MODEL through a loader node (30) of class_type -> the example's (or `workflow`'s) KSampler
+    -> SaveLatent."""
+    graph = plain_graph(checkpoint, seed, workflow)
     graph["30"] = {"class_type": class_type, "inputs": {"model": ["1", 0], **inputs}}
     graph["7"]["inputs"]["model"] = ["30", 0]
     return graph
 
 
-def lora_graph(checkpoint, lora_name, strength, seed=42):
-    """Stock LoraLoaderModelOnly on the checkpoint's MODEL -> the example's KSampler -> SaveLatent."""
-    return through_loader(checkpoint, "LoraLoaderModelOnly", seed, lora_name=lora_name, strength_model=strength)
+def lora_graph(checkpoint, lora_name, strength, seed=42, workflow=SHIPPED):
+    """Stock LoraLoaderModelOnly on the checkpoint's MODEL -> the example's (or `workflow`'s) KSampler -> SaveLatent."""
+    return through_loader(checkpoint, "LoraLoaderModelOnly", seed, workflow, lora_name=lora_name,
+                          strength_model=strength)
 
 
 def sample_prompts(graph, model, prompts, first_id, prefix):

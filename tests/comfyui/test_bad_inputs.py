@@ -21,8 +21,8 @@ def chained_twice(graph, class_type):
     return graph
 
 
-def on_tiny_sd3(graph):
-    graph["31"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sd3.safetensors", "weight_dtype": "default"}}
+def on_diffusion_model(graph, file_name):
+    graph["31"] = {"class_type": "UNETLoader", "inputs": {"unet_name": file_name, "weight_dtype": "default"}}
     graph["3"]["inputs"]["model"] = ["31", 0]
     return graph
 
@@ -42,7 +42,10 @@ CASES = {
     "16-channel latents": (lambda g: with_latents(g, {"class_type": "EmptySD3LatentImage",
                                                       "inputs": {"width": 64, "height": 64, "batch_size": 1}}),
                            "latents has shape (1, 16, 8, 8) but this model takes 4-channel latents"),
-    "unsupported model": (on_tiny_sd3, "model is a SD3 model, which this pack cannot train yet"),
+    "unsupported model": (lambda g: on_diffusion_model(g, "tiny_hunyuan_dit.safetensors"),
+                          "model is a HunyuanDiT model, which this pack cannot train yet"),
+    "uce on SD3": (lambda g: set_options(on_diffusion_model(g, "tiny_sd3.safetensors"), "uce"),
+                   "in Stable Diffusion 3 / 3.5 the text passes through the blocks' text stream first"),
     "vdu with lora": (lambda g: set_options(g, "vdu", parameters="lora"), "the vdu objective needs full weight deltas"),
     "critic options with a closed form": (lambda g: set_options(g, critic_warmup=2),
                                           "critic settings apply to the variational_* divergences only"),

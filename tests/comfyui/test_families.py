@@ -1,7 +1,7 @@
 """Each supported family beyond SD1.x erased in a real graph on the CPU, from a tiny random-weight checkpoint
-that ComfyUI's own loader detects as that family: the untouched branch bit-identical, the erased branch
-different, and the saved erasure read by the stock LoraLoaderModelOnly (strength 1: the erased branch;
-strength 0: the original)."""
+or diffusion model that ComfyUI's own loader detects as that family: the untouched branch bit-identical, the
+erased branch different, and the saved erasure read by the stock LoraLoaderModelOnly (strength 1: the erased
+branch; strength 0: the original)."""
 import json
 from pathlib import Path
 
@@ -15,24 +15,31 @@ pytestmark = pytest.mark.comfyui
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows" / "api"
 
 
-def written_checkpoint(writer_name, file_name):
-    """checkpoints/file_name, written by random_models.<writer_name> (the family's full text encoders make it
-    0.7-1.9 GiB)."""
+def written_model(writer_name, folder, file_name):
+    """models/<folder>/file_name, written by random_models.<writer_name> (the SD2 and SDXL checkpoints hold their
+    family's full text encoders: 0.7-1.9 GiB)."""
     import folder_paths
     import random_models
 
-    getattr(random_models, writer_name)(Path(folder_paths.get_folder_paths("checkpoints")[0]) / file_name)
+    getattr(random_models, writer_name)(Path(folder_paths.get_folder_paths(folder)[0]) / file_name)
     return file_name
 
 
 @pytest.fixture(scope="module")
+def tiny_dits(runner):
+    """The tiny Flux.1 dev (about 1 GiB: Flux's width is fixed) in diffusion_models, and CLIP-L in text_encoders."""
+    written_model("write_clip_l", "text_encoders", "tiny_clip_l.safetensors")
+    written_model("write_tiny_flux", "diffusion_models", "tiny_flux.safetensors")
+
+
+@pytest.fixture(scope="module")
 def tiny_sd2(runner):
-    return written_checkpoint("write_tiny_sd2", "tiny_sd2.safetensors")
+    return written_model("write_tiny_sd2", "checkpoints", "tiny_sd2.safetensors")
 
 
 @pytest.fixture(scope="module")
 def tiny_sdxl(runner):
-    return written_checkpoint("write_tiny_sdxl", "tiny_sdxl.safetensors")
+    return written_model("write_tiny_sdxl", "checkpoints", "tiny_sdxl.safetensors")
 
 
 def v_prediction(graph, nodes_taking_the_model):
@@ -45,24 +52,37 @@ def v_prediction(graph, nodes_taking_the_model):
     return graph
 
 
-def check_erasure_and_lora(runner, checkpoint, family, workflow=SHIPPED, through=lambda graph, nodes: graph):
-    """Erase in `workflow` (shrunk), `through` a node between the loader and the nodes taking the MODEL."""
+def on_tiny_dit(workflow, text_encoder="tiny_clip_l.safetensors"):
+    """The Flux example workflow with its text from CLIPLoader's SD3 type on CLIP-L alone (4096-wide token states,
+    as T5-XXL gives, and a 2048-wide pooled vector): T5-XXL's fixed 4.7 billion weights are beyond a CPU test.
+    The tests compare latents, so the VAE and the image nodes go."""
+    graph = json.loads((WORKFLOWS / workflow).read_text())
+    graph["15"] = {"class_type": "CLIPLoader",
+                   "inputs": {"clip_name": text_encoder, "type": "sd3", "device": "default"}}
+    return {k: v for k, v in graph.items() if v["class_type"] not in ("VAELoader", "VAEDecode", "SaveImage")}
+
+
+def check_erasure_and_lora(runner, checkpoint, family, workflow=SHIPPED, through=lambda graph, nodes: graph,
+                           saved_modules=("attn2_to_k", "attn2_to_v")):
+    """Erase in `workflow` (shrunk), `through` a node between the loader and the nodes taking the MODEL; the
+    cross_attention_kv erasure's file changes the modules whose names end in `saved_modules`."""
     import folder_paths
 
     runner.reset()
-    reference = latent(run(runner, through(plain_graph(checkpoint, seed=1), ["7"])), "20")
+    reference = latent(run(runner, through(plain_graph(checkpoint, seed=1, workflow=workflow), ["7"])), "20")
     graph = through(erase_graph(checkpoint, seed=1, workflow=workflow, learning_rate=1e-3), ["3", "7"])
     result = run(runner, with_saved_erasure(graph, "float32", f"test/{family}"))
     erased = latent(result, "21")
     assert same(latent(result, "20"), reference) and not same(erased, reference)
 
     name = saved_lora_name(result)
-    assert same(latent(run(runner, through(lora_graph(checkpoint, name, 1.0, seed=1), ["30"])), "20"), erased)
-    assert same(latent(run(runner, through(lora_graph(checkpoint, name, 0.0, seed=1), ["30"])), "20"), reference)
+    for strength, expected in ((1.0, erased), (0.0, reference)):
+        loaded = run(runner, through(lora_graph(checkpoint, name, strength, seed=1, workflow=workflow), ["30"]))
+        assert same(latent(loaded, "20"), expected)
     path = Path(folder_paths.get_folder_paths("loras")[0]) / name
     assert read_erasure_metadata(path)["base_model"]["family"] == family
     keys = safe_open(str(path), "pt").keys()
-    assert keys and all(key.split(".")[0].endswith(("attn2_to_k", "attn2_to_v")) for key in keys)   # cross_attention_kv
+    assert keys and all(key.split(".")[0].endswith(saved_modules) for key in keys)
 
 
 def test_sd2_with_v_prediction_erases_in_the_graph_and_saves_a_lora_the_stock_loader_reads(runner, tiny_sd2):
@@ -73,3 +93,20 @@ def test_the_sdxl_example_workflow_erases_and_saves_a_lora_the_stock_loader_read
     """The shipped SDXL variant of the example (1024 px; shrunk here): SDXL's pooled text and size embedding
     reach the model through ComfyUI's own conditioning path, in training and in sampling."""
     check_erasure_and_lora(runner, tiny_sdxl, "SDXL", json.loads((WORKFLOWS / "erase_concept_sdxl.json").read_text()))
+
+
+def test_sd3_erases_its_text_streams_keys_and_values_and_saves_a_lora_the_stock_loader_reads(runner, tiny_dits):
+    """MMDiT: the k and v rows of each joint block's fused text-stream qkv train as slices, saved under the names
+    ComfyUI's loader maps onto those rows (diffusers' add_k_proj / add_v_proj)."""
+    graph = on_tiny_dit("erase_concept_flux.json")
+    del graph["17"]                                    # no Flux guidance: SD3 samples with CFG
+    for sampler in ("7", "8"):
+        graph[sampler]["inputs"].update(positive=["4", 0], cfg=4.5)
+    check_erasure_and_lora(runner, "tiny_sd3.safetensors", "SD3", graph, saved_modules=("add_k_proj", "add_v_proj"))
+
+
+def test_the_flux_example_workflow_erases_and_saves_a_lora_the_stock_loader_reads(runner, tiny_dits):
+    """The shipped Flux.1 dev variant (1024 px, cfg 1 with FluxGuidance; shrunk here): the double blocks' text
+    keys and values, slices of txt_attn.qkv, saved as add_k_proj / add_v_proj."""
+    check_erasure_and_lora(runner, "tiny_flux.safetensors", "Flux", on_tiny_dit("erase_concept_flux.json"),
+                           saved_modules=("add_k_proj", "add_v_proj"))

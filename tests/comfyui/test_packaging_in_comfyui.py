@@ -38,7 +38,8 @@ def test_comfyui_lists_the_example_workflow_as_a_template(runner):
     CustomNodeManager().add_routes(routes, web.Application(), [])
     handler = next(r.handler for r in routes if getattr(r, "path", "") == "/workflow_templates")
     listing = json.loads(asyncio.run(handler(None)).text)
-    assert sorted(listing["comfyui_unlearn"]) == ["erase_and_report", "erase_concept", "erase_concept_sdxl", "strength_sweep"]
+    assert sorted(listing["comfyui_unlearn"]) == ["erase_and_report", "erase_concept", "erase_concept_flux",
+                                                  "erase_concept_sdxl", "strength_sweep"]
 
 
 def test_node_definitions_have_a_tooltip_on_every_input(runner):

@@ -13,16 +13,30 @@ def tiny_unet(runner):
     return comfy.sd.load_diffusion_model_state_dict(unet_state_dict(TINY_SD15_UNET, dtype=torch.float32))
 
 
-def erase(model, **options):
-    from comfyui_unlearn.nodes.comfy_model import train_deltas, trainable_keys
-    from comfyui_unlearn.unlearning import SD1, Concept, ErasureConfig, resolve
+@pytest.fixture(scope="module")
+def tiny_flux(runner):
+    import comfy.sd
+    from random_models import flux_state_dict
+
+    return comfy.sd.load_diffusion_model_state_dict(flux_state_dict(dtype=torch.float32))
+
+
+def erase(model, preset="attention", text_width=768, pooled_width=None, **options):
+    """Three steps of the anchor objective on random prompts (token states text_width wide, a pooled vector where
+    the family takes one) and random latents, training `preset`."""
+    from comfyui_unlearn.nodes.comfy_model import model_family, train_deltas, trainable_keys
+    from comfyui_unlearn.unlearning import Concept, ErasureConfig, resolve
 
     g = torch.Generator().manual_seed(0)
-    prompt = lambda: [[torch.randn(1, 77, 768, generator=g), {}]]  # noqa: E731
-    concept = Concept(prompt(), prompt(), torch.randn(2, 4, 8, 8, generator=g))
+    def prompt():
+        pooled = {} if pooled_width is None else {"pooled_output": torch.randn(1, pooled_width, generator=g)}
+        return [[torch.randn(1, 77, text_width, generator=g), pooled]]
+
+    channels = model.get_model_object("latent_format").latent_channels
+    concept = Concept(prompt(), prompt(), torch.randn(2, channels, 8, 8, generator=g))
     checkpointing = options.pop("checkpointing", "off")
-    plan = resolve(ErasureConfig(steps=3, learning_rate=1e-3, **options))
-    deltas, records = train_deltas(model, [concept], [], trainable_keys(model, SD1, "attention"), plan, None,
+    plan = resolve(ErasureConfig(steps=3, learning_rate=1e-3, family=model_family(model), parameters=preset, **options))
+    deltas, records = train_deltas(model, [concept], [], trainable_keys(model, plan.family, preset), plan, None,
                                    checkpointing)
     return deltas, records
 
@@ -33,6 +47,20 @@ def test_gradient_checkpointing_gives_the_same_erasure_and_restores_the_module(t
     for key in plain:
         assert torch.allclose(plain[key], checkpointed[key], rtol=1e-4, atol=1e-7), key
     assert not any("forward" in m.__dict__ for m in tiny_unet.model.diffusion_model.modules())
+
+
+def test_flux_blocks_that_add_in_place_train_alike_with_and_without_checkpointing(tiny_flux):
+    """Flux's blocks add to their inputs in place: without checkpointing autograd copies the saved tensors they
+    change, with it each block recomputes from copies of its inputs; two routes, one gradient. The text keys and
+    values train as row slices of the fused qkv (k: rows 3072-6143, v: 6144-9215), nothing else."""
+    flux = dict(preset="cross_attention_kv", text_width=4096, pooled_width=2048)
+    plain, _ = erase(tiny_flux, **flux)
+    checkpointed, _ = erase(tiny_flux, checkpointing="on", **flux)
+    qkv = "diffusion_model.double_blocks.0.txt_attn.qkv.weight"
+    assert list(plain) == [(qkv, (0, 3072, 3072)), (qkv, (0, 6144, 3072))]
+    for key in plain:
+        assert plain[key].abs().max() > 0
+        assert torch.allclose(plain[key], checkpointed[key], rtol=1e-4, atol=1e-7), key
 
 
 def test_bfloat16_autocast_trains_close_to_float32(tiny_unet):
