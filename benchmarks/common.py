@@ -33,23 +33,30 @@ def load_comfyui(device):
     import_comfyui(path, tempfile.mkdtemp(), cpu=(device == "cpu"))
 
 
-MODELS = {  # name -> (random_models config, latent channels, context dim, pooled dim or None)
-    "tiny_sd15": ("TINY_SD15_UNET", 4, 768, None),
-    "sd15": ("SD15_UNET", 4, 768, None),
-    "tiny_sd2": ("TINY_SD2_UNET", 4, 1024, None),
-    "sd2": ("SD2_UNET", 4, 1024, None),
-    "sdxl": ("SDXL_UNET", 4, 2048, 1280),
-    "tiny_sdxl": ("TINY_SDXL_UNET", 4, 2048, 1280),
+MODELS = {  # name -> (random_models state-dict function and config, latent channels, context dim, pooled dim or None,
+    #          text tokens: CLIP's 77; SD3's CLIP and T5 77 each; Flux.1 dev's T5 512)
+    "tiny_sd15": ("unet_state_dict", "TINY_SD15_UNET", 4, 768, None, 77),
+    "sd15": ("unet_state_dict", "SD15_UNET", 4, 768, None, 77),
+    "tiny_sd2": ("unet_state_dict", "TINY_SD2_UNET", 4, 1024, None, 77),
+    "sd2": ("unet_state_dict", "SD2_UNET", 4, 1024, None, 77),
+    "sdxl": ("unet_state_dict", "SDXL_UNET", 4, 2048, 1280, 77),
+    "tiny_sdxl": ("unet_state_dict", "TINY_SDXL_UNET", 4, 2048, 1280, 77),
+    "tiny_sd3": ("mmdit_state_dict", "TINY_MMDIT", 16, 4096, 2048, 154),
+    "sd35_large": ("mmdit_state_dict", "SD35_LARGE_MMDIT", 16, 4096, 2048, 154),
+    "tiny_flux": ("flux_state_dict", "TINY_FLUX", 16, 4096, 2048, 512),
+    "flux_dev": ("flux_state_dict", "FLUX_DEV", 16, 4096, 768, 512),
 }
 
 
-def random_unet(name, dtype=torch.float16, seed=0):
-    """A ComfyUI ModelPatcher for the named UNet with random weights stored in `dtype`, loaded like a real file."""
+def random_unet(name, dtype=torch.float16, seed=0, draw_on="cpu"):
+    """A ComfyUI ModelPatcher for the named diffusion model with random weights stored in `dtype` (float8 too),
+    drawn on the `draw_on` device and loaded like a real file."""
     import comfy.sd
     import random_models
 
-    config = getattr(random_models, MODELS[name][0])
-    state_dict = random_models.unet_state_dict(config, seed=seed, dtype=dtype)
+    function, config = MODELS[name][:2]
+    build = getattr(random_models, function)
+    state_dict = build(getattr(random_models, config), seed=seed, dtype=dtype, device=draw_on)
     return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": dtype})
 
 
@@ -57,12 +64,12 @@ def synthetic_pair(name, seed=0):
     """A ConceptPair whose CONDITIONINGs are random prompt embeddings of the model's shape."""
     from comfyui_unlearn.unlearning import ConceptPair
 
-    _, _, context, pooled = MODELS[name]
+    _, _, _, context, pooled, tokens = MODELS[name]
     g = torch.Generator().manual_seed(seed)
 
     def cond():
         extra = {} if pooled is None else {"pooled_output": torch.randn(1, pooled, generator=g)}
-        return [[torch.randn(1, 77, context, generator=g), extra]]
+        return [[torch.randn(1, tokens, context, generator=g), extra]]
 
     return ConceptPair("target", "anchor", cond(), cond(), cond())
 
@@ -77,7 +84,7 @@ def synthetic_concepts(name, latents, seed=0):
 
 def clean_latents(name, size, count=4, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(count, MODELS[name][1], size // 8, size // 8, generator=g)
+    return torch.randn(count, MODELS[name][2], size // 8, size // 8, generator=g)
 
 
 def device_name(device):

@@ -1,50 +1,65 @@
-"""How big a saved erasure is, per `parameters` preset and LoRA rank, for SD1.5, SD2.x, SDXL and the tiny test model.
+"""How big a saved erasure is, per `parameters` preset and LoRA rank, for SD1.5, SD2.x, SDXL, SD3.5 Large, Flux.1
+dev and the tiny test model.
 
-Sizes are computed from the UNets' weight shapes (ComfyUI's own classes on the meta device) and
+Sizes are computed from the diffusion models' weight shapes (ComfyUI's own classes on the meta device) and
 measured by writing the very files UnlearnSaveErasure writes (same keys, dtype and metadata layout),
 filled with zeros: a file's size does not depend on the values.
 
     python benchmarks/erasure_sizes.py
 """
+import importlib
 import math
 import tempfile
 from pathlib import Path
 
 import torch
-from common import load_comfyui, print_table, write_json
+from common import MODELS, load_comfyui, print_table, write_json
 
 LORA_RANKS = (4, 8)
+MODULES = {"unet_state_dict": "comfy.ldm.modules.diffusionmodules.openaimodel.UNetModel",
+           "mmdit_state_dict": "comfy.ldm.modules.diffusionmodules.mmdit.MMDiT",
+           "flux_state_dict": "comfy.ldm.flux.model.Flux"}
+FAMILIES = {"sd15": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sd35_large": "SD3", "flux_dev": "Flux", "tiny_sd15": "SD15"}
 
 
-def unet_shapes(config_name):
+def model_shapes(name):
+    """{weight name: shape} of a benchmarks/common.MODELS model, built on the meta device."""
     import comfy.ops
     import random_models
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
+    function, config = MODELS[name][:2]
+    module_path, class_name = MODULES[function].rsplit(".", 1)
     with torch.device("meta"):
-        unet = UNetModel(**getattr(random_models, config_name), operations=comfy.ops.disable_weight_init)
-    return {f"diffusion_model.{name}": p.shape for name, p in unet.named_parameters()}
+        module = getattr(importlib.import_module(module_path), class_name)(**getattr(random_models, config),
+                                                                           operations=comfy.ops.disable_weight_init)
+    return {f"diffusion_model.{name}": p.shape for name, p in module.named_parameters()}
 
 
 def file_size(exported, dtype):
     from comfyui_unlearn.unlearning import lora_state_dict, write_erasure
 
+    # Slices are saved under ComfyUI's names for them ("lora_transformer_..."); a stand-in name changes a file by bytes.
+    names = {key: f"lora_transformer_slice_{i}" for i, key in enumerate(k for k in exported if isinstance(k, tuple))}
     with tempfile.TemporaryDirectory() as folder:
-        path = write_erasure(Path(folder) / "erasure.safetensors", lora_state_dict(exported, dtype), {"size": "probe"})
+        path = write_erasure(Path(folder) / "erasure.safetensors", lora_state_dict(exported, dtype, names),
+                             {"size": "probe"})
         return path.stat().st_size
 
 
 def main():
     load_comfyui("cpu")
-    from comfyui_unlearn.unlearning import select_parameters
+    from comfyui_unlearn.unlearning import family_for, select_parameters
+    from comfyui_unlearn.unlearning.deltas import target_shape
+    from comfyui_unlearn.unlearning.parameters import weight_name
 
     rows, results = [], []
-    for model, config in [("sd15", "SD15_UNET"), ("sd2", "SD2_UNET"), ("sdxl", "SDXL_UNET"), ("tiny_sd15", "TINY_SD15_UNET")]:
-        shapes = unet_shapes(config)
+    for model, family in FAMILIES.items():
+        weights = model_shapes(model)
         cases = [(preset, None) for preset in ("cross_attention_kv", "cross_attention", "attention")]
         cases += [("lora", rank) for rank in LORA_RANKS]
         for preset, rank in cases:
-            keys = select_parameters(list(shapes), preset)
+            keys = select_parameters(list(weights), preset, family_for(family), weights)
+            shapes = {k: target_shape(k, weights[weight_name(k)]) for k in keys}
             if rank is None:
                 exported = {k: torch.zeros(shapes[k]) for k in keys}
                 params = sum(math.prod(shapes[k]) for k in keys)
