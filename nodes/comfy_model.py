@@ -102,7 +102,7 @@ def lora_names(model, targets) -> dict:
     missing = [t for t in slices if t not in by_slice]
     if missing:
         raise ValueError(f"ComfyUI's LoRA loader has no name for {missing[0]} in a {model_family(model)} model, so "
-                         f"the erasure could not be saved: choose the parameters preset 'cross_attention' or 'lora'.")
+                         f"the erasure cannot be saved: choose the parameters preset 'cross_attention' or 'lora'.")
     return {t: by_slice[t] for t in slices}
 
 
