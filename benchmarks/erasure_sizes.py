@@ -19,7 +19,8 @@ LORA_RANKS = (4, 8)
 MODULES = {"unet_state_dict": "comfy.ldm.modules.diffusionmodules.openaimodel.UNetModel",
            "mmdit_state_dict": "comfy.ldm.modules.diffusionmodules.mmdit.MMDiT",
            "flux_state_dict": "comfy.ldm.flux.model.Flux"}
-FAMILIES = {"sd15": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sd35_large": "SD3", "flux_dev": "Flux", "tiny_sd15": "SD15"}
+CONFIG_NAMES = {"sd15": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sd35_large": "SD3", "flux_dev": "Flux",
+                "tiny_sd15": "SD15"}   # ComfyUI's model-config name of each benchmarks/common.MODELS model
 
 
 def model_shapes(name):
@@ -53,12 +54,12 @@ def main():
     from comfyui_unlearn.unlearning.parameters import weight_name
 
     rows, results = [], []
-    for model, family in FAMILIES.items():
+    for model, config_name in CONFIG_NAMES.items():
         weights = model_shapes(model)
         cases = [(preset, None) for preset in ("cross_attention_kv", "cross_attention", "attention")]
         cases += [("lora", rank) for rank in LORA_RANKS]
         for preset, rank in cases:
-            keys = select_parameters(list(weights), preset, family_for(family), weights)
+            keys = select_parameters(list(weights), preset, family_for(config_name), weights)
             shapes = {k: target_shape(k, weights[weight_name(k)]) for k in keys}
             if rank is None:
                 exported = {k: torch.zeros(shapes[k]) for k in keys}

@@ -171,7 +171,7 @@ def training_precision(model) -> dict:
 def _checkpointed(forward, *args, **kwargs):
     if not torch.is_grad_enabled():
         return forward(*args, **kwargs)
-    return torch.utils.checkpoint.checkpoint(_on_copies, forward, *args, use_reentrant=False, **kwargs)
+    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
 
 def _on_copies(forward, *args, **kwargs):
@@ -191,13 +191,15 @@ def _blocks(module):
 
 
 @contextlib.contextmanager
-def gradient_checkpointing(module):
+def gradient_checkpointing(module, copy_inputs=False):
     """Recompute each block's activations during backward instead of keeping them (less memory, one
-    more forward). Patches instance forwards of the shared module and restores them on exit."""
+    more forward); with copy_inputs, each block runs on copies of its inputs (for blocks that change them
+    in place). Patches instance forwards of the shared module and restores them on exit."""
     blocks = [block for child in module.children() for block in _blocks(child)]
     own_forwards = [block.__dict__.get("forward") for block in blocks]   # another patch's, if any
     for block in blocks:
-        block.forward = functools.partial(_checkpointed, block.forward)
+        forward = functools.partial(_on_copies, block.forward) if copy_inputs else block.forward
+        block.forward = functools.partial(_checkpointed, forward)
     try:
         yield
     finally:
@@ -271,11 +273,13 @@ def train_deltas(model, concepts, preserve, keys, plan, on_step, checkpointing="
             work.add_weight_wrapper(weight_name(key), DeltaWrapper(deltas, key))
         comfy.model_management.load_models_gpu([work], memory_required=1e20, force_full_load=True)
         try:
-            memory_saving = gradient_checkpointing if checkpointing == "on" else contextlib.nullcontext
-            mutations = torch.autograd.graph.allow_mutation_on_saved_tensors if plan.family.mutates_saved_tensors \
-                else contextlib.nullcontext
+            in_place = plan.family.mutates_saved_tensors
             module = work.model.diffusion_model
-            with frozen_base_weights(module), memory_saving(module), mutations():
+            memory_saving = gradient_checkpointing(module, in_place) if checkpointing == "on" \
+                else contextlib.nullcontext()
+            mutations = torch.autograd.graph.allow_mutation_on_saved_tensors() if in_place \
+                else contextlib.nullcontext()
+            with frozen_base_weights(module), memory_saving, mutations:
                 if run is None:
                     run = _new_run(work, deltas, concepts, preserve, plan)
                 else:

@@ -6,8 +6,7 @@ empty prompt), how many latent pixels one frozen pass may hold, and where ComfyU
 states the width of the text the model takes. The latent channels come from the model itself (ComfyUI's `latent_format`). Supporting a
 family is one `register_family` call; `family_for` looks one up by ComfyUI's model-config name.
 """
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -116,8 +115,7 @@ FLUX_PRESETS = {
 }
 FLUX_DEV = FamilyProfile("Flux.1 dev", ("Flux",), FLUX_PRESETS, resolution=1024, sampling=Sampling(20, 1.0),
                          text_width_key="context_in_dim", projections_read_text=False, mutates_saved_tensors=True)
-FLUX_SCHNELL = dataclasses.replace(FLUX_DEV, name="Flux.1 schnell", model_configs=("FluxSchnell",),
-                                   sampling=Sampling(4, 1.0))
+FLUX_SCHNELL = replace(FLUX_DEV, name="Flux.1 schnell", model_configs=("FluxSchnell",), sampling=Sampling(4, 1.0))
 
 FAMILIES = {}
 
