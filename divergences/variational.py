@@ -72,6 +72,7 @@ class PatchCritic(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x, percent=None):
+        x = x.flatten(1, -3)          # a video latent's frames become channels
         if self.noise_level:
             x = torch.cat([x, percent.view(-1, 1, 1, 1).to(x).expand(-1, 1, *x.shape[2:])], dim=1)
         return self.net(x)
@@ -144,10 +145,12 @@ class VariationalLoss:
         self.critic = None
 
     def start(self, latent_shape, device, seed):
-        """A fresh critic for latents of latent_shape (C, H, W); its initial weights follow the seed."""
+        """A fresh critic for latents of latent_shape (C, H, W) or (C, T, H, W); its initial weights follow the
+        seed."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            network = PatchCritic(latent_shape[0], self.settings.width, self.settings.noise_level, min(latent_shape[-2:]))
+            channels = math.prod(latent_shape[:-2])
+            network = PatchCritic(channels, self.settings.width, self.settings.noise_level, min(latent_shape[-2:]))
         self.critic = VariationalDivergence(self.pair.name, network.to(device), self.settings.learning_rate)
 
     def critic_step(self, pred, target, percent):

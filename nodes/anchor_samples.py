@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import comfy.sample
 import torch
 
+from .comfy_model import latent_shape
+
 _CACHE = OrderedDict()
 _CACHE_SIZE = 32
 
@@ -39,9 +41,7 @@ def sampled_latents(model, family, prompt, negative, settings: ImageSampling, se
     if cached is not None and cached[0]() is model.model:
         _CACHE.move_to_end(key)
         return cached[1]
-    channels = model.get_model_object("latent_format").latent_channels
-    latent = torch.zeros([settings.count, channels, *family.latent_size(settings.width, settings.height)])
-    latent = comfy.sample.fix_empty_latent_channels(model, latent)    # video families: a time axis
+    latent = torch.zeros([settings.count, *latent_shape(model, family, settings.width, settings.height)])
     callback = None if on_step is None else (lambda step, x0, x, total: on_step(x0))
     samples = comfy.sample.sample(
         model, comfy.sample.prepare_noise(latent, seed), settings.steps, settings.cfg, settings.sampler,

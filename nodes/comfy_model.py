@@ -13,6 +13,7 @@ import logging
 
 import comfy.lora
 import comfy.model_management
+import comfy.sample
 import comfy.sampler_helpers
 import comfy.samplers
 import torch
@@ -104,6 +105,15 @@ def lora_names(model, targets) -> dict:
         raise ValueError(f"ComfyUI's LoRA loader has no name for {missing[0]} in a {model_family(model)} model, so "
                          f"the erasure cannot be saved: choose the parameters preset 'cross_attention' or 'lora'.")
     return {t: by_slice[t] for t in slices}
+
+
+def latent_shape(model, family, width, height) -> tuple:
+    """The latent shape of one training image of width x height pixels for this model: (C, H, W), or (C, 1, H, W)
+    where the model's latents have a time axis (video models; Qwen-Image, on Wan's VAE), as ComfyUI's samplers
+    shape an empty latent."""
+    channels = model.get_model_object("latent_format").latent_channels
+    empty = torch.zeros(1, channels, *family.latent_size(width, height))
+    return tuple(comfy.sample.fix_empty_latent_channels(model, empty).shape[1:])
 
 
 def model_conds(model, conditioning, latent_shape):

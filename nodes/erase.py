@@ -9,7 +9,8 @@ from comfy_api.latest import io
 from ..divergences import DIVERGENCES
 from ..unlearning import PRESETS, Concept, Erasure, erasure_metadata, lora_state_dict, resolve
 from .anchor_samples import sampled_latents
-from .comfy_model import lora_names, model_family, train_deltas, trainable_keys, training_precision, weights_fingerprint
+from .comfy_model import (latent_shape, lora_names, model_family, train_deltas, trainable_keys, training_precision,
+                          weights_fingerprint)
 from .options import ErasureOptions
 from .types import CATEGORY, Concepts, ErasureType, Options
 
@@ -79,7 +80,8 @@ class UnlearnModel(io.ComfyNode):
 
         data = options.training
         sampling = data.sampling(plan.family)
-        given = _given_latents(model, data)
+        shape = latent_shape(model, plan.family, sampling.width, sampling.height)
+        given = _given_latents(model, data, shape)
         to_sample = _images_to_sample(plan.objective, concepts.pairs, given)
         sampling_total = len(to_sample) * sampling.steps
         progress = comfy.utils.ProgressBar(steps + sampling_total, node_id=cls.hidden.unique_id)
@@ -93,11 +95,8 @@ class UnlearnModel(io.ComfyNode):
 
         sample = lambda pair, source: model.model.process_latent_in(sampled_latents(  # noqa: E731
             model, plan.family, source.prompt(pair), pair.empty_cond, sampling, seed, on_step=sampling_step))
-        channels = model.get_model_object("latent_format").latent_channels
-        shape = (channels, *plan.family.latent_size(sampling.width, sampling.height))
         engine_concepts = [_engine_concept(plan.objective, pair, given, shape, sample) for pair in concepts.pairs]
-        latent_shape = (1, *engine_concepts[0].latent_shape())
-        plan = plan.with_config(frozen_batch=plan.family.frozen_batch(latent_shape))
+        plan = plan.with_config(frozen_batch=plan.family.frozen_batch(engine_concepts[0].latent_shape()))
 
         def on_step(record):
             progress.update_absolute(sampling_total + record.step, preview=preview_of(record.preview))
@@ -144,7 +143,7 @@ def _check_text_width(model, family, concepts):
                          f"checkpoint's CLIP to Unlearn Concept Pair.")
 
 
-def _given_latents(model, data):
+def _given_latents(model, data, shape):
     """The wired LATENT, or the IMAGE encoded by the VAE, checked against the model's latent channels, in the
     space the model denoises (ComfyUI's LATENTs are the VAE's: samplers scale them with process_latent_in first);
     or None."""
@@ -159,14 +158,14 @@ def _given_latents(model, data):
         samples = data.latents["samples"]
     else:
         return None
-    channels = model.get_model_object("latent_format").latent_channels
     if samples.numel() == 0:
         raise ValueError(f"latents is empty (shape {tuple(samples.shape)}): connect latents of at least one image, "
                          f"or leave latents unconnected to sample images.")
-    if samples.ndim != 4 or samples.shape[1] != channels:
+    if samples.ndim != len(shape) + 1 or samples.shape[1] != shape[0]:
+        takes = f"{shape[0]}-channel latents" + (" with a time axis" if len(shape) == 4 else "")
         raise ValueError(
-            f"latents has shape {tuple(samples.shape)} but this model takes {channels}-channel latents: encode "
-            f"the images with this model's VAE (VAE Encode), or leave latents unconnected to sample images.")
+            f"latents has shape {tuple(samples.shape)} but this model takes {takes}: encode the images with this "
+            f"model's VAE (VAE Encode), or leave latents unconnected to sample images.")
     return model.model.process_latent_in(samples)
 
 

@@ -33,7 +33,7 @@ class TrainingData:
         defaults: Sampling = family.sampling
         return ImageSampling(self.images_per_prompt, self.sampling_steps or defaults.steps,
                              self.cfg or defaults.cfg,
-                             self.width or family.resolution, self.height or family.resolution)
+                             self.width or family.size()[0], self.height or family.size()[1])
 
 
 class ErasureOptions:
@@ -151,15 +151,16 @@ class UnlearnTrainingData(io.ComfyNode):
                              tooltip="Images sampled per prompt when no images are connected."),
                 io.Int.Input("sampling_steps", default=0, min=0, max=200,
                              tooltip="Sampling steps (euler, normal) for those images and the objectives' "
-                                     "trajectories; 0: the model family's (20 on SD and Flux.1 dev, 28 on SD3, 4 on "
-                                     "Flux.1 schnell)."),
+                                     "trajectories; 0: the model family's (20 on SD, Flux.1 dev and Qwen-Image, 28 "
+                                     "on SD3, 4 on Flux.1 schnell, 26 on Chroma, 30 on Wan)."),
                 io.Float.Input("cfg", default=0.0, min=0.0, max=30.0, step=0.1,
                                tooltip="CFG scale for those images (the empty prompt is the negative); 0: the model "
                                        "family's (7 on SD1.x/2.x/XL, 4.5 on SD3, 1 on the guidance-distilled Flux.1: "
-                                       "no negative)."),
+                                       "no negative, 4 on Chroma, 2.5 on Qwen-Image, 6 on Wan)."),
                 io.Int.Input("width", default=0, min=0, max=4096, step=8,
                              tooltip="Width in pixels of sampled images and trajectories; 0: the model family's "
-                                     "training resolution (512 on SD1.x)."),
+                                     "training resolution (512 on SD1.x, 1024 on SDXL, SD3 and Flux.1, 832 x 480 "
+                                     "on Wan: single frames)."),
                 io.Int.Input("height", default=0, min=0, max=4096, step=8,
                              tooltip="Height in pixels; 0: the model family's training resolution."),
             ])

@@ -240,8 +240,8 @@ def _same_family(model, erased_model):
 
 
 def _sampling(family, width, height, steps):
-    return ImageSampling(1, steps or family.sampling.steps, family.sampling.cfg, width or family.resolution,
-                         height or family.resolution)
+    return ImageSampling(1, steps or family.sampling.steps, family.sampling.cfg, width or family.size()[0],
+                         height or family.size()[1])
 
 
 def _strengths(text):

@@ -141,10 +141,19 @@ def test_uce_refuses_a_family_whose_text_passes_through_the_blocks_first():
 
 
 def test_an_unknown_family_names_the_supported_ones():
-    with pytest.raises(ValueError, match=r"model is a QwenImage model, which this pack cannot train yet \(supported: "
+    with pytest.raises(ValueError, match=r"model is a HiDream model, which this pack cannot train yet \(supported: "
                                          r"Stable Diffusion 1.x, Stable Diffusion 2.x, Stable Diffusion XL, Stable "
-                                         r"Diffusion 3 / 3.5, Flux.1 dev, Flux.1 schnell\)"):
-        plan(family="QwenImage")
+                                         r"Diffusion 3 / 3.5, Flux.1 dev, Flux.1 schnell, Chroma, Qwen-Image, Wan 2.1 / "
+                                         r"2.2 text-to-video\)"):
+        plan(family="HiDream")
+
+
+def test_a_text_width_that_comfyuis_config_does_not_hold_is_the_profiles_fixed_one():
+    """Qwen-Image and Wan take text of a width fixed in ComfyUI's model classes; SD reads it from the config."""
+    assert family_for("QwenImage").text_width({"image_model": "qwen_image"}) == 3584
+    assert family_for("WAN21_T2V").text_width({"dim": 128}) == 4096
+    assert family_for("SD15").text_width({"context_dim": 768}) == 768 and family_for("SD15").text_width({}) is None
+    assert family_for("WAN21_T2V").size() == (832, 480) and family_for("SDXL").size() == (1024, 1024)
 
 
 def test_option_groups_that_the_choices_ignore_are_refused():

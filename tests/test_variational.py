@@ -79,3 +79,11 @@ def test_patch_critic_fits_small_and_sd_sized_latents_and_takes_the_noise_level(
     spectral = [m for m in conditioned.modules() if hasattr(m, "weight_orig")]
     assert len(spectral) == len([m for m in conditioned.modules() if isinstance(m, nn.Conv2d)]) - 1
     assert math.isfinite(out.sum().item())
+
+
+def test_a_critic_started_on_video_latents_reads_their_frames_as_channels():
+    loss = get_divergence("variational_hellinger").bind()
+    loss.start((4, 3, 8, 8), "cpu", seed=0)
+    video, percent = torch.randn(2, 4, 3, 8, 8), torch.tensor([0.2, 0.7])
+    assert loss.critic.critic(video, percent).shape[:2] == (2, 1)
+    assert math.isfinite(loss.critic_step(video, torch.randn_like(video), percent))

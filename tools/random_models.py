@@ -10,8 +10,9 @@ ComfyUI's loaders as what they imitate:
 - a tiny SDXL checkpoint: SDXL's transformer depths and conditioning at 320 channels on every level, no
   middle block, with CLIP-L and OpenCLIP-bigG's text encoders;
 - full-size SD1.5, SD2.x and SDXL UNets (diffusion model only, for speed and memory benchmarks);
-- a tiny SD3 MMDiT of depth 2 and a tiny Flux.1 (one double and one single block at Flux's fixed 3072 width),
-  diffusion models only, and CLIP-L's text encoder on its own (what ComfyUI's CLIPLoader reads as SD3's text);
+- a tiny SD3 MMDiT of depth 2, a tiny Flux.1 and a tiny Chroma (one double and one single block at the fixed 3072
+  width), a tiny Qwen-Image (one block at its fixed 3072 width) and a tiny Wan 2.1 text-to-video (two blocks, 128
+  wide), diffusion models only, and CLIP-L's text encoder on its own (what ComfyUI's CLIPLoader reads as SD3's text);
 - a tiny Hunyuan-DiT, a family the pack does not train, for the error that says so.
 Needs ComfyUI importable (tools/comfy_harness.import_comfyui does that).
 """
@@ -61,6 +62,20 @@ SD35_LARGE_MMDIT = dict(TINY_MMDIT, depth=38, qk_norm="rms", pos_embed_max_size=
                         context_embedder_config={"target": "torch.nn.Linear",
                                                  "params": {"in_features": 4096, "out_features": 2432}})
 FLUX_DEV = dict(TINY_FLUX, vec_in_dim=768, depth=19, depth_single_blocks=38)
+# Chroma: Flux's blocks without per-block modulation, and the modulation network whose size ComfyUI fixes (five
+# 5120-wide layers); one block of each kind, or Chroma's 19 and 38.
+TINY_CHROMA = dict(in_channels=64, out_channels=64, context_in_dim=4096, hidden_size=3072, mlp_ratio=4.0,
+                   num_heads=24, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56], theta=10000, patch_size=2,
+                   qkv_bias=True, in_dim=64, out_dim=3072, hidden_dim=5120, n_layers=5)
+CHROMA = dict(TINY_CHROMA, depth=19, depth_single_blocks=38)
+# Qwen-Image: ComfyUI fixes the width (3072, 24 heads) and the 3584-wide text; one block, or Qwen-Image's 60.
+TINY_QWEN_IMAGE = dict(in_channels=64, num_layers=1)
+QWEN_IMAGE = dict(TINY_QWEN_IMAGE, num_layers=60)
+# Wan 2.1 text-to-video: the width is read from the weights (heads of 128 channels), the 4096-wide text is fixed;
+# one 128-wide head and two blocks, or Wan 2.1's 1.3B and 14B.
+TINY_WAN = dict(model_type="t2v", dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=16, out_dim=16)
+WAN_1_3B = dict(TINY_WAN, dim=1536, ffn_dim=8960, num_heads=12, num_layers=30)
+WAN_14B = dict(TINY_WAN, dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
 
 
 def _random_like(name, shape, generator):
@@ -164,20 +179,46 @@ def flux_state_dict(config=TINY_FLUX, seed=0, dtype=torch.float16, device="cpu")
     return _diffusion_model(Flux, config, seed, dtype, device)
 
 
+def chroma_state_dict(config=TINY_CHROMA, seed=0, dtype=torch.float16, device="cpu"):
+    from comfy.ldm.chroma.model import Chroma
+
+    return _diffusion_model(Chroma, config, seed, dtype, device)
+
+
+def qwen_image_state_dict(config=TINY_QWEN_IMAGE, seed=0, dtype=torch.float16, device="cpu"):
+    from comfy.ldm.qwen_image.model import QwenImageTransformer2DModel
+
+    return _diffusion_model(QwenImageTransformer2DModel, config, seed, dtype, device)
+
+
+def wan_state_dict(config=TINY_WAN, seed=0, dtype=torch.float16, device="cpu"):
+    from comfy.ldm.wan.model import WanModel
+
+    return _diffusion_model(WanModel, config, seed, dtype, device)
+
+
 def tiny_hunyuan_dit_state_dict(seed=0, dtype=torch.float16):
     from comfy.ldm.hydit.models import HunYuanDiT
 
     return _diffusion_model(HunYuanDiT, dict(depth=2, hidden_size=128), seed, dtype)
 
 
-def clip_l_state_dict(seed=0, dtype=torch.float16):
-    """CLIP-L's text encoder in the Hugging Face names that ComfyUI's CLIPLoader detects."""
+def clip_l_config(**changes):
+    """CLIP-L's text-model config (ComfyUI's sd1_clip_config.json), with `changes`."""
+    import comfy.clip_model
+
+    return {**json.loads(_comfy_file(comfy.clip_model, "sd1_clip_config.json").read_text()), **changes}
+
+
+def clip_text_state_dict(config=None, seed=0, dtype=torch.float16):
+    """A CLIP text encoder of `config` (CLIP-L's by default) in the Hugging Face names that ComfyUI's CLIPLoader
+    detects."""
     import comfy.clip_model
     import comfy.ops
 
-    config = json.loads(_comfy_file(comfy.clip_model, "sd1_clip_config.json").read_text())
     with torch.device("meta"):
-        module = comfy.clip_model.CLIPTextModel(config, torch.float32, "meta", comfy.ops.disable_weight_init)
+        module = comfy.clip_model.CLIPTextModel(config or clip_l_config(), torch.float32, "meta",
+                                                comfy.ops.disable_weight_init)
     return _random_state_dict({"": module}, seed, dtype)
 
 
@@ -207,6 +248,22 @@ def write_tiny_flux(path, seed=0):
     return _write(flux_state_dict(seed=seed), path)
 
 
+def write_tiny_chroma(path, seed=0):
+    """The tiny Chroma diffusion model (about 1.2 GiB, float16: its width and modulation network are fixed), for
+    models/diffusion_models."""
+    return _write(chroma_state_dict(seed=seed), path)
+
+
+def write_tiny_qwen_image(path, seed=0):
+    """The tiny Qwen-Image diffusion model (about 0.7 GiB, float16: its width is fixed), for models/diffusion_models."""
+    return _write(qwen_image_state_dict(seed=seed), path)
+
+
+def write_tiny_wan(path, seed=0):
+    """The tiny Wan 2.1 text-to-video diffusion model (about 6 MiB, float16), for models/diffusion_models."""
+    return _write(wan_state_dict(seed=seed), path)
+
+
 def write_tiny_hunyuan_dit(path, seed=0):
     """A tiny Hunyuan-DiT diffusion model (about 80 MiB, float16), for models/diffusion_models."""
     return _write(tiny_hunyuan_dit_state_dict(seed), path)
@@ -214,7 +271,7 @@ def write_tiny_hunyuan_dit(path, seed=0):
 
 def write_clip_l(path, seed=0):
     """CLIP-L's text encoder (about 235 MiB, float16), for models/text_encoders."""
-    return _write(clip_l_state_dict(seed), path)
+    return _write(clip_text_state_dict(seed=seed), path)
 
 
 def _write(state_dict, path):

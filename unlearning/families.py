@@ -36,17 +36,22 @@ class FamilyProfile:
     name: str                         # shown to users, e.g. "Stable Diffusion 1.x"
     model_configs: tuple              # ComfyUI's model-config class names of the family (supported_models.py)
     presets: dict                     # parameters preset -> regex over the diffusion model's weight names (or FusedParts)
-    resolution: int = 512             # default width and height of training images, in pixels
+    resolution: object = 512          # default training image size in pixels: width = height, or (width, height)
     latent_downscale: int = 8         # pixels per latent pixel
     sampling: Sampling = field(default_factory=Sampling)
     frozen_pass_area: int = 8 * 64 * 64   # latent pixels per batched frozen pass (8 latents at 512 px)
     text_width_key: str = "context_dim"   # where ComfyUI's unet_config holds the text width it takes (dotted path)
+    fixed_text_width: int = None      # the text width ComfyUI's model class fixes, where unet_config does not hold it
     # Whether cross_attention_kv's projections read the text encoder's states themselves (UNet cross-attention),
     # rather than a text stream that the blocks transform on the way (MMDiT, Flux): closed-form edits need it.
     projections_read_text: bool = True
     # Whether the family's blocks add to tensors in place that autograd saved for the backward pass (Flux's residual
     # `x += ...`): training then copies such a tensor before it changes (torch's allow_mutation_on_saved_tensors).
     mutates_saved_tensors: bool = False
+
+    def size(self) -> tuple:
+        """The default (width, height) of training images, in pixels."""
+        return self.resolution if isinstance(self.resolution, tuple) else (self.resolution, self.resolution)
 
     def latent_size(self, width: int, height: int) -> tuple:
         """(height, width) of the latent for an image of width x height pixels."""
@@ -57,7 +62,7 @@ class FamilyProfile:
         value = unet_config
         for part in self.text_width_key.split("."):
             value = value.get(part) if isinstance(value, dict) else None
-        return value
+        return self.fixed_text_width if value is None else value
 
     def frozen_batch(self, latent_shape) -> int:
         """Latents per frozen pass for latents of latent_shape (..., H, W): capped at 64."""
@@ -116,6 +121,42 @@ FLUX_PRESETS = {
 FLUX_DEV = FamilyProfile("Flux.1 dev", ("Flux",), FLUX_PRESETS, resolution=1024, sampling=Sampling(20, 1.0),
                          text_width_key="context_in_dim", projections_read_text=False, mutates_saved_tensors=True)
 FLUX_SCHNELL = replace(FLUX_DEV, name="Flux.1 schnell", model_configs=("FluxSchnell",), sampling=Sampling(4, 1.0))
+# Chroma: Flux.1 schnell's blocks under the same names, its modulation computed by one shared network
+# (distilled_guidance_layer, trained by `full` only), T5-XXL's text alone; not guidance-distilled: CFG against
+# the empty prompt, 26 steps at CFG 4 as ComfyUI's Chroma examples sample.
+CHROMA = replace(FLUX_DEV, name="Chroma", model_configs=("Chroma",), sampling=Sampling(26, 4.0))
+
+# Qwen-Image (ComfyUI's qwen_image names, diffusers' own): MMDiT blocks whose text stream has its own unfused
+# projections (attn.add_q_proj, add_k_proj, add_v_proj, to_add_out) beside the image stream's (to_q, to_k, to_v,
+# to_out.0). The text enters the image through add_k_proj and add_v_proj. 16-channel latents with a time axis of one
+# (Wan's VAE), 1328 px; CFG against the empty prompt, 20 steps at CFG 2.5 as ComfyUI's Qwen-Image template samples.
+# ComfyUI's model class fixes its text width at Qwen2.5-VL 7B's 3584.
+QWEN_IMAGE_PRESETS = {
+    "cross_attention_kv": r"\.attn\.add_[kv]_proj\.weight$",
+    "cross_attention": r"\.attn\.(add_[qkv]_proj|to_add_out|norm_added_[qk])\.",
+    "attention": r"\.attn\.",
+    "full": r"",
+    "lora": r"\.attn\.(to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out)\.weight$",
+}
+QWEN_IMAGE = FamilyProfile("Qwen-Image", ("QwenImage",), QWEN_IMAGE_PRESETS, resolution=1328,
+                           sampling=Sampling(20, 2.5), fixed_text_width=3584,
+                           projections_read_text=False)
+
+# Wan 2.1 text-to-video (1.3B, 14B; Wan 2.2's 14B experts load as the same config): each block has a self-attention
+# over the video's tokens and a true cross-attention (cross_attn.q/k/v/o) whose keys and values read the text after
+# one shared MLP (text_embedding), so closed-form edits do not apply. Training images are single frames (a time axis
+# of one): the keys and values an erasure edits are the same for every frame of a video. 832 x 480 px (Wan's 480p),
+# 30 steps at CFG 6 against the empty prompt, as ComfyUI's Wan examples sample; umT5-XXL's 4096-wide text (fixed by
+# ComfyUI's model class).
+WAN_PRESETS = {
+    "cross_attention_kv": r"\.cross_attn\.[kv]\.weight$",
+    "cross_attention": r"\.cross_attn\.",
+    "attention": r"\.(self|cross)_attn\.",
+    "full": r"",
+    "lora": r"\.(self|cross)_attn\.[qkvo]\.weight$",
+}
+WAN_T2V = FamilyProfile("Wan 2.1 / 2.2 text-to-video", ("WAN21_T2V",), WAN_PRESETS, resolution=(832, 480),
+                        sampling=Sampling(30, 6.0), fixed_text_width=4096, projections_read_text=False)
 
 FAMILIES = {}
 
@@ -132,6 +173,9 @@ register_family(SDXL)
 register_family(SD3)
 register_family(FLUX_DEV)
 register_family(FLUX_SCHNELL)
+register_family(CHROMA)
+register_family(QWEN_IMAGE)
+register_family(WAN_T2V)
 
 
 def family_for(model_config: str) -> FamilyProfile:

@@ -2,6 +2,7 @@
 or diffusion model that ComfyUI's own loader detects as that family: the untouched branch bit-identical, the
 erased branch different, and the saved erasure read by the stock LoraLoaderModelOnly (strength 1: the erased
 branch; strength 0: the original)."""
+import functools
 import json
 from pathlib import Path
 
@@ -32,6 +33,43 @@ def tiny_dits(runner):
     written_model("write_tiny_flux", "diffusion_models", "tiny_flux.safetensors")
 
 
+class TextEncoderOfWidth:
+    """Test-only loader: ComfyUI's own CLIP (CLIP-L's tokenizer and text model, one layer) at another width with seeded
+    random weights, for a family whose text encoder is beyond a CPU test and whose width no smaller encoder in
+    ComfyUI gives (Qwen-Image: Qwen2.5-VL 7B's 3584)."""
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"width": ("INT", {"default": 768, "min": 64, "max": 8192, "step": 64})}}
+
+    def load(self, width):
+        import comfy.sd
+        import comfy.sd1_clip
+        import comfy.supported_models_base
+        import random_models
+
+        config = random_models.clip_l_config(hidden_size=width, num_attention_heads=width // 64,
+                                             intermediate_size=width, num_hidden_layers=1)
+        text_model = functools.partial(comfy.sd1_clip.SD1ClipModel, clip_model=comfy.sd1_clip.SDClipModel,
+                                       textmodel_json_config=config)
+        clip = comfy.sd.CLIP(comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, text_model))
+        clip.load_sd(random_models.clip_text_state_dict(config))
+        return (clip,)
+
+
+@pytest.fixture(scope="module")
+def text_encoder_of_width(runner):
+    import nodes
+
+    nodes.NODE_CLASS_MAPPINGS["TextEncoderOfWidth"] = TextEncoderOfWidth
+    yield "TextEncoderOfWidth"
+    del nodes.NODE_CLASS_MAPPINGS["TextEncoderOfWidth"]
+
+
 @pytest.fixture(scope="module")
 def tiny_sd2(runner):
     return written_model("write_tiny_sd2", "checkpoints", "tiny_sd2.safetensors")
@@ -52,20 +90,26 @@ def v_prediction(graph, nodes_taking_the_model):
     return graph
 
 
-def on_tiny_dit(workflow, text_encoder="tiny_clip_l.safetensors"):
+def on_tiny_dit(workflow="erase_concept_flux.json", cfg=None):
     """The Flux example workflow with its text from CLIPLoader's SD3 type on CLIP-L alone (4096-wide token states,
     as T5-XXL gives, and a 2048-wide pooled vector): T5-XXL's fixed 4.7 billion weights are beyond a CPU test.
+    With `cfg`, for a family that samples with CFG instead of distilled guidance, without the FluxGuidance node.
     The tests compare latents, so the VAE and the image nodes go."""
     graph = json.loads((WORKFLOWS / workflow).read_text())
     graph["15"] = {"class_type": "CLIPLoader",
-                   "inputs": {"clip_name": text_encoder, "type": "sd3", "device": "default"}}
+                   "inputs": {"clip_name": "tiny_clip_l.safetensors", "type": "sd3", "device": "default"}}
+    if cfg is not None:
+        del graph["17"]
+        for sampler in ("7", "8"):
+            graph[sampler]["inputs"].update(positive=["4", 0], cfg=cfg)
     return {k: v for k, v in graph.items() if v["class_type"] not in ("VAELoader", "VAEDecode", "SaveImage")}
 
 
 def check_erasure_and_lora(runner, checkpoint, family, workflow=SHIPPED, through=lambda graph, nodes: graph,
                            saved_modules=("attn2_to_k", "attn2_to_v")):
     """Erase in `workflow` (shrunk), `through` a node between the loader and the nodes taking the MODEL; the
-    cross_attention_kv erasure's file changes the modules whose names end in `saved_modules`."""
+    cross_attention_kv erasure's file changes the modules whose names end in `saved_modules`. Returns the erased
+    branch's latent."""
     import folder_paths
 
     runner.reset()
@@ -83,6 +127,7 @@ def check_erasure_and_lora(runner, checkpoint, family, workflow=SHIPPED, through
     assert read_erasure_metadata(path)["base_model"]["family"] == family
     keys = safe_open(str(path), "pt").keys()
     assert keys and all(key.split(".")[0].endswith(saved_modules) for key in keys)
+    return erased
 
 
 def test_sd2_with_v_prediction_erases_in_the_graph_and_saves_a_lora_the_stock_loader_reads(runner, tiny_sd2):
@@ -98,15 +143,42 @@ def test_the_sdxl_example_workflow_erases_and_saves_a_lora_the_stock_loader_read
 def test_sd3_erases_its_text_streams_keys_and_values_and_saves_a_lora_the_stock_loader_reads(runner, tiny_dits):
     """MMDiT: the k and v rows of each joint block's fused text-stream qkv train as slices, saved under the names
     ComfyUI's loader maps onto those rows (diffusers' add_k_proj / add_v_proj)."""
-    graph = on_tiny_dit("erase_concept_flux.json")
-    del graph["17"]                                    # no Flux guidance: SD3 samples with CFG
-    for sampler in ("7", "8"):
-        graph[sampler]["inputs"].update(positive=["4", 0], cfg=4.5)
-    check_erasure_and_lora(runner, "tiny_sd3.safetensors", "SD3", graph, saved_modules=("add_k_proj", "add_v_proj"))
+    check_erasure_and_lora(runner, "tiny_sd3.safetensors", "SD3", on_tiny_dit(cfg=4.5),
+                           saved_modules=("add_k_proj", "add_v_proj"))
 
 
 def test_the_flux_example_workflow_erases_and_saves_a_lora_the_stock_loader_reads(runner, tiny_dits):
     """The shipped Flux.1 dev variant (1024 px, cfg 1 with FluxGuidance; shrunk here): the double blocks' text
     keys and values, slices of txt_attn.qkv, saved as add_k_proj / add_v_proj."""
-    check_erasure_and_lora(runner, "tiny_flux.safetensors", "Flux", on_tiny_dit("erase_concept_flux.json"),
+    check_erasure_and_lora(runner, "tiny_flux.safetensors", "Flux", on_tiny_dit(),
                            saved_modules=("add_k_proj", "add_v_proj"))
+
+
+def test_chroma_erases_its_text_streams_keys_and_values_and_saves_a_lora_the_stock_loader_reads(runner, tiny_dits):
+    """Chroma (one double and one single block, about 1.2 GiB), sampled with CFG: Flux's slices and names."""
+    written_model("write_tiny_chroma", "diffusion_models", "tiny_chroma.safetensors")
+    check_erasure_and_lora(runner, "tiny_chroma.safetensors", "Chroma", on_tiny_dit(cfg=4.0),
+                           saved_modules=("add_k_proj", "add_v_proj"))
+
+
+def test_qwen_image_erases_its_text_streams_keys_and_values_and_saves_a_lora_the_stock_loader_reads(
+        runner, tiny_dits, text_encoder_of_width):
+    """Qwen-Image (one block, about 0.7 GiB; latents with a time axis of one), its text 3584 wide from a one-layer
+    CLIP of that width: the text stream's own add_k_proj and add_v_proj train whole."""
+    written_model("write_tiny_qwen_image", "diffusion_models", "tiny_qwen_image.safetensors")
+    graph = on_tiny_dit(cfg=2.5)
+    graph["15"] = {"class_type": text_encoder_of_width, "inputs": {"width": 3584}}
+    check_erasure_and_lora(runner, "tiny_qwen_image.safetensors", "QwenImage", graph,
+                           saved_modules=("add_k_proj", "add_v_proj"))
+
+
+def test_wan_erases_a_videos_cross_attention_and_saves_a_lora_the_stock_loader_reads(runner, tiny_dits):
+    """Wan 2.1 text-to-video (two 128-wide blocks): trained on single frames, sampled as a five-frame video (two
+    latent frames) in both branches; the cross-attention's k and v, saved under ComfyUI's generic names."""
+    written_model("write_tiny_wan", "diffusion_models", "tiny_wan.safetensors")
+    graph = on_tiny_dit(cfg=6.0)
+    graph["6"] = {"class_type": "EmptyHunyuanLatentVideo",
+                  "inputs": {"width": 832, "height": 480, "length": 5, "batch_size": 1}}
+    erased = check_erasure_and_lora(runner, "tiny_wan.safetensors", "WAN21_T2V", graph,
+                                    saved_modules=("cross_attn_k", "cross_attn_v"))
+    assert erased.shape == (1, 16, 2, 8, 8)
