@@ -34,7 +34,7 @@ def load_comfyui(device):
 
 
 MODELS = {  # name -> (random_models state-dict function and config, latent channels, context dim, pooled dim or None,
-    #          text tokens: CLIP's 77; SD3's CLIP and T5 77 each; Flux.1 dev's T5 512)
+    #          text tokens: CLIP's 77; SD3's CLIP and T5 77 each; T5 and umT5 padded to 512; a short Qwen-Image prompt)
     "tiny_sd15": ("unet_state_dict", "TINY_SD15_UNET", 4, 768, None, 77),
     "sd15": ("unet_state_dict", "SD15_UNET", 4, 768, None, 77),
     "tiny_sd2": ("unet_state_dict", "TINY_SD2_UNET", 4, 1024, None, 77),
@@ -45,6 +45,13 @@ MODELS = {  # name -> (random_models state-dict function and config, latent chan
     "sd35_large": ("mmdit_state_dict", "SD35_LARGE_MMDIT", 16, 4096, 2048, 154),
     "tiny_flux": ("flux_state_dict", "TINY_FLUX", 16, 4096, 2048, 512),
     "flux_dev": ("flux_state_dict", "FLUX_DEV", 16, 4096, 768, 512),
+    "tiny_chroma": ("chroma_state_dict", "TINY_CHROMA", 16, 4096, None, 512),
+    "chroma": ("chroma_state_dict", "CHROMA", 16, 4096, None, 512),
+    "tiny_qwen_image": ("qwen_image_state_dict", "TINY_QWEN_IMAGE", 16, 3584, None, 77),
+    "qwen_image": ("qwen_image_state_dict", "QWEN_IMAGE", 16, 3584, None, 77),
+    "tiny_wan": ("wan_state_dict", "TINY_WAN", 16, 4096, None, 512),
+    "wan_1_3b": ("wan_state_dict", "WAN_1_3B", 16, 4096, None, 512),
+    "wan_14b": ("wan_state_dict", "WAN_14B", 16, 4096, None, 512),
 }
 
 
@@ -68,7 +75,8 @@ def synthetic_pair(name, seed=0):
     g = torch.Generator().manual_seed(seed)
 
     def cond():
-        extra = {} if pooled is None else {"pooled_output": torch.randn(1, pooled, generator=g)}
+        # CLIPTextEncode's conditioning always has the key (None from text encoders without a pooled vector).
+        extra = {"pooled_output": None if pooled is None else torch.randn(1, pooled, generator=g)}
         return [[torch.randn(1, tokens, context, generator=g), extra]]
 
     return ConceptPair("target", "anchor", cond(), cond(), cond())
@@ -83,8 +91,12 @@ def synthetic_concepts(name, latents, seed=0):
 
 
 def clean_latents(name, size, count=4, seed=0):
+    return random_latents((MODELS[name][2], size // 8, size // 8), count, seed)
+
+
+def random_latents(shape, count=4, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(count, MODELS[name][2], size // 8, size // 8, generator=g)
+    return torch.randn(count, *shape, generator=g)
 
 
 def device_name(device):

@@ -1,5 +1,5 @@
 """How big a saved erasure is, per `parameters` preset and LoRA rank, for SD1.5, SD2.x, SDXL, SD3.5 Large, Flux.1
-dev and the tiny test model.
+dev, Chroma, Qwen-Image, Wan 2.1 1.3B and 14B, and the tiny test model.
 
 Sizes are computed from the diffusion models' weight shapes (ComfyUI's own classes on the meta device) and
 measured by writing the very files UnlearnSaveErasure writes (same keys, dtype and metadata layout),
@@ -16,10 +16,16 @@ import torch
 from common import MODELS, load_comfyui, print_table, write_json
 
 LORA_RANKS = (4, 8)
+# Files of more values are not written (a 14B model's `attention` is 8 billion of them: more than this machine's
+# memory); their size is the computed one, which the written files match to within their header's kilobytes.
+MAX_WRITTEN_VALUES = 2 * 10**9
 MODULES = {"unet_state_dict": "comfy.ldm.modules.diffusionmodules.openaimodel.UNetModel",
            "mmdit_state_dict": "comfy.ldm.modules.diffusionmodules.mmdit.MMDiT",
-           "flux_state_dict": "comfy.ldm.flux.model.Flux"}
+           "flux_state_dict": "comfy.ldm.flux.model.Flux", "chroma_state_dict": "comfy.ldm.chroma.model.Chroma",
+           "qwen_image_state_dict": "comfy.ldm.qwen_image.model.QwenImageTransformer2DModel",
+           "wan_state_dict": "comfy.ldm.wan.model.WanModel"}
 CONFIG_NAMES = {"sd15": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sd35_large": "SD3", "flux_dev": "Flux",
+                "chroma": "Chroma", "qwen_image": "QwenImage", "wan_1_3b": "WAN21_T2V", "wan_14b": "WAN21_T2V",
                 "tiny_sd15": "SD15"}   # ComfyUI's model-config name of each benchmarks/common.MODELS model
 
 
@@ -62,18 +68,21 @@ def main():
             keys = select_parameters(list(weights), preset, family_for(config_name), weights)
             shapes = {k: target_shape(k, weights[weight_name(k)]) for k in keys}
             if rank is None:
-                exported = {k: torch.zeros(shapes[k]) for k in keys}
                 params = sum(math.prod(shapes[k]) for k in keys)
+                exported = lambda: {k: torch.zeros(shapes[k]) for k in keys}  # noqa: E731
             else:
-                exported = {k: (torch.zeros(shapes[k][0], rank), torch.zeros(rank, shapes[k][1]), float(rank)) for k in keys}
                 params = sum(rank * (shapes[k][0] + shapes[k][1]) for k in keys)
-            sizes = {name: file_size(exported, dtype) for name, dtype in (("float16", torch.float16), ("float32", torch.float32))}
+                exported = lambda: {k: (torch.zeros(shapes[k][0], rank), torch.zeros(rank, shapes[k][1]),  # noqa: E731
+                                        float(rank)) for k in keys}
+            written = params <= MAX_WRITTEN_VALUES
+            sizes = {name: file_size(exported(), dtype) if written else None
+                     for name, dtype in (("float16", torch.float16), ("float32", torch.float32))}
             label = preset if rank is None else f"lora rank {rank}"
             results.append({"model": model, "parameters": label, "trained_values": params,
                             "computed_float16_bytes": 2 * params, "file_float16_bytes": sizes["float16"],
                             "file_float32_bytes": sizes["float32"]})
             rows.append([model, label, f"{params / 1e6:.2f} M", f"{2 * params / 1e6:.1f}",
-                         f"{sizes['float16'] / 1e6:.1f}", f"{sizes['float32'] / 1e6:.1f}"])
+                         *(f"{size / 1e6:.1f}" if written else "not written" for size in sizes.values())])
     print_table(["model", "parameters", "trained values", "computed MB (fp16)", "file MB (fp16)", "file MB (fp32)"], rows)
     write_json("erasure_sizes.json", {"cases": results})
 

@@ -1,11 +1,12 @@
 """What an erasure costs per supported model family: seconds per step and peak memory at the family's
 default resolution, through the node's adapter (nodes/comfy_model.train_deltas) with the node's defaults
 (cross_attention_kv, the family's frozen batch; peak memory as benchmarks/erasure_memory.py reads it, from
-after the model is loaded), on random-weight UNets that ComfyUI's loader detects as
-the family.
+after the model is loaded), on random-weight diffusion models that ComfyUI's loader detects as
+the family (latents with a time axis of one for the families whose latents have one).
 
     python benchmarks/families.py --models tiny_sd15 tiny_sd2       # CPU: the tiny test models
     python benchmarks/families.py --models tiny_sdxl --size 512     # CPU: 1024 px does not fit 24 GB
+    python benchmarks/families.py --models tiny_chroma tiny_qwen_image tiny_wan --size 256   # CPU: the other DiTs
     python benchmarks/families.py --device cuda --models sd15 sd2 sdxl   # GPU: full size
     python benchmarks/families.py --device cuda --models flux_dev --weights float8_e4m3fn --preset lora \
         --checkpointing on                                          # GPU: Flux.1 dev on a float8 base
@@ -16,20 +17,21 @@ import statistics
 import time
 
 import torch
-from common import clean_latents, device_name, load_comfyui, print_table, random_unet, synthetic_concepts, write_json
+from common import device_name, load_comfyui, print_table, random_latents, random_unet, synthetic_concepts, write_json
 
 from erasure_memory import read_peak, reset_peak
 
 
 def erase(patcher, name, steps, size=None, preset="cross_attention_kv", checkpointing="auto"):
-    """(family profile, px, seconds per step (median), peak bytes) of one erasure of `preset` at `size` px (None:
-    the family's resolution)."""
-    from comfyui_unlearn.nodes.comfy_model import model_family, train_deltas, trainable_keys, training_precision
+    """(family profile, "width x height" px, seconds per step (median), peak bytes) of one erasure of `preset` at
+    `size` x `size` px (None: the family's default size)."""
+    from comfyui_unlearn.nodes.comfy_model import (latent_shape, model_family, train_deltas, trainable_keys,
+                                                   training_precision)
     from comfyui_unlearn.unlearning import ErasureConfig, family_for, resolve
 
     family = family_for(model_family(patcher))
-    size = size or family.resolution
-    latents = clean_latents(name, size)
+    width, height = (size, size) if size else family.size()
+    latents = random_latents(latent_shape(patcher, family, width, height))
     config = ErasureConfig(steps, 1e-5, family=model_family(patcher), frozen_batch=family.frozen_batch(latents.shape),
                            **training_precision(patcher))
     stamps, device = [], patcher.load_device.type
@@ -37,7 +39,7 @@ def erase(patcher, name, steps, size=None, preset="cross_attention_kv", checkpoi
     config = dataclasses.replace(config, parameters=preset)
     train_deltas(patcher, synthetic_concepts(name, latents), [], trainable_keys(patcher, family, preset),
                  resolve(config), lambda record: stamps.append(time.perf_counter()), checkpointing)
-    return family, size, statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:])), read_peak(device)
+    return family, f"{width} x {height}", statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:])), read_peak(device)
 
 
 def main():

@@ -1,10 +1,11 @@
 """Model-family profiles: everything the pack assumes about a family of diffusion models, in one place.
 
 A profile says which weights each parameters preset trains (by the family's own weight names), the
-default training resolution, how the node samples its own training images (steps, and CFG against the
+default training size, how the node samples its own training images (steps, and CFG against the
 empty prompt), how many latent pixels one frozen pass may hold, and where ComfyUI's model config
-states the width of the text the model takes. The latent channels come from the model itself (ComfyUI's `latent_format`). Supporting a
-family is one `register_family` call; `family_for` looks one up by ComfyUI's model-config name.
+states the width of the text the model takes (or the width its model class fixes). The latent's
+channels and time axis come from the model itself (ComfyUI's `latent_format`). Supporting a family is
+one `register_family` call; `family_for` looks one up by ComfyUI's model-config name.
 """
 from dataclasses import dataclass, field, replace
 
@@ -36,12 +37,12 @@ class FamilyProfile:
     name: str                         # shown to users, e.g. "Stable Diffusion 1.x"
     model_configs: tuple              # ComfyUI's model-config class names of the family (supported_models.py)
     presets: dict                     # parameters preset -> regex over the diffusion model's weight names (or FusedParts)
-    resolution: object = 512          # default training image size in pixels: width = height, or (width, height)
+    resolution: int | tuple = 512     # default training image size in pixels: width = height, or (width, height)
     latent_downscale: int = 8         # pixels per latent pixel
     sampling: Sampling = field(default_factory=Sampling)
     frozen_pass_area: int = 8 * 64 * 64   # latent pixels per batched frozen pass (8 latents at 512 px)
     text_width_key: str = "context_dim"   # where ComfyUI's unet_config holds the text width it takes (dotted path)
-    fixed_text_width: int = None      # the text width ComfyUI's model class fixes, where unet_config does not hold it
+    fixed_text_width: int | None = None   # the text width ComfyUI's model class fixes, where unet_config has none
     # Whether cross_attention_kv's projections read the text encoder's states themselves (UNet cross-attention),
     # rather than a text stream that the blocks transform on the way (MMDiT, Flux): closed-form edits need it.
     projections_read_text: bool = True

@@ -39,7 +39,7 @@ def test_comfyui_lists_the_example_workflow_as_a_template(runner):
     handler = next(r.handler for r in routes if getattr(r, "path", "") == "/workflow_templates")
     listing = json.loads(asyncio.run(handler(None)).text)
     assert sorted(listing["comfyui_unlearn"]) == ["erase_and_report", "erase_concept", "erase_concept_flux",
-                                                  "erase_concept_sdxl", "strength_sweep"]
+                                                  "erase_concept_sdxl", "erase_concept_wan", "strength_sweep"]
 
 
 def test_node_definitions_have_a_tooltip_on_every_input(runner):
