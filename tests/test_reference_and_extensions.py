@@ -135,8 +135,8 @@ def test_a_fused_qkv_trains_its_key_and_value_rows_only_and_saves_each_under_its
 
 
 def test_uce_refuses_a_family_whose_text_passes_through_the_blocks_first():
-    with pytest.raises(ValueError, match="in Flux.1 dev the text passes through the blocks' text stream first: "
-                                         "choose an iterative objective"):
+    with pytest.raises(ValueError, match=r"in Flux.1 dev the text is transformed on its way to them \(by a text "
+                                         r"stream or a shared MLP\): choose an iterative objective"):
         plan(family="Flux", objective="uce", parameters="cross_attention_kv")
 
 

@@ -44,7 +44,8 @@ class FamilyProfile:
     text_width_key: str = "context_dim"   # where ComfyUI's unet_config holds the text width it takes (dotted path)
     fixed_text_width: int | None = None   # the text width ComfyUI's model class fixes, where unet_config has none
     # Whether cross_attention_kv's projections read the text encoder's states themselves (UNet cross-attention),
-    # rather than a text stream that the blocks transform on the way (MMDiT, Flux): closed-form edits need it.
+    # rather than a text stream that the blocks transform on the way (MMDiT, Flux) or a shared MLP's output (Wan):
+    # closed-form edits need it.
     projections_read_text: bool = True
     # Whether the family's blocks add to tensors in place that autograd saved for the backward pass (Flux's residual
     # `x += ...`): training then copies such a tensor before it changes (torch's allow_mutation_on_saved_tensors).

@@ -466,8 +466,8 @@ class UCE(Objective):
     def check_family(cls, family):
         if not family.projections_read_text:
             raise ValueError(f"the uce objective edits projections that read the text encoder's states, and in "
-                             f"{family.name} the text passes through the blocks' text stream first: choose an "
-                             f"iterative objective (anchor or esd)")
+                             f"{family.name} the text is transformed on its way to them (by a text stream or a shared "
+                             f"MLP): choose an iterative objective (anchor or esd)")
 
     def start(self, step, tools):
         self.check_deltas(tools.deltas.is_lora)
