@@ -5,14 +5,16 @@ For a projection W and token states c (rows of the prompts' text states), UCE so
 
     min_W' sum_i |W' t_i - W v_i|^2 + s_p sum_j |W' p_j - W p_j|^2 + lam |W' - W|^2
 
-(t_i a target's tokens, a_i its anchor's at the same position, p_j a preserved prompt's tokens):
+(t_i a target's tokens, a_i its anchor's at the same position, p_j a preserved prompt's tokens; the UCE
+objective preserves the anchors' own prompts too):
 W' = (W V^T T + s_p W P^T P + lam W)(T^T T + s_p P^T P + lam I)^-1. UCE's destination is the anchor,
 v_i = a_i; with `guidance` eta it lies past the anchor, away from the target: v_i = a_i + eta (a_i - t_i)
 (ESD's negative guidance, arXiv 2303.07345, applied to UCE's destinations; ours). An erasure onto the
 anchor leaves the concept as often as the model's own anchor images resemble it; eta > 0 goes further.
 Tokens are paired by position (UCE pairs them from the concept's last token on; the engine does not
-know the tokenizer), up to the shorter prompt. lam is `regularisation` times the mean eigenvalue of T^T T + s_p P^T P, so that it
-means the same for every text encoder's scale (UCE's own lam is absolute).
+know the tokenizer), up to the shorter prompt. lam is `regularisation` times the mean eigenvalue of
+T^T T, so that it means the same for every text encoder's scale and preserving more prompts does not
+weaken the edit (UCE's own lam is absolute).
 """
 import torch
 
@@ -38,7 +40,8 @@ def uce_edit(weight: torch.Tensor, targets, destinations, preserved, preserve_sc
     the `targets` token rows to where W puts the `destinations` rows."""
     w = weight.detach().to("cpu", torch.float64)
     covariance = targets.T @ targets + preserve_scale * (preserved.T @ preserved)
-    lam = regularisation * covariance.diagonal().mean().clamp_min(1e-12)
+    # Relative to the targets' own scale alone: preserving more prompts must not weaken the edit.
+    lam = regularisation * (targets.T @ targets).diagonal().mean().clamp_min(1e-12)
     identity = torch.eye(w.shape[1], dtype=torch.float64)
     right = w @ (destinations.T @ targets) + preserve_scale * (w @ (preserved.T @ preserved)) + lam * w
     edited = torch.linalg.solve(covariance + lam * identity, right.T).T     # right @ inverse (symmetric)

@@ -32,11 +32,11 @@ TRAJECTORY_STEPS = Parameter("trajectory_steps", 20, 2, 200, "Euler steps of the
                                                               "that x_t is taken from.")
 PRESERVE_SCALE = Parameter("preserve_scale", 30.0, 0.0, 1000.0, "UCE's weight of keeping the preserved prompts' "
                                                                  "keys and values where they are.")
-REGULARISATION = Parameter("regularisation", 0.1, 1e-6, 100.0, "UCE's pull towards the original weights, relative to "
-                                                                "the prompts' own scale: higher edits less.")
-UCE_GUIDANCE = Parameter("guidance", 0.5, 0.0, 5.0, "How far past the anchor the targets' keys and values move, away "
-                                                    "from the concept's: 0 = onto the anchor's (UCE), 0.5 = half the "
-                                                    "anchor-to-target gap beyond it.")
+REGULARISATION = Parameter("regularisation", 1.0, 1e-6, 100.0, "UCE's pull towards the original weights, relative "
+                                                                "to the target prompts' own scale: higher edits less.")
+UCE_GUIDANCE = Parameter("guidance", 0.25, 0.0, 5.0, "How far past the anchor the targets' keys and values move, "
+                                                     "away from the concept's: 0 = onto the anchor's (UCE), 0.25 = a "
+                                                     "quarter of the anchor-to-target gap beyond it.")
 TRAJECTORY_CFG = Parameter("trajectory_cfg", 3.0, 0.0, 30.0, "CFG scale of those trajectories (ESD: 3).")
 
 
@@ -453,7 +453,8 @@ class UCE(Objective):
     name, title = "uce", "UCE"
     description = "UCE: a closed-form edit of the cross-attention keys and values over all targets and preserved prompts."
     formula = ("W' = (W V^T T + s_p W P^T P + lam W)(T^T T + s_p P^T P + lam I)^-1 for each key and value projection "
-               "W; T, P: the targets' and the preserved prompts' token states; V = A + eta (A - T), A the anchors'")
+               "W; T: the targets' token states, A: the anchors', V = A + eta (A - T); P: the preserved prompts' and "
+               "the anchors' own")
     parameters = (PRESERVE_SCALE, REGULARISATION, UCE_GUIDANCE)
     needs = ()
     uses_divergence = False
@@ -475,8 +476,12 @@ class UCE(Objective):
         if not keys:
             raise ValueError("UCE edits the cross-attention keys and values, and the parameters preset trains none "
                              "of them: choose parameters 'cross_attention_kv'")
-        edit = uce_deltas(tools.denoiser, keys, [(c.target, c.anchor) for c in tools.concepts], tools.preserve,
-                          self.params["preserve_scale"], self.params["regularisation"], self.params["guidance"])
+        # The anchors keep their own keys and values: what the concept becomes must not move with it (without this,
+        # the benchmark's sandal, the anchor, lost 13 points).
+        anchors = {c.anchor_text or id(c.anchor): c.anchor for c in tools.concepts}
+        edit = uce_deltas(tools.denoiser, keys, [(c.target, c.anchor) for c in tools.concepts],
+                          [*tools.preserve, *anchors.values()], self.params["preserve_scale"],
+                          self.params["regularisation"], self.params["guidance"])
         with torch.no_grad():
             for key, delta in edit.items():
                 tools.deltas.tensors[key].copy_(delta)
