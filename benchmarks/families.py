@@ -39,7 +39,8 @@ def erase(patcher, name, steps, size=None, preset="cross_attention_kv", checkpoi
     config = dataclasses.replace(config, parameters=preset)
     train_deltas(patcher, synthetic_concepts(name, latents), [], trainable_keys(patcher, family, preset),
                  resolve(config), lambda record: stamps.append(time.perf_counter()), checkpointing)
-    return family, f"{width} x {height}", statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:])), read_peak(device)
+    step = statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:]))
+    return family, f"{width} x {height}", step, read_peak(device)
 
 
 def main():

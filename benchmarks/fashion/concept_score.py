@@ -12,7 +12,6 @@ reports; the plot shows the default's scatter.
 """
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch

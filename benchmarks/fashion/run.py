@@ -46,6 +46,7 @@ class Run:
     preserve: tuple = ()                        # prompts to preserve,
     phrasings: bool = False                     # and the pair node's phrasings switch
     start_with: Optional[ErasureConfig] = None  # an erasure whose result this one starts from (Unlearn Start From)
+    sample_shift: int = 0      # the seeds of every sample (training images, the judge's samples) are shifted by this
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Sizes:
     canonical: int = 32
     synonym: int = 16
     held_out: int = 32
-    other: int = 24
+    other: int = 96            # per other class: one sample is about one point
 
 
 def eval_prompts():
@@ -200,6 +201,10 @@ def concept_plan():
         Run("recommended, no preserve", "concept", RECOMMENDED, **{**RECOMMENDED_PAIR, "preserve": ()}),
         Run("recommended, no phrasings", "concept", RECOMMENDED, **{**RECOMMENDED_PAIR, "phrasings": False}),
         Run("recommended, no synonyms listed", "concept", RECOMMENDED, **{**RECOMMENDED_PAIR, "targets": ("a sneaker",)}),
+        Run("uce guidance=0.5", "concept", replace(RECOMMENDED, objective_params={"guidance": 0.5}),
+            **RECOMMENDED_PAIR),
+        Run("uce regularisation=0.1", "concept", replace(RECOMMENDED, objective_params={"regularisation": 0.1}),
+            **RECOMMENDED_PAIR),
     ]
     return runs
 
@@ -226,9 +231,10 @@ class Bench:
     """What every run needs: the base model, the judge, the prompts, the concept, the original samples
     (sampled here, or handed over by the process that sampled them)."""
 
-    def __init__(self, sizes, threads, images=None, original=None, probes=None):
+    def __init__(self, sizes, threads, shift=0, images=None, original=None, probes=None):
         torch.set_num_threads(threads)
-        self.sizes, self.encoder, self.probes = sizes, task.PromptEncoder(), probes or {}
+        task.SEED_SHIFT = shift
+        self.sizes, self.encoder, self.probes, self.shift = sizes, task.PromptEncoder(), probes or {}, shift
         self.unet = task.load(task.build_unet(), task.BASE_MODEL)
         self.classifier = task.load(task.Classifier(), task.CLASSIFIER)
         frozen = task.denoiser(self.unet)
@@ -265,6 +271,7 @@ class Bench:
 
     def __call__(self, run):
         """One run's result row and its grid row."""
+        task.SEED_SHIFT = self.shift
         configs = [replace(run.start_with, seed=run.config.seed)] if run.start_with else []
         denoiser, records, seconds, memory = run_erasure(self.unet, *self.concepts(run), configs + [run.config])
         samples = samples_of(denoiser, self.encoder, self.sizes)
@@ -274,7 +281,8 @@ class Bench:
                                                    for name, accuracy in verdict["other_accuracy"].items())
         if self.probes:
             verdict["probes"] = probe_accuracy(denoiser, self.classifier, self.probes, self.sizes.synonym)
-        return {"label": run.label, "group": run.group, "seed": run.config.seed, "divergence": run.config.divergence,
+        return {"label": run.label, "group": run.group, "seed": run.config.seed, "sample_shift": self.shift,
+                "divergence": run.config.divergence,
                 "objective": run.config.objective, "temperature": run.config.temperature,
                 "batch_size": run.config.batch_size, "learning_rate": run.config.learning_rate,
                 "steps": len(records), "trace": trace(records), "m_first_20_steps": sum(r.m for r in records[:20]) / len(records[:20]),
@@ -287,32 +295,34 @@ def trace(records):
     return {key: [r.terms[key] for r in records] for key in keys if key in records[0].terms}
 
 
-_worker_bench = None
+_worker_benches = None
 
 
-def _start_worker(sizes, images, original, probes, seed_shift):
-    global _worker_bench
-    task.SEED_SHIFT = seed_shift
-    _worker_bench = Bench(sizes, 1, images, original, probes)
+def _start_worker(sizes, sampled, probes):
+    global _worker_benches
+    _worker_benches = {shift: Bench(sizes, 1, shift, images, original, probes)
+                       for shift, (images, original) in sampled.items()}
 
 
 def _run_in_worker(run):
-    return _worker_bench(run)
+    return _worker_benches[run.sample_shift](run)
 
 
-def run_all(runs, bench, workers):
-    """Each run's (result, grid row) in plan order, printed as they come. With several workers, each is
-    a process with one torch thread (two threads per process on a 2-core machine run slower)."""
+def run_all(runs, benches, workers):
+    """Each run's (result, grid row) in plan order, printed as they come; `benches` by sample shift. With several
+    workers, each is a process with one torch thread (two threads per process on a 2-core machine run slower)."""
     def report(item):
         print(markdown_row(cells(item[0])), flush=True)
         return item
 
     if workers == 1:
-        return [report(bench(run)) for run in runs]
+        return [report(benches[run.sample_shift](run)) for run in runs]
     import multiprocessing
 
     order = sorted(range(len(runs)), key=lambda i: runs[i].config.objective not in TRAJECTORY_OBJECTIVES)
-    shared = (bench.sizes, bench.images, bench.original, bench.probes, task.SEED_SHIFT)   # sampled once, not per worker
+    first = next(iter(benches.values()))
+    sampled = {shift: (b.images, b.original) for shift, b in benches.items()}   # sampled once, not per worker
+    shared = (first.sizes, sampled, first.probes)
     with multiprocessing.get_context("spawn").Pool(workers, _start_worker, shared) as pool:
         done = [report(item) for item in pool.imap(_run_in_worker, [runs[i] for i in order])]
     return [done[order.index(i)] for i in range(len(runs))]
@@ -332,10 +342,10 @@ def main():
                                                           "paraphrases.txt next to this script")
     parser.add_argument("--sample-seed", type=int, default=0,
                         help="shift the seeds of every sample (the anchor images and the judge's samples, of the "
-                             "original model and the erased ones): the judge's own sampling noise (default 0)")
+                             "original model and the erased ones) by this, besides the shift by the seed that each "
+                             "of a row's seeds brings (default 0)")
     parser.add_argument("--workers", type=int, default=2, help="runs side by side, one thread each (default 2)")
     args = parser.parse_args()
-    task.SEED_SHIFT = args.sample_seed
     sizes = Sizes(16, 8, 16, 12) if args.quick else Sizes()
     runs = plan(args.quick, args.table)
     if args.only:
@@ -345,18 +355,23 @@ def main():
                              + "; ".join(run.label for run in runs))
         runs = [run for run in runs if run.label in args.only]
     seeds = args.seeds or (1 if args.table == "full" else 3)
-    runs = [replace(run, config=replace(run.config, seed=seed)) for run in runs for seed in range(seeds)]
+    # Seed k of a row erases with seed k and draws every sample (training images, the judge's samples of the original
+    # and of the erased model) from seeds shifted by k: the spread holds the judge's sampling noise, and each erased
+    # model is compared with the original on the same draws.
+    runs = [replace(run, config=replace(run.config, seed=seed), sample_shift=args.sample_seed + seed)
+            for run in runs for seed in range(seeds)]
     encoder = task.PromptEncoder()
     cache_prompts(encoder, runs)
     probe_file = args.probe_file or (PARAPHRASES if args.table == "concept" else None)
-    bench = Bench(sizes, threads=2, probes=probe_file and read_probes(probe_file, encoder))
-    grid = {"original model": grid_row(bench.original)}
+    probes = probe_file and read_probes(probe_file, encoder)
+    benches = {shift: Bench(sizes, 2, shift, probes=probes) for shift in sorted({run.sample_shift for run in runs})}
+    grid = {"original model": grid_row(next(iter(benches.values())).original)}
     results = []
-    for run, (result, picture) in zip(runs, run_all(runs, bench, 1 if args.quick else args.workers)):
+    for run, (result, picture) in zip(runs, run_all(runs, benches, 1 if args.quick else args.workers)):
         results.append(result)
         if (run.in_grid or args.quick) and run.label not in grid:
             grid[run.label] = picture
-    rows = [{"label": "original model", "group": "original", **bench.baseline}] + summarise(results)
+    rows = [original_row([bench.baseline for bench in benches.values()])] + summarise(results)
     name = "fashion_erasure_quick" if args.quick else {"full": "fashion_erasure", "concept": "fashion_concept",
                                                         "objectives": "fashion_objectives"}[args.table]
     name += "_selected" if args.only else ""
@@ -369,7 +384,7 @@ def main():
     if args.table == "objectives" and not args.only:
         caps = {run.label: OBJECTIVES[run.config.objective].lambda_max for run in runs if run.label in TRACED}
         save_traces(results, RESULTS / f"{name}_lambda.png", caps)
-    table = markdown_table(header(bench.probes), [cells(r) for r in rows])
+    table = markdown_table(header(probes), [cells(r) for r in rows])
     (RESULTS / f"{name}.md").write_text(table + "\n")
     print("\n" + table)
     if args.quick:
@@ -388,6 +403,23 @@ def cache_prompts(encoder, runs):
 
 
 SPREAD = ("canonical", "synonyms", "held_out")
+
+
+def original_row(baselines):
+    """The original model's row: its judged samples' measures, the mean over the sample shifts."""
+    def mean(values):
+        return sum(values) / len(values)
+
+    row = {"label": "original model", "group": "original",
+           "target_accuracy": {g: mean([b["target_accuracy"][g] for b in baselines]) for g in SPREAD},
+           "goes_to": {name: mean([b["goes_to"].get(name, 0) for b in baselines])
+                       for name in {name for b in baselines for name in b["goes_to"]}},
+           "other_accuracy_mean": mean([b["other_accuracy_mean"] for b in baselines]),
+           "other_accuracy": {c: mean([b["other_accuracy"][c] for b in baselines])
+                              for c in baselines[0]["other_accuracy"]}}
+    if "probes" in baselines[0]:
+        row["probes"] = {p: mean([b["probes"][p] for b in baselines]) for p in baselines[0]["probes"]}
+    return row
 
 
 def summarise(results):
