@@ -62,8 +62,9 @@ class ForgetError:
     low-noise ones, whose error is largest). `ratio`: the same measure, unclipped, on a fixed bank of draws of the
     images, where the original model scores 1."""
 
-    def __init__(self, tools, relative):
-        self.relative, self.bank = relative, tools.bank(FORGET_IMAGES)
+    def __init__(self, tools, relative, bank_size=None):
+        self.relative = relative
+        self.bank = tools.bank(FORGET_IMAGES) if bank_size is None else tools.bank(FORGET_IMAGES, bank_size)
         self.original = self.errors(tools, tools.frozen)
         self.mean_original, self.ratio = self.original.mean(), 1.0
 
