@@ -214,8 +214,8 @@ TRACED = ("constrained_reverse_kl budget=1", "constrained_likelihood", "constrai
 
 
 def objectives_plan():
-    """The seed papers' objectives at their defaults (VDU also without the relative forget error), and a sweep of
-    constrained_reverse_kl's budget."""
+    """The seed papers' objectives at their defaults (VDU also without the relative forget error), a sweep of
+    constrained_reverse_kl's budget, and constrained_forward_kl at larger budgets."""
     default = replace(ErasureConfig(), learning_rate=8e-4)
     runs = [Run(name, "objectives", replace(default, objective=name), in_grid=True)
             for name in ("vdu", "constrained_forward_kl", "constrained_likelihood")]
@@ -224,6 +224,8 @@ def objectives_plan():
     runs += [Run(f"constrained_reverse_kl budget={budget:g}", "objectives", replace(
         default, objective="constrained_reverse_kl", objective_params={"budget": budget}), in_grid=budget == 1.0)
         for budget in REVERSE_KL_BUDGETS]
+    runs += [Run(f"constrained_forward_kl budget={budget:g}", "objectives", replace(
+        default, objective="constrained_forward_kl", objective_params={"budget": budget})) for budget in (3.0, 4.0)]
     return runs
 
 
