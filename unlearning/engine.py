@@ -21,7 +21,7 @@ from .deltas import WeightDeltas
 from .neighbourhood import NeighbourhoodSampler
 from .sampling import euler_sample
 from .schedule import NoiseSchedule
-from .sources import Trajectory
+from .sources import BANK_SIZE, Trajectory
 
 
 class Denoiser(Protocol):
@@ -73,9 +73,6 @@ class Draw:
         parts = [t.split(sizes) if t is not None else None for t in (self.x_t, self.sigma, self.percent, self.noise)]
         count = len(parts[0])
         return [Draw(*(p[i] if p is not None else None for p in parts)) for i in range(count)]
-
-
-BANK_SIZE = 64
 
 
 @dataclass

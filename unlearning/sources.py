@@ -4,6 +4,8 @@ step planner (engine.py) draws them, and the node samples the images a source ne
 """
 from dataclasses import dataclass
 
+BANK_SIZE = 64      # draws in a fixed bank of a source's images, which constraints and stop rules read
+
 
 class RetainImages:
     """Clean latents of what the concept should become (anchor images), or of what must be kept."""
