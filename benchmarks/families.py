@@ -30,7 +30,7 @@ def erase(patcher, name, steps, size=None, preset="cross_attention_kv", checkpoi
     from comfyui_unlearn.unlearning import ErasureConfig, family_for, resolve
 
     family = family_for(model_family(patcher))
-    width, height = (size, size) if size else family.size()
+    width, height = family.size(size or 0, size or 0)
     latents = random_latents(latent_shape(patcher, family, width, height))
     config = ErasureConfig(steps, 1e-5, family=model_family(patcher), frozen_batch=family.frozen_batch(latents.shape),
                            **training_precision(patcher))

@@ -33,7 +33,7 @@ class TrainingData:
         defaults: Sampling = family.sampling
         return ImageSampling(self.images_per_prompt, self.sampling_steps or defaults.steps,
                              self.cfg or defaults.cfg,
-                             self.width or family.size()[0], self.height or family.size()[1])
+                             *family.size(self.width, self.height))
 
 
 class ErasureOptions:

@@ -240,8 +240,7 @@ def _same_family(model, erased_model):
 
 
 def _sampling(family, width, height, steps):
-    return ImageSampling(1, steps or family.sampling.steps, family.sampling.cfg, width or family.size()[0],
-                         height or family.size()[1])
+    return ImageSampling(1, steps or family.sampling.steps, family.sampling.cfg, *family.size(width, height))
 
 
 def _strengths(text):

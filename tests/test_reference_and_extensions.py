@@ -154,6 +154,7 @@ def test_a_text_width_that_comfyuis_config_does_not_hold_is_the_profiles_fixed_o
     assert family_for("WAN21_T2V").text_width({"dim": 128}) == 4096
     assert family_for("SD15").text_width({"context_dim": 768}) == 768 and family_for("SD15").text_width({}) is None
     assert family_for("WAN21_T2V").size() == (832, 480) and family_for("SDXL").size() == (1024, 1024)
+    assert family_for("WAN21_T2V").size(512, 0) == (512, 480)
 
 
 def test_option_groups_that_the_choices_ignore_are_refused():

@@ -51,9 +51,10 @@ class FamilyProfile:
     # `x += ...`): training then copies such a tensor before it changes (torch's allow_mutation_on_saved_tensors).
     mutates_saved_tensors: bool = False
 
-    def size(self) -> tuple:
-        """The default (width, height) of training images, in pixels."""
-        return self.resolution if isinstance(self.resolution, tuple) else (self.resolution, self.resolution)
+    def size(self, width: int = 0, height: int = 0) -> tuple:
+        """(width, height) of training images in pixels: the given ones, each 0 replaced by the family's default."""
+        default = self.resolution if isinstance(self.resolution, tuple) else (self.resolution, self.resolution)
+        return width or default[0], height or default[1]
 
     def latent_size(self, width: int, height: int) -> tuple:
         """(height, width) of the latent for an image of width x height pixels."""
