@@ -366,16 +366,19 @@ class ConstrainedLikelihood(_Constrained):
 
 class ConstrainedForwardKL(_Constrained):
     name, title = "constrained_forward_kl", "Constrained Forward KL"
-    description = "Data unlearning: keep the concept's predictions on retain images, make the forget images hard to denoise."
-    formula = ("D(eps_theta(x_r, c*), eps_0(x_r, c*)) - lam min(e(x_f), 5), e the forget error relative to the original "
-               "model's at the same draw; constraint: e >= 1 + budget on a bank of the images to forget; x_r noised "
-               "retain images, x_f noised images to forget")
+    description = ("Data unlearning: the concept's prompt denoises the images to forget worse, by `budget`, while the "
+                   "anchor's and the empty prompt's predictions stay the original model's.")
+    formula = ("sum_c D(eps_theta(x_r, c), eps_0(x_r, c)) / 2 over c in (c_a, 0) + lam mean((log e(x_f) - "
+               "log(1 + budget))^2), e the forget error under c* relative to the original model's at the same draw; "
+               "constraint: e >= 1 + budget on a bank of the images to forget; x_r noised retain (anchor) images, x_f "
+               "noised images to forget")
     parameters = (Parameter("budget", 1.0, 0.0, 4.0, "How much harder the images to forget must become to denoise: "
                                                      "their error at least (1 + budget) x the original model's."),
                   _dual_step(0.1))
     needs = (RETAIN_IMAGES, FORGET_IMAGES)
-    frozen = (("retain", "target"), ("forget", "target"))
-    lambda_max = 0.9     # the target density (p_0 - lam p_u) / (1 - lam) needs lam < 1
+    frozen = (("retain", "anchor"), ("retain", "empty"), ("forget", "target"))
+    lambda_max = 0.9    # the setpoint's weight against the retain term; on the benchmark it stayed below 0.45
+    kept_roles = ("anchor", "empty")
 
     def sources(self):
         return {"retain": RETAIN_IMAGES, "forget": FORGET_IMAGES}
@@ -388,10 +391,20 @@ class ConstrainedForwardKL(_Constrained):
         return self.forget_error.measure(tools)
 
     def loss(self, step, tools):
+        """Held: the original model's predictions for every prompt but the concept, on the retain images (holding the
+        concept's own there, the reading for unconditional models, held the concept where its class is decided).
+        Forgotten: each forget draw's error ratio is drawn to the bound, in logs. Ascending the error instead (NegGrad,
+        SISS) is on or off under Adam whatever lambda weighs it, and ran on to 4-8x the bound after lambda fell to 0;
+        a setpoint pulls back what overshoots, so lambda trades the two terms. A regression onto the forward-KL
+        target at the draw, eps_0 + eta (eps_0 - eps) (the forget image's own denoiser as p_u's), kept the
+        concept: it deepens the model's own errors on these images instead of moving off the class."""
         retain = step.draws["retain"]
-        kept, m = tools.compare(tools.predict(retain, step.concept.target), step.frozen[("retain", "target")], retain)
-        forgotten, _ = self.forget_error(tools, step)
-        return kept - self.lam * forgotten, {"retain": kept.detach(), "forget": forgotten.detach()}, m
+        kept = [tools.compare(tools.predict(retain, getattr(step.concept, role)), step.frozen[("retain", role)], retain)
+                for role in self.kept_roles]
+        held = sum(loss for loss, _ in kept) / len(kept)
+        _, ratio = self.forget_error(tools, step)
+        forgotten = (ratio.clamp_min(1e-6).log() - math.log(1 + self.params["budget"])).square().mean()
+        return held + self.lam * forgotten, {"retain": held.detach(), "forget": forgotten.detach()}, kept[0][1]
 
     def violation(self, estimate):
         bound = 1 + self.params["budget"]

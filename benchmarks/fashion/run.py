@@ -225,7 +225,7 @@ def objectives_plan():
         default, objective="constrained_reverse_kl", objective_params={"budget": budget}), in_grid=budget == 1.0)
         for budget in REVERSE_KL_BUDGETS]
     runs += [Run(f"constrained_forward_kl budget={budget:g}", "objectives", replace(
-        default, objective="constrained_forward_kl", objective_params={"budget": budget})) for budget in (3.0, 4.0)]
+        default, objective="constrained_forward_kl", objective_params={"budget": budget})) for budget in (0.5, 2.0, 3.0)]
     return runs
 
 
