@@ -15,7 +15,7 @@ import torch
 from ..divergences import Parameter
 from .closed_form_edit import uce_deltas
 from .parameters import select_parameters
-from .sources import BANK_SIZE, FORGET_IMAGES, RETAIN_IMAGES, Trajectory
+from .sources import FORGET_IMAGES, RETAIN_IMAGES, Trajectory
 
 GUIDANCE = Parameter("guidance", 1.0, 0.0, 20.0, "ESD's eta: how far past the unconditional prediction the "
                                                   "concept is pushed (1: eps_0(0) - (eps_0(c*) - eps_0(0))).")
@@ -62,8 +62,8 @@ class ForgetError:
     low-noise ones, whose error is largest). `ratio`: the same measure, unclipped, on a fixed bank of draws of the
     images, where the original model scores 1."""
 
-    def __init__(self, tools, relative, bank_size=BANK_SIZE):
-        self.relative, self.bank = relative, tools.bank(FORGET_IMAGES, bank_size)
+    def __init__(self, tools, relative):
+        self.relative, self.bank = relative, tools.bank(FORGET_IMAGES)
         self.original = self.errors(tools, tools.frozen)
         self.mean_original, self.ratio = self.original.mean(), 1.0
 

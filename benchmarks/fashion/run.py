@@ -210,12 +210,13 @@ def concept_plan():
 
 
 REVERSE_KL_BUDGETS = (0.25, 0.5, 1.0, 2.0)
+FORWARD_KL_BUDGETS = (0.5, 2.0, 3.0)    # besides its default, 1
 TRACED = ("constrained_reverse_kl budget=1", "constrained_likelihood", "constrained_forward_kl")   # lambda plotted
 
 
 def objectives_plan():
-    """The seed papers' objectives at their defaults (VDU also without the relative forget error), a sweep of
-    constrained_reverse_kl's budget, and constrained_forward_kl at larger budgets."""
+    """The seed papers' objectives at their defaults (VDU also without the relative forget error), and sweeps of
+    constrained_reverse_kl's and constrained_forward_kl's budgets."""
     default = replace(ErasureConfig(), learning_rate=8e-4)
     runs = [Run(name, "objectives", replace(default, objective=name), in_grid=True)
             for name in ("vdu", "constrained_forward_kl", "constrained_likelihood")]
@@ -225,7 +226,8 @@ def objectives_plan():
         default, objective="constrained_reverse_kl", objective_params={"budget": budget}), in_grid=budget == 1.0)
         for budget in REVERSE_KL_BUDGETS]
     runs += [Run(f"constrained_forward_kl budget={budget:g}", "objectives", replace(
-        default, objective="constrained_forward_kl", objective_params={"budget": budget})) for budget in (0.5, 2.0, 3.0)]
+        default, objective="constrained_forward_kl", objective_params={"budget": budget}))
+        for budget in FORWARD_KL_BUDGETS]
     return runs
 
 
