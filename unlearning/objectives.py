@@ -366,8 +366,7 @@ class ConstrainedLikelihood(_Constrained):
 
 class ConstrainedForwardKL(_Constrained):
     name, title = "constrained_forward_kl", "Constrained Forward KL"
-    description = ("Data unlearning: the concept's prompt denoises the images to forget worse, by `budget`, while the "
-                   "anchor's and the empty prompt's predictions stay the original model's.")
+    description = "Data unlearning: the images to forget denoise worse under the concept; anchor and empty prompt stay."
     formula = ("sum_c D(eps_theta(x_r, c), eps_0(x_r, c)) / 2 over c in (c_a, 0) + lam mean((log e(x_f) - "
                "log(1 + budget))^2), e the forget error under c* relative to the original model's at the same draw; "
                "constraint: e >= 1 + budget on a bank of the images to forget; x_r noised retain (anchor) images, x_f "
