@@ -341,6 +341,9 @@ def main():
                              "objectives: the seed papers' objectives and constrained_reverse_kl's budget sweep")
     parser.add_argument("--seeds", type=int, help="erasure seeds per row (default: 1 for full, 3 for the others)")
     parser.add_argument("--only", action="append", metavar="LABEL", help="run only this row (repeatable)")
+    parser.add_argument("--update", action="store_true", help="with --only: put those rows' new runs into the "
+                                                              "table's saved results in place of their old ones "
+                                                              "(its JSON, table and pictures), keeping the other rows")
     parser.add_argument("--probe-file", metavar="F", help="also judge these prompts (one per line, each naming a "
                                                           "sneaker) on every row; default for --table concept: "
                                                           "paraphrases.txt next to this script")
@@ -351,7 +354,9 @@ def main():
     parser.add_argument("--workers", type=int, default=2, help="runs side by side, one thread each (default 2)")
     args = parser.parse_args()
     sizes = Sizes(16, 8, 16, 12) if args.quick else Sizes()
-    runs = plan(args.quick, args.table)
+    runs = planned = plan(args.quick, args.table)
+    if args.update and not args.only:
+        raise SystemExit("--update needs the rows to rerun: pass them with --only")
     if args.only:
         unknown = set(args.only) - {run.label for run in runs}
         if unknown:
@@ -375,18 +380,21 @@ def main():
         results.append(result)
         if (run.in_grid or args.quick) and run.label not in grid:
             grid[run.label] = picture
-    rows = [original_row([bench.baseline for bench in benches.values()])] + summarise(results)
     name = "fashion_erasure_quick" if args.quick else {"full": "fashion_erasure", "concept": "fashion_concept",
                                                         "objectives": "fashion_objectives"}[args.table]
-    name += "_selected" if args.only else ""
+    name += "_selected" if args.only and not args.update else ""
     name += f"_samples{args.sample_seed}" if args.sample_seed else ""
     RESULTS.mkdir(exist_ok=True)
-    save_grid(grid, RESULTS / f"{name}.png")
+    if args.update:
+        results = merge_saved(RESULTS / name, results, grid, planned, seeds)
+    else:
+        save_grid(grid, RESULTS / f"{name}.png")
+    rows = [original_row([bench.baseline for bench in benches.values()])] + summarise(results)
     payload = {"sizes": vars(sizes), "seeds": seeds, "sample_seed": args.sample_seed, "probe_file": probe_file and Path(probe_file).name,
                "rows": rows, "runs": results}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
-    if args.table == "objectives" and not args.only:
-        caps = {run.label: OBJECTIVES[run.config.objective].lambda_max for run in runs if run.label in TRACED}
+    if args.table == "objectives" and (args.update or not args.only):
+        caps = {run.label: OBJECTIVES[run.config.objective].lambda_max for run in planned if run.label in TRACED}
         save_traces(results, RESULTS / f"{name}_lambda.png", caps)
     table = markdown_table(header(probes), [cells(r) for r in rows])
     (RESULTS / f"{name}.md").write_text(table + "\n")
@@ -474,25 +482,53 @@ def grid_row(samples):
     return torch.cat(picks)
 
 
-def save_grid(rows, path, scale=3):
+GRID_LABEL_WIDTH, GRID_CELL = 215, task.SIZE * 3
+
+
+def save_grid(rows, path):
     from PIL import Image, ImageDraw
 
-    label_width, cell = 215, task.SIZE * scale
-    width = label_width + cell * len(next(iter(rows.values()))) + 3 * 6
-    canvas = Image.new("L", (width, 18 + cell * len(rows)), 255)
+    width = GRID_LABEL_WIDTH + GRID_CELL * len(next(iter(rows.values()))) + 3 * 6
+    canvas = Image.new("L", (width, 18 + GRID_CELL * len(rows)), 255)
     draw = ImageDraw.Draw(canvas)
-    headers = [(label_width, "'a photo of a sneaker' (erased)")] + [
-        (label_width + cell * (8 + 4 * i) + 6 * (i + 1), f"'a photo of a {task.CLASSES[c][0]}'")
+    headers = [(GRID_LABEL_WIDTH, "'a photo of a sneaker' (erased)")] + [
+        (GRID_LABEL_WIDTH + GRID_CELL * (8 + 4 * i) + 6 * (i + 1), f"'a photo of a {task.CLASSES[c][0]}'")
         for i, c in enumerate(GRID_CLASSES[1:])]
     for x, text in headers:
         draw.text((x + 2, 3), text, fill=0)
     for r, (label, images) in enumerate(rows.items()):
-        y = 18 + r * cell
-        draw.text((4, y + cell // 3), label, fill=0)
-        for i, image in enumerate(((images + 1) * 127.5).round().clamp(0, 255).byte()):
-            x = label_width + i * cell + 6 * ((i >= 8) + (i >= 12) + (i >= 16))
-            canvas.paste(Image.fromarray(image[0].numpy()).resize((cell, cell), Image.NEAREST), (x, y))
+        draw_grid_row(canvas, r, label, images)
     canvas.save(path)
+
+
+def draw_grid_row(canvas, r, label, images):
+    from PIL import Image, ImageDraw
+
+    y = 18 + r * GRID_CELL
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle([0, y, canvas.width - 1, y + GRID_CELL - 1], fill=255)
+    draw.text((4, y + GRID_CELL // 3), label, fill=0)
+    for i, image in enumerate(((images + 1) * 127.5).round().clamp(0, 255).byte()):
+        x = GRID_LABEL_WIDTH + i * GRID_CELL + 6 * ((i >= 8) + (i >= 12) + (i >= 16))
+        canvas.paste(Image.fromarray(image[0].numpy()).resize((GRID_CELL, GRID_CELL), Image.NEAREST), (x, y))
+
+
+def merge_saved(path, results, grid, planned, seeds):
+    """The saved table at `path` (its .json and .png) with the rows that `results` ran replaced: returns every
+    run, the new rows' first, in the plan's order; redraws those rows in the saved grid image."""
+    from PIL import Image
+
+    saved = json.loads(path.with_suffix(".json").read_text())
+    if saved["seeds"] != seeds:
+        raise SystemExit(f"--update: the saved table ran {saved['seeds']} seeds per row; pass --seeds {saved['seeds']}")
+    rerun, labels = {r["label"] for r in results}, [run.label for run in planned]
+    runs = sorted([r for r in saved["runs"] if r["label"] not in rerun] + results, key=lambda r: labels.index(r["label"]))
+    shown = ["original model"] + [run.label for run in planned if run.in_grid]
+    image = Image.open(path.with_suffix(".png")).convert("L")
+    for label in rerun & set(grid):
+        draw_grid_row(image, shown.index(label), label, grid[label])
+    image.save(path.with_suffix(".png"))
+    return runs
 
 
 def save_traces(results, path, caps):
