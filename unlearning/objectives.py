@@ -229,6 +229,7 @@ class _Constrained(Objective):
         starts_at_original = not any(d.any() for d in tools.deltas.parameters())
         self.estimate = self.original if starts_at_original else self.statistic(tools)
         self.dual_update()
+        self.next_evaluation = self.interval()
 
     def initial_lambda(self) -> float:
         return 0.0
@@ -243,11 +244,16 @@ class _Constrained(Objective):
     def dual_update(self):
         self.lam = dual_ascent(self.lam, self.violation(self.estimate), self.params["dual_step"], self.lambda_max)
 
+    def interval(self) -> int:
+        """Steps from this evaluation of the statistic to the next."""
+        return self.evaluate_every
+
     def update(self, terms, tools):
         self.updates += 1
-        if self.updates % self.evaluate_every == 0:
+        if self.updates >= self.next_evaluation:
             self.estimate = self.statistic(tools)
             self.dual_update()
+            self.next_evaluation = self.updates + self.interval()
         return {"lambda": self.lam, "constraint_estimate": self.estimate}
 
 
@@ -367,17 +373,19 @@ class ConstrainedLikelihood(_Constrained):
 class ConstrainedForwardKL(_Constrained):
     name, title = "constrained_forward_kl", "Constrained Forward KL"
     description = "Data unlearning: the images to forget denoise worse under the concept; anchor and empty prompt stay."
-    formula = ("sum_c D(eps_theta(x_r, c), eps_0(x_r, c)) / 2 over c in (c_a, 0) + lam mean((log e(x_f) - "
-               "log(1 + budget))^2), e the forget error under c* relative to the original model's at the same draw; "
-               "constraint: e >= 1 + budget on a bank of the images to forget; x_r noised retain (anchor) images, x_f "
-               "noised images to forget")
+    formula = ("sum_c D(eps_theta(x_r, c), eps_0(x_r, c)) / 2 over c in (c_a, 0) - lam min(e(x_f), 5), e the forget "
+               "error under c* relative to the original model's at the same draw; constraint: e >= 1 + budget on a "
+               "bank of the images to forget, where the run stops; x_r noised retain (anchor) images, x_f noised "
+               "images to forget")
     parameters = (Parameter("budget", 1.0, 0.0, 4.0, "How much harder the images to forget must become to denoise: "
-                                                     "their error at least (1 + budget) x the original model's."),
+                                                     "their error (1 + budget) x the original model's, where the "
+                                                     "run stops."),
                   _dual_step(0.1))
     needs = (RETAIN_IMAGES, FORGET_IMAGES)
     frozen = (("retain", "anchor"), ("retain", "empty"), ("forget", "target"))
-    lambda_max = 0.9    # the setpoint's weight against the retain term; on the benchmark it stayed below 0.45
+    lambda_max = 0.9    # the forget term's weight against the retain term
     kept_roles = ("anchor", "empty")
+    min_interval = 2    # evaluations of the bank at least this many steps apart (each costs a forward pass per draw)
 
     def sources(self):
         return {"retain": RETAIN_IMAGES, "forget": FORGET_IMAGES}
@@ -392,22 +400,36 @@ class ConstrainedForwardKL(_Constrained):
     def loss(self, step, tools):
         """Held: the original model's predictions for every prompt but the concept, on the retain images (holding the
         concept's own there, the reading for unconditional models, held the concept where its class is decided).
-        Forgotten: each forget draw's error ratio is drawn to the bound, in logs. Ascending the error instead (NegGrad,
-        SISS) is on or off under Adam whatever lambda weighs it, and ran on to 4-8x the bound after lambda fell to 0;
-        a setpoint pulls back what overshoots, so lambda trades the two terms. A regression onto the forward-KL
-        target at the draw, eps_0 + eta (eps_0 - eps) (the forget image's own denoiser as p_u's), kept the
-        concept: it deepens the model's own errors on these images instead of moving off the class."""
+        Forgotten: the clipped forget error, ascended (SISS, NegGrad) until the bank meets the bound. Under Adam the
+        ascent runs at the full learning rate whatever lambda weighs it, and it ran on to 4-8x the bound once lambda
+        was 0, so the run stops there instead (as VDU's does). Tried and dropped on the benchmark: drawing each
+        draw's error ratio to the bound as a setpoint (it evens the error out over noise levels and kept about half
+        of the concept at the damage this costs), and a regression onto the forward-KL target at the draw,
+        eps_0 + eta (eps_0 - eps) (it deepens the model's own errors on these images instead of moving off the
+        class)."""
         retain = step.draws["retain"]
         kept = [tools.compare(tools.predict(retain, getattr(step.concept, role)), step.frozen[("retain", role)], retain)
                 for role in self.kept_roles]
         held = sum(loss for loss, _ in kept) / len(kept)
-        _, ratio = self.forget_error(tools, step)
-        forgotten = (ratio.clamp_min(1e-6).log() - math.log(1 + self.params["budget"])).square().mean()
-        return held + self.lam * forgotten, {"retain": held.detach(), "forget": forgotten.detach()}, kept[0][1]
+        forgotten, _ = self.forget_error(tools, step)
+        return held - self.lam * forgotten, {"retain": held.detach(), "forget": forgotten.detach()}, kept[0][1]
+
+    @property
+    def bound(self):
+        return 1 + self.params["budget"]
 
     def violation(self, estimate):
-        bound = 1 + self.params["budget"]
-        return (bound - estimate) / bound
+        return (self.bound - estimate) / self.bound
+
+    def interval(self):
+        """Sooner as the error nears the bound, in proportion to what is left of the way: between two evaluations
+        10 steps apart the error overshot the bound (on the benchmark at learning rate 8e-4 the other classes lost
+        5.4 points with an evaluation every 10 steps, 2.5 with this schedule)."""
+        left = (self.bound - self.estimate) / max(self.bound - 1, 1e-12)
+        return max(self.min_interval, min(self.evaluate_every, math.ceil(self.evaluate_every * left)))
+
+    def finished(self):
+        return self.estimate >= self.bound
 
 
 class VDU(Objective):
