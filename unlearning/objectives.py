@@ -403,9 +403,9 @@ class ConstrainedForwardKL(_Constrained):
         Forgotten: the clipped forget error, ascended (SISS, NegGrad) until the bank meets the bound. Under Adam the
         ascent runs at the full learning rate whatever lambda weighs it, and it ran on to 4-8x the bound once lambda
         was 0, so the run stops there instead (as VDU's does). Tried and dropped on the benchmark: drawing each
-        draw's error ratio to the bound as a setpoint (it kept about half of the concept at twice this damage), and a regression onto the forward-KL target at the draw,
-        eps_0 + eta (eps_0 - eps) (it deepens the model's own errors on these images instead of moving off the
-        class)."""
+        draw's error ratio to the bound as a setpoint (it kept about half of the concept at twice this damage), and
+        a regression onto the forward-KL target at the draw, eps_0 + eta (eps_0 - eps) (it deepens the model's own
+        errors on these images instead of moving off the class)."""
         retain = step.draws["retain"]
         kept = [tools.compare(tools.predict(retain, getattr(step.concept, role)), step.frozen[("retain", role)], retain)
                 for role in self.kept_roles]

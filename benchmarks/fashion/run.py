@@ -515,14 +515,15 @@ def draw_grid_row(canvas, r, label, images):
 
 def merge_saved(path, results, grid, planned, seeds):
     """The saved table at `path` (its .json and .png) with the rows that `results` ran replaced: returns every
-    run, the new rows' first, in the plan's order; redraws those rows in the saved grid image."""
+    run in the plan's order, and redraws those rows in the saved grid image."""
     from PIL import Image
 
     saved = json.loads(path.with_suffix(".json").read_text())
     if saved["seeds"] != seeds:
         raise SystemExit(f"--update: the saved table ran {saved['seeds']} seeds per row; pass --seeds {saved['seeds']}")
     rerun, labels = {r["label"] for r in results}, [run.label for run in planned]
-    runs = sorted([r for r in saved["runs"] if r["label"] not in rerun] + results, key=lambda r: labels.index(r["label"]))
+    kept = [r for r in saved["runs"] if r["label"] not in rerun]
+    runs = sorted(kept + results, key=lambda r: labels.index(r["label"]))
     shown = ["original model"] + [run.label for run in planned if run.in_grid]
     image = Image.open(path.with_suffix(".png")).convert("L")
     for label in rerun & set(grid):
