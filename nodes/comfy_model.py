@@ -21,6 +21,7 @@ import torch
 from ..unlearning import ErasureRun, LoraDeltas, NoiseSchedule, WeightDeltas, select_parameters
 from ..unlearning.deltas import target_shape
 from ..unlearning.parameters import weight_name
+from .comfy_compat import training_mode
 
 
 class ComfySchedule(NoiseSchedule):
@@ -289,7 +290,7 @@ def train_deltas(model, concepts, preserve, keys, plan, on_step, checkpointing="
                 else contextlib.nullcontext()
             mutations = torch.autograd.graph.allow_mutation_on_saved_tensors() if in_place \
                 else contextlib.nullcontext()
-            with frozen_base_weights(module), memory_saving, mutations:
+            with training_mode(), frozen_base_weights(module), memory_saving, mutations:
                 if run is None:
                     run = _new_run(work, deltas, concepts, preserve, plan)
                 else:
