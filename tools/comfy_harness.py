@@ -4,6 +4,7 @@ Used by tests/comfyui, the headless runner (tools/run_workflow.py) and the bench
 of the steps in start_comfyui matters; each one fixes an observed failure (see the comments there).
 """
 import asyncio
+import inspect
 import os
 import sys
 import uuid
@@ -75,6 +76,17 @@ def start_comfyui(comfyui_path, base_dir, cpu=True):
     return GraphRunner()
 
 
+CLIENT_ID = "comfy-harness"
+
+
+def _cache_settings(executor_class):
+    """The executor's cache settings where its release takes them (0.8 on; it reads "ram" after each node, 0.33
+    also "ram_inactive" before each prompt): the values main.py passes when RAM-pressure caching is off."""
+    if "cache_args" not in inspect.signature(executor_class).parameters:
+        return {}
+    return {"cache_args": {"lru": 0, "ram": 0, "ram_inactive": 0}}
+
+
 class _SilentServer:
     client_id = None
     last_node_id = None
@@ -102,7 +114,8 @@ class GraphRunner:
         import execution
 
         self.execution = execution
-        self.executor = execution.PromptExecutor(_SilentServer(), cache_type=execution.CacheType.CLASSIC)
+        self.executor = execution.PromptExecutor(_SilentServer(), cache_type=execution.CacheType.CLASSIC,
+                                                 **_cache_settings(execution.PromptExecutor))
 
     def run(self, prompt: dict) -> GraphResult:
         prompt_id = str(uuid.uuid4())
@@ -112,7 +125,8 @@ class GraphRunner:
             problems = [f"{e['class_type']} {node}: {x['message']}: {x['details']}"
                         for node, e in node_errors.items() for x in e["errors"]]
             return GraphResult(False, error="; ".join(problems) or f"{error['message']}: {error['details']}")
-        self.executor.execute(prompt, prompt_id, {}, outputs)
+        # A client id, as the frontend sends: from 0.8 a cached node's output reaches the history only with one.
+        self.executor.execute(prompt, prompt_id, {"client_id": CLIENT_ID}, outputs)
         messages = dict(self.executor.status_messages)
         if "execution_interrupted" in messages:
             return GraphResult(False, interrupted=True)

@@ -203,9 +203,13 @@ def test_a_changed_graph_after_a_cancel_starts_afresh(runner):
 def test_previews_arrive_through_the_progress_hook_while_sampling_and_training(runner, references, monkeypatch):
     """With a preview method on (ComfyUI's --preview-method), the node's progress carries a decoded image of
     the training images being sampled, then of the trained model's prediction for the first target."""
+    import latent_preview
     from comfy.cli_args import LatentPreviewMethod, args
 
+    # As if ComfyUI were started with --preview-method latent2rgb: from 0.8 each run resets args.preview_method
+    # to the configured default_preview_method (or the method the client sends with the prompt).
     monkeypatch.setattr(args, "preview_method", LatentPreviewMethod.Latent2RGB)
+    monkeypatch.setattr(latent_preview, "default_preview_method", LatentPreviewMethod.Latent2RGB, raising=False)
     seen = []
 
     def hook(value, total, preview, node_id=None):
