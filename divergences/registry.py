@@ -5,7 +5,7 @@ Adding a closed form is one function g(m) in closed_form.py plus one `Divergence
 adding a variational form is one f-GAN pair in variational.py. `register` adds one from outside.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import torch
@@ -22,6 +22,17 @@ class Parameter:
     minimum: float
     maximum: float
     description: str
+    # (value, why it is refused and what to use instead): points inside the bounds that the owner cannot take.
+    excluded: tuple = ()
+
+    def check(self, value, owner: str):
+        """Raises ValueError naming this parameter, its owner (e.g. "renyi divergence"), the value and the fix."""
+        if not (math.isfinite(value) and self.minimum <= value <= self.maximum):
+            raise ValueError(f"{self.name} must be between {self.minimum} and {self.maximum} for the {owner}, got "
+                             f"{value}; {self.description}")
+        for point, reason in self.excluded:
+            if value == point:
+                raise ValueError(f"{self.name} = {value} cannot be used with the {owner}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -47,9 +58,13 @@ class Divergence:
         return ClosedFormLoss(self, temperature, reduction, **(params or {}))
 
     def resolve(self, params: dict) -> dict:
-        """This divergence's parameters from `params`, defaults filled in; other names are ignored
-        (the node passes alpha to every divergence)."""
-        return {p.name: params.get(p.name, p.default) for p in self.parameters}
+        """This divergence's parameters from `params`, defaults filled in and checked (ValueError naming the
+        parameter and the fix: outside its bounds, not finite, or a value this divergence cannot take);
+        other names are ignored (the node passes alpha to every divergence)."""
+        resolved = {p.name: params.get(p.name, p.default) for p in self.parameters}
+        for p in self.parameters:
+            p.check(resolved[p.name], f"{self.name} divergence")
+        return resolved
 
     def loss(self, m: torch.Tensor, **params) -> torch.Tensor:
         """Batch training loss for per-sample m, scaled so that it equals mean(m) for small m.
@@ -94,6 +109,15 @@ def alpha_family_loss(m: torch.Tensor, kappa: float) -> torch.Tensor:
 
 
 _ALPHA = Parameter("alpha", 0.5, -10.0, 10.0, "Order alpha of the alpha / Renyi divergence.")
+# The Amari alpha-divergence is defined at alpha = 0 and 1 as its limit, KL (closed_form.alpha_divergence and
+# alpha_family_loss take kappa = 0 there). Renyi's order 0 is not: D_0 = -log Q(p > 0) = 0 for any two Gaussians,
+# so g(m) = alpha m / 2 is zero and g'(0) = 0: the loss's normalisation 1 / g'(0) divides by zero. (Its limit,
+# mean(m), is kl's loss, but the divergence asked for is identically zero: refusing it names kl instead of
+# silently training kl under another name.)
+_RENYI_ALPHA = replace(_ALPHA, excluded=((0.0, "the Renyi divergence of order 0 is zero between any two Gaussians "
+                                               "(alpha m / 2), so there is nothing to train on; use alpha != 0 "
+                                               "(every nonzero order trains exactly like kl), or the kl divergence, "
+                                               "which is the Renyi divergence's limit as alpha -> 1"),))
 
 CLOSED_FORMS = [
     Divergence(
@@ -118,7 +142,7 @@ CLOSED_FORMS = [
     Divergence(
         "renyi", "Renyi",
         "Renyi divergence of order alpha: alpha * m / 2, so it trains exactly like kl.",
-        "alpha m / 2", closed_form.renyi, lambda alpha: alpha / 2, parameters=(_ALPHA,)),
+        "alpha m / 2", closed_form.renyi, lambda alpha: alpha / 2, parameters=(_RENYI_ALPHA,)),
     Divergence(
         "bhattacharyya", "Bhattacharyya",
         "Bhattacharyya distance m / 8: trains exactly like kl.",

@@ -112,6 +112,44 @@ def test_alpha_limits_are_kl(alpha):
         assert closed_form("alpha", m, alpha=alpha) == pytest.approx(closed_form("kl", m), rel=1e-5)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_amari_alpha_at_zero_and_one_trains_as_its_limit_kl(alpha):
+    """(1 - exp(-kappa m)) / (2 kappa), kappa = alpha (1 - alpha) / 2, has the limit m / 2 as kappa -> 0: both ends
+    are KL, taken as such rather than refused."""
+    pred, target = torch.randn(3, 4, 5, 5), torch.randn(3, 4, 5, 5)
+    assert torch.equal(divergence_loss(pred, target, "alpha", alpha=alpha)[0], divergence_loss(pred, target, "kl")[0])
+    assert torch.equal(get_divergence("alpha").gradient_weight(torch.tensor([0.0, 1.0, 30.0]), alpha=alpha),
+                       torch.ones(3))
+
+
+def test_renyi_of_order_zero_is_refused_where_its_settings_are_resolved():
+    """D_0 = alpha m / 2 = 0 for any two Gaussians: its loss's normalisation 1 / g'(0) used to raise a bare
+    ZeroDivisionError at the first loss. The settings are refused instead, when the divergence is bound (the plan)
+    and by every call that takes alpha, with the input, the divergence and the fix named."""
+    from toy_models import plan
+
+    message = (r"alpha = -?0(\.0)? cannot be used with the renyi divergence: .*use alpha != 0 .*or the kl divergence, "
+               r"which is the Renyi divergence's limit as alpha -> 1")
+    pred = torch.randn(2, 4, 3, 3)
+    renyi = get_divergence("renyi")
+    for refused in (lambda: plan(divergence="renyi", divergence_params={"alpha": 0.0}),
+                    lambda: renyi.bind(params={"alpha": 0}),
+                    lambda: divergence_loss(pred, torch.zeros_like(pred), "renyi", alpha=0.0),
+                    lambda: renyi.loss(torch.ones(2), alpha=-0.0),
+                    lambda: renyi.gradient_weight(torch.ones(2), alpha=0.0)):
+        with pytest.raises(ValueError, match=message):
+            refused()
+    assert get_divergence("kl").bind(params={"alpha": 0.0}) is not None     # other divergences ignore alpha
+
+
+@pytest.mark.parametrize("name", ["alpha", "renyi"])
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), -10.5, 11.0])
+def test_an_alpha_outside_its_range_names_the_input_and_the_divergence(name, alpha):
+    with pytest.raises(ValueError, match=rf"alpha must be between -10.0 and 10.0 for the {name} divergence, "
+                                         rf"got {alpha}"):
+        get_divergence(name).bind(params={"alpha": alpha})
+
+
 @pytest.mark.parametrize("name", closed_forms())
 def test_closed_forms_are_symmetric(name):
     params = {"alpha": 0.3} if name in ("alpha", "renyi") else {}

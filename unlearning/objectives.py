@@ -129,10 +129,7 @@ class Objective:
                                  + (f"; its parameters: {', '.join(known)}" if known else ""))
         resolved = {p.name: params.get(p.name, p.default) for p in cls.parameters}
         for p in cls.parameters:
-            value = resolved[p.name]
-            if not (math.isfinite(value) and p.minimum <= value <= p.maximum):
-                raise ValueError(f"{p.name} must be between {p.minimum} and {p.maximum} for the {cls.name} "
-                                 f"objective, got {value}; {p.description}")
+            p.check(resolved[p.name], f"{cls.name} objective")
         return resolved
 
     @classmethod
