@@ -77,3 +77,19 @@ def test_the_scripts_find_a_comfyui_whose_custom_nodes_hold_the_pack(tmp_path):
     none = subprocess.run(["bash", str(tools / "find_comfyui.sh")], env=env | {"COMFYUI_PATH": ""},
                           capture_output=True, text=True)
     assert none.stdout == ""
+
+
+def test_the_stated_comfyui_range_is_the_range_of_the_releases_ci_tests():
+    """requires-comfyui, the README and the release tools/demo.sh clones name exactly the oldest and newest
+    ComfyUI release in ../shared/comfyui, which CI runs every real-ComfyUI test against."""
+    import re
+
+    releases = sorted((tuple(map(int, re.findall(r"\d+", path.name[len("ComfyUI-"):]))), path.name)
+                      for path in (ROOT.parent / "shared" / "comfyui").glob("ComfyUI-*.tar.gz"))
+    if not releases:
+        pytest.skip("no ComfyUI release tarballs in ../shared/comfyui")
+    oldest, newest = (".".join(map(str, version)) for version in (releases[0][0], releases[-1][0]))
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert config["tool"]["comfy"]["requires-comfyui"] == f">={oldest},<={newest}"
+    assert f"ComfyUI {oldest} to {newest}" in " ".join((ROOT / "README.md").read_text().split())
+    assert f'RELEASE="v{newest}"' in (ROOT / "tools" / "demo.sh").read_text()

@@ -1,10 +1,35 @@
 #!/usr/bin/env bash
-# The test command: set up the environment, then run every test. The real-ComfyUI tests run when a
-# ComfyUI checkout is found (tools/find_comfyui.sh: COMFYUI_PATH, the ComfyUI whose custom_nodes/
-# holds this pack, or ~/ComfyUI); otherwise they skip, visibly. COMFYUI_PATH= (empty) runs without.
+# The test command: set up the environment, then run every test; arguments go to pytest.
+# - COMFYUI_PATH unset: the tests that need no ComfyUI once, then the real-ComfyUI tests (tests/comfyui) against
+#   each ComfyUI release tools/comfyui_releases.sh unpacks from ../shared/comfyui, or, with no release there,
+#   against the checkout tools/find_comfyui.sh finds; with neither they skip, saying why.
+# - COMFYUI_PATH set: the whole suite against that checkout; set and empty: without ComfyUI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python="$(bash tools/setup_env.sh)"
-comfyui="$(bash tools/find_comfyui.sh)"
-if [ -n "$comfyui" ]; then export COMFYUI_PATH="$comfyui"; else unset COMFYUI_PATH; fi
-exec "$python" -m pytest -q -rs -p no:cacheprovider "$@" tests
+run_pytest() { "$python" -m pytest -q -rs -p no:cacheprovider "$@"; }
+header() { echo "== $1 ($(date +%T))"; }
+
+if [ -n "${COMFYUI_PATH+set}" ]; then
+  python="$(bash tools/setup_env.sh)"
+  comfyui="$(bash tools/find_comfyui.sh)"
+  if [ -n "$comfyui" ]; then export COMFYUI_PATH="$comfyui"; else unset COMFYUI_PATH; fi
+  run_pytest "$@" tests
+  exit
+fi
+
+mapfile -t releases < <(bash tools/comfyui_releases.sh)
+[ "${#releases[@]}" -gt 0 ] || mapfile -t releases < <(bash tools/find_comfyui.sh)
+python="$(bash tools/setup_env.sh "${releases[0]:-}")"
+if [ "${#releases[@]}" -eq 0 ]; then
+  run_pytest "$@" tests
+  exit
+fi
+header "the tests that need no ComfyUI"
+status=0
+run_pytest -m "not comfyui" "$@" tests || status=1
+for comfyui in "${releases[@]}"; do
+  header "the real-ComfyUI tests on $comfyui"
+  python="$(bash tools/setup_env.sh "$comfyui")"      # this release's own requirements
+  COMFYUI_PATH="$comfyui" run_pytest -m comfyui "$@" tests || status=1
+done
+exit "$status"
