@@ -139,8 +139,8 @@ def model_conds(model, conditioning, latent_shape):
 def frozen_base_weights(module):
     """Make the loaded weights constants for autograd while training, without copying them.
 
-    ComfyUI creates its parameters with requires_grad=True, so autograd would compute (and keep, on
-    the shared module) a gradient for every weight; they are switched off and back on afterwards.
+    ComfyUI up to 0.8 creates its parameters with requires_grad=True, so autograd would compute (and keep,
+    on the shared module) a gradient for every weight; they are switched off and back on afterwards.
     Inside ComfyUI's executor the weights are also inference tensors, which autograd cannot save for
     backward: each is swapped for a normal tensor over the same storage (zero-copy, same values) and
     put back on exit, so the shared module ends exactly as it was.

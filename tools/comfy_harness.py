@@ -80,8 +80,8 @@ CLIENT_ID = "comfy-harness"
 
 
 def _cache_settings(executor_class):
-    """The executor's cache settings where its release takes them (0.8 on; it reads "ram" after each node, 0.33
-    also "ram_inactive" before each prompt): the values main.py passes when RAM-pressure caching is off."""
+    """The executor's cache settings where its release takes them (0.8 reads "ram" after each node, 0.33 "ram" and
+    "ram_inactive" at the start of each prompt): the values main.py passes when RAM-pressure caching is off."""
     if "cache_args" not in inspect.signature(executor_class).parameters:
         return {}
     return {"cache_args": {"lru": 0, "ram": 0, "ram_inactive": 0}}

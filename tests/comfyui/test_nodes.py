@@ -52,7 +52,10 @@ def test_the_default_erasure_equals_its_recorded_reference(runner):
     assert sorted(saved) == sorted(REFERENCE["deltas"])
     for key, expected in REFERENCE["deltas"].items():
         delta = saved[key].double()
-        assert delta.sum().item() == pytest.approx(expected["sum"], rel=1e-4, abs=1e-9), key
+        # The sum cancels (|sum| is ~1/10,000 of the sum of |values|), so it is held to what the elements' own
+        # tolerance gives it: independent relative errors of 1e-4 (the head's rtol) add up to 1e-4 * the norm.
+        # Float32 training on another CPU moved one key's sum by 1.8e-6, against the 6.5e-6 this allows.
+        assert delta.sum().item() == pytest.approx(expected["sum"], rel=0, abs=1e-4 * expected["norm"]), key
         assert delta.norm().item() == pytest.approx(expected["norm"], rel=1e-5), key
         assert torch.allclose(delta.flatten()[:8], torch.tensor(expected["head"], dtype=torch.float64),
                               rtol=1e-4, atol=1e-10), key

@@ -109,8 +109,7 @@ def test_auto_checkpointing_starts_again_with_it_when_memory_runs_out(tiny_unet,
 
 def test_base_weights_get_no_gradient_and_keep_their_flags(tiny_unet):
     parameters = list(tiny_unet.model.diffusion_model.parameters())
-    flags = [p.requires_grad for p in parameters]
-    assert all(flags)    # ComfyUI loads parameters with requires_grad=True (outside inference mode)
+    flags = [p.requires_grad for p in parameters]     # True up to ComfyUI 0.8, False from 0.33 on
     erase(tiny_unet)
     assert all(p.grad is None for p in parameters)
     assert [p.requires_grad for p in parameters] == flags
