@@ -1,6 +1,7 @@
 """What ComfyUI itself makes of the pack: registry metadata, workflow templates, node definitions."""
 import asyncio
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ def test_comfyui_config_parser_accepts_pyproject(runner):
     config = config_parser.extract_node_configuration(str(ROOT))
     assert config.project.name == "concept-unlearn"
     assert config.tool_comfy.publisher_id == "comfyui-unlearn"
-    assert config.project.supported_comfyui_version == ">=0.3.64"
+    stated = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["comfy"]["requires-comfyui"]
+    assert config.project.supported_comfyui_version == stated
     assert config.project.supported_os == ["OS Independent"]
 
 
