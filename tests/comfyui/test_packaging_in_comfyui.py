@@ -22,12 +22,21 @@ def test_comfyui_config_parser_accepts_pyproject(runner):
     assert config.project.supported_os == ["OS Independent"]
 
 
+def without_unlinked_outputs(ui):
+    """A UI workflow without the outputs that feed nothing, and the node sizes that follow from the slot counts: what
+    differs between ComfyUI releases (0.33's SaveImage and PreviewImage gained pass-through outputs)."""
+    nodes = [{**{k: v for k, v in node.items() if k != "size"},
+              "outputs": [o for o in node["outputs"] if o["links"]]} for node in ui["nodes"]]
+    return {**ui, "nodes": nodes}
+
+
 def test_ui_workflows_are_what_the_api_twins_generate(runner):
     import nodes
 
     for api_file in sorted((ROOT / "workflows" / "api").glob("*.json")):
         expected = api_to_ui(json.loads(api_file.read_text()), nodes.NODE_CLASS_MAPPINGS)
-        assert json.loads((ROOT / "workflows" / api_file.name).read_text()) == expected, \
+        shipped = json.loads((ROOT / "workflows" / api_file.name).read_text())
+        assert without_unlinked_outputs(shipped) == without_unlinked_outputs(expected), \
             "run python tools/ui_workflow.py to regenerate the UI workflows"
 
 
