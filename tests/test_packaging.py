@@ -3,6 +3,8 @@ import json
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from comfyui_unlearn.unlearning import PACK_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
