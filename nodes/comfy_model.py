@@ -225,8 +225,9 @@ def _blocks(module):
 @contextlib.contextmanager
 def gradient_checkpointing(module, copy_inputs=False):
     """Recompute each block's activations during backward instead of keeping them (less memory, one
-    more forward); with copy_inputs, each block runs on copies of its inputs (for blocks that change them
-    in place). Patches instance forwards of the shared module and restores them on exit."""
+    more forward); with copy_inputs, each block runs on copies of its inputs and is recomputed whole (for
+    blocks that change tensors in place). Patches instance forwards of the shared module and restores them on
+    exit."""
     blocks = [block for child in module.children() for block in _blocks(child)]
     own_forwards = [block.__dict__.get("forward") for block in blocks]   # another patch's, if any
     for block in blocks:
