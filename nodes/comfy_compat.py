@@ -46,6 +46,11 @@ def rope_has_backward() -> bool:
     return True
 
 
+def loaded_comfy_modules() -> list:
+    """Every loaded module of ComfyUI's `comfy` package."""
+    return [module for name, module in list(sys.modules.items()) if name.startswith("comfy.") and module is not None]
+
+
 @contextlib.contextmanager
 def _pure_torch_rope():
     """Point every loaded ComfyUI module's reference to the RoPE functions at the pure-torch ones (model
@@ -53,7 +58,7 @@ def _pure_torch_rope():
     swapped = []
     for name in ROPE_FUNCTIONS:
         original = getattr(comfy.ldm.flux.math, name)
-        for module in [m for n, m in list(sys.modules.items()) if n.startswith("comfy.") and m is not None]:
+        for module in loaded_comfy_modules():
             if getattr(module, name, None) is original:
                 setattr(module, name, PURE_TORCH[name])
                 swapped.append((module, name, original))

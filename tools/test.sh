@@ -10,8 +10,8 @@ run_pytest() { "$python" -m pytest -q -rs -p no:cacheprovider "$@"; }
 header() { echo "== $1 ($(date +%T))"; }
 
 if [ -n "${COMFYUI_PATH+set}" ]; then
-  python="$(bash tools/setup_env.sh)"
   comfyui="$(bash tools/find_comfyui.sh)"
+  python="$(bash tools/setup_env.sh "$comfyui")"
   if [ -n "$comfyui" ]; then export COMFYUI_PATH="$comfyui"; else unset COMFYUI_PATH; fi
   run_pytest "$@" tests
   exit

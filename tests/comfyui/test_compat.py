@@ -1,7 +1,5 @@
 """Training on the ComfyUI under test (nodes/comfy_compat.py): a backward pass goes through ComfyUI's own RoPE, the
 one Flux, Chroma, Qwen-Image and Wan share, and ComfyUI is left exactly as it was found, also after an error."""
-import sys
-
 import pytest
 import torch
 
@@ -10,11 +8,10 @@ pytestmark = pytest.mark.comfyui
 
 def rope_references():
     """Every loaded ComfyUI module's reference to a RoPE function, by (module, name)."""
-    from comfyui_unlearn.nodes.comfy_compat import ROPE_FUNCTIONS
+    from comfyui_unlearn.nodes.comfy_compat import ROPE_FUNCTIONS, loaded_comfy_modules
 
-    return {(name, function): getattr(module, function) for name, module in list(sys.modules.items())
-            if name.startswith("comfy.") and module is not None for function in ROPE_FUNCTIONS
-            if hasattr(module, function)}
+    return {(module.__name__, function): getattr(module, function) for module in loaded_comfy_modules()
+            for function in ROPE_FUNCTIONS if hasattr(module, function)}
 
 
 def training_flag():
