@@ -18,7 +18,7 @@ import comfy.sampler_helpers
 import comfy.samplers
 import torch
 
-from ..unlearning import ErasureRun, LoraDeltas, NoiseSchedule, WeightDeltas, select_parameters
+from ..unlearning import LoraDeltas, NoiseSchedule, WeightDeltas, new_run, select_parameters
 from ..unlearning.deltas import target_shape
 from ..unlearning.parameters import weight_name
 from .comfy_compat import training_mode
@@ -342,9 +342,9 @@ def _new_deltas(work, keys, plan, start_from):
 
 
 def _new_run(work, deltas, concepts, preserve, plan):
-    """An ErasureRun on the patcher `work`, with every CONDITIONING turned into the model's inputs."""
+    """The run (training loop or closed-form edit) on the patcher `work`, with every CONDITIONING turned into the model's inputs."""
     shape = (1, *concepts[0].latent_shape())
     convert = lambda cond: None if cond is None else model_conds(work, cond, shape)  # noqa: E731
     prepared = [dataclasses.replace(c, target=convert(c.target), anchor=convert(c.anchor), empty=convert(c.empty))
                 for c in concepts]
-    return ErasureRun(ComfyDenoiser(work), deltas, prepared, plan, [convert(p) for p in preserve])
+    return new_run(ComfyDenoiser(work), deltas, prepared, plan, [convert(p) for p in preserve])

@@ -1,6 +1,6 @@
 """Unlearn Report and Unlearn Strength Curve: did the erasure work, for which phrasings, at which strength.
 
-Both score prompts with the concept score of unlearning/report.py (forward passes at noisy latents of each
+Both score prompts with the concept score of unlearning/evaluation/concept_score.py (forward passes at noisy latents of each
 concept's target, sampled from the original model), so they need no classifier and work for every family.
 """
 import dataclasses
@@ -11,7 +11,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..unlearning import family_for, lora_state_dict, prompt_lines
-from ..unlearning.report import (ConceptEnds, Probe, default_probes, epsilon_at, markdown_report, prompt_label,
+from ..unlearning.evaluation.concept_score import (ConceptEnds, Probe, default_probes, epsilon_at, markdown_report, prompt_label,
                                  score_draws, strength_table, verdict)
 from .anchor_samples import ImageSampling, sampled_latents
 from .comfy_model import ComfyDenoiser, ComfySchedule, model_conds, model_family

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..unlearning.report import prompt_label
+from ..unlearning.evaluation.concept_score import prompt_label
 
 ROLE_COLOURS = {"target": "#d62728", "probe": "#ff7f0e", "anchor": "#2ca02c", "preserved": "#1f77b4"}
 

@@ -54,7 +54,7 @@ def pytest_report_header(config):
 def restore_registries():
     """Lets a test register divergences, objectives and model families, and removes them afterwards (in
     every copy of the pack: ComfyUI loads its own from custom_nodes/)."""
-    registries = {"divergences.registry": "DIVERGENCES", "unlearning.objectives": "OBJECTIVES",
+    registries = {"divergences.registry": "DIVERGENCES", "unlearning.registry": "OBJECTIVES",
                   "unlearning.families": "FAMILIES"}
     saved = [(getattr(module, name), dict(getattr(module, name)))
              for module_name, module in list(sys.modules.items()) for suffix, name in registries.items()

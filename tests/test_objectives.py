@@ -1,4 +1,4 @@
-"""unlearning/objectives.py: each objective's target and loss on a tiny torch model, and the shared loop."""
+"""unlearning/objectives/: each objective's target and loss on a tiny torch model, and the shared loop."""
 import math
 
 import pytest
@@ -6,7 +6,8 @@ import torch
 
 from comfyui_unlearn.divergences import CriticSettings
 from comfyui_unlearn.unlearning import OBJECTIVES, FORGET_IMAGES, RETAIN_IMAGES, Trajectory, dual_ascent, erase
-from comfyui_unlearn.unlearning.engine import StepPlanner, Toolbox
+from comfyui_unlearn.unlearning import Objective, Role, Toolbox
+from comfyui_unlearn.unlearning.engine import StepPlanner
 from comfyui_unlearn.unlearning.objectives import ESD, VDU, ConstrainedForwardKL, ConstrainedReverseKL
 from test_engine import make_concept
 from toy_models import plan, toy_setup
@@ -36,7 +37,7 @@ def test_esd_target_is_the_formula():
     draw = step.draws["main"]
     concept, unconditional = (tools.frozen(draw, c) for c in (step.concept.target, step.concept.empty))
     pred = tools.predict(draw, step.concept.target)
-    loss, _, _ = setup.objective.loss(step, tools)
+    loss = setup.objective.loss(step, tools).value
     expected = torch.nn.functional.mse_loss(pred, unconditional - 2.0 * (concept - unconditional))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
@@ -92,7 +93,7 @@ def test_constrained_reverse_kl_tilts_the_original_models_prediction_for_the_con
     draw = step.draws["main"]
     concept, unconditional = (tools.frozen(draw, c) for c in (step.concept.target, step.concept.empty))
     pred = tools.predict(draw, step.concept.target)
-    loss, _, _ = objective.loss(step, tools)
+    loss = objective.loss(step, tools).value
     expected = (1 - lam) * torch.nn.functional.mse_loss(pred, concept - lam / (1 - lam) * (concept - unconditional))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
@@ -132,7 +133,7 @@ def test_constrained_likelihood_raises_lambda_while_its_samples_carry_too_much_c
     assert objective.lam == pytest.approx(max(0.5 * original / abs(original), 0.0))   # one dual step from 0
     draw = step.draws["main"]
     concept, unconditional = (tools.frozen(draw, c) for c in (step.concept.target, step.concept.empty))
-    loss, _, _ = objective.loss(step, tools)
+    loss = objective.loss(step, tools).value
     expected = torch.nn.functional.mse_loss(tools.predict(draw, step.concept.target),
                                             concept - objective.lam * (concept - unconditional))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
@@ -141,8 +142,9 @@ def test_constrained_likelihood_raises_lambda_while_its_samples_carry_too_much_c
 def test_constrained_forward_kl_holds_the_other_prompts_on_retain_images_and_ascends_the_forget_error():
     setup = Setup("constrained_forward_kl", budget=0.2, dual_step=0.2)
     step, tools, objective = setup.steps(1)[0], setup.tools, setup.objective
-    assert {role for draw, role in objective.frozen if draw == "retain"} == {"anchor", "empty"}   # not the concept
-    loss, terms, _ = objective.loss(step, tools)
+    assert {p.role for p in objective.frozen if p.draw == "retain"} == {Role.ANCHOR, Role.EMPTY}   # not the concept
+    loss = objective.loss(step, tools)
+    loss, terms = loss.value, loss.terms
     assert objective.lam == pytest.approx(0.2 * (1.2 - 1.0) / 1.2)    # violated at the start: lambda rises
     assert terms["retain"].item() == pytest.approx(0.0, abs=1e-10)    # the original model's own predictions
     assert terms["forget"].item() == pytest.approx(1.0, rel=1e-5)     # the error ratio at the original model
@@ -151,7 +153,7 @@ def test_constrained_forward_kl_holds_the_other_prompts_on_retain_images_and_asc
     with torch.no_grad():
         for delta, grad in zip(tools.deltas.parameters(), grads):
             delta -= 1e-2 * grad / grad.norm()
-    assert objective.loss(step, tools)[1]["forget"].item() > 1.0
+    assert objective.loss(step, tools).terms["forget"].item() > 1.0
 
 
 def test_constrained_forward_kl_checks_its_bank_sooner_as_the_error_nears_the_bound():
@@ -198,7 +200,8 @@ def test_vdu_loss_has_the_right_signs_and_its_prior_pulls_weights_back():
     setup = Setup("vdu", gamma=0.5)
     step, tools = setup.steps(1)[0], setup.tools
     objective, deltas = setup.objective, tools.deltas
-    loss, terms, _ = objective.loss(step, tools)
+    loss = objective.loss(step, tools)
+    loss, terms = loss.value, loss.terms
     assert terms["prior"].item() == 0.0                                            # deltas start at zero
     assert loss.item() == pytest.approx(-0.5 * terms["forget"].item(), rel=1e-5)   # the forget error is rewarded
     # A small descent step on the loss raises the forget error ...
@@ -206,12 +209,13 @@ def test_vdu_loss_has_the_right_signs_and_its_prior_pulls_weights_back():
     with torch.no_grad():
         for delta, grad in zip(deltas.parameters(), grads):
             delta -= 1e-2 * grad / grad.norm()
-    _, after, _ = objective.loss(step, tools)
+    after = objective.loss(step, tools).terms
     assert after["forget"].item() > terms["forget"].item()
     # ... and with gamma = 1 (the prior alone), descending the loss moves the weights back.
     objective.params["gamma"] = 1.0
-    prior_loss, after, _ = objective.loss(step, tools)
-    grads = torch.autograd.grad(prior_loss, deltas.parameters())
+    prior_loss = objective.loss(step, tools)
+    after = prior_loss.terms
+    grads = torch.autograd.grad(prior_loss.value, deltas.parameters())
     assert after["prior"].item() > 0
     assert all((g * d >= 0).all() and (g * d).sum() > 0 for g, d in zip(grads, deltas.parameters()))
 
@@ -248,7 +252,7 @@ def test_vdu_refuses_lora():
         plan(objective="vdu", parameters="lora")
 
 
-@pytest.mark.parametrize("objective", [name for name, o in OBJECTIVES.items() if o().draws])  # uce: no loop
+@pytest.mark.parametrize("objective", [name for name, o in OBJECTIVES.items() if issubclass(o, Objective)])
 def test_every_objective_runs_in_the_one_loop_with_preservation(objective):
     _, denoiser, deltas = toy_setup("cross_attention")
     keep = torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(3))
@@ -273,6 +277,8 @@ def test_objectives_declare_what_they_need():
     for name, objective in OBJECTIVES.items():
         assert objective.name == name and 20 < len(objective.description) < 120 and objective.formula
         assert objective.title and set(objective.needs) <= {RETAIN_IMAGES, FORGET_IMAGES}
+        if not issubclass(objective, Objective):
+            continue
         drawn = set(objective().draws.values())
         assert drawn <= set(objective.needs) | {s for s in drawn if isinstance(s, Trajectory)}
     assert not VDU.uses_divergence and ESD.uses_divergence

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from comfyui_unlearn.divergences import DIVERGENCES, Divergence, register
-from comfyui_unlearn.unlearning import (FAMILIES, OBJECTIVES, SD1, DiscreteVPSchedule, FamilyProfile, LoraDeltas,
-                                        ModuleDenoiser, Objective, erase, family_for, preset_shapes, register_family,
-                                        register_objective, select_parameters)
+from comfyui_unlearn.unlearning import (FAMILIES, FORGET_IMAGES, OBJECTIVES, SD1, ClosedFormEdit, DiscreteVPSchedule,
+                                        Edit, FamilyProfile, FrozenPass, LoraDeltas, Loss, ModuleDenoiser, Objective,
+                                        Role, erase, family_for, preset_shapes, register_family, register_objective,
+                                        select_parameters)
 from test_engine import make_concept
 from tolerances import assert_float32_close
 from toy_models import eps_unet_predict, plan, toy_setup
@@ -104,25 +105,85 @@ def test_a_registered_divergence_trains_by_name(registered):
 def test_a_registered_objective_trains_by_name_with_its_parameters(registered):
     from comfyui_unlearn.divergences import Parameter
 
+    repelled = FrozenPass("main", Role.TARGET)
+
     class Repel(Objective):
         name, title = "repel", "Repel"
         description = "A throwaway test objective: push the target away from the frozen target."
         formula = "-strength D(eps_theta(x_t, c*), eps_0(x_t, c*))"
         parameters = (Parameter("strength", 1.0, 0.0, 5.0, "How hard to push."),)
-        frozen = (("main", "target"),)
+        frozen = (repelled,)
 
         def loss(self, step, tools):
             draw = step.draws["main"]
-            distance, m = tools.compare(tools.predict(draw, step.concept.target), step.frozen[("main", "target")], draw)
-            return -self.params["strength"] * distance, {"distance": distance.detach()}, m
+            distance = tools.compare(tools.predict(draw, step.concept.target), step.frozen[repelled], draw)
+            return Loss(-self.params["strength"] * distance.loss, {"distance": distance.loss.detach()}, distance.m,
+                        (distance,))
 
     registered(OBJECTIVES, "repel", register_objective, Repel)
     _, denoiser, deltas = toy_setup()
     records = erase(denoiser, deltas, [make_concept()],
                     plan(steps=3, learning_rate=1e-3, objective="repel", objective_params={"strength": 2.0}))
-    assert records[-1].terms["distance"] > 0
+    assert records[-1].terms["distance"] > records[0].terms["distance"] > 0      # pushed away, step by step
     with pytest.raises(ValueError, match="strength must be between 0.0 and 5.0"):
         plan(objective="repel", objective_params={"strength": 9.0})
+
+
+class ForgetOnly(Objective):
+    """An objective that declares its own draws: the images to forget only, where it also holds preserved prompts."""
+
+    name, title = "forget_only", "Forget Only"
+    description = "A throwaway test objective: raise the error on the images to forget."
+    formula = "-|eps_theta(x_f, c*) - eps|^2"
+    needs = (FORGET_IMAGES,)
+    preserve_on = "forget"
+
+    def sources(self):
+        return {"forget": FORGET_IMAGES}
+
+    def loss(self, step, tools):
+        draw = step.draws["forget"]
+        error = (tools.predict(draw, step.concept.target) - draw.noise).square().mean()
+        return Loss(-error, {"forget": error.detach()}, torch.zeros(1))
+
+
+def test_an_objective_that_declares_its_own_draws_trains_and_preserves_on_them(registered):
+    registered(OBJECTIVES, "forget_only", register_objective, ForgetOnly)
+    _, denoiser, deltas = toy_setup()
+    concept, keep = make_concept(), torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(3))
+    records = erase(denoiser, deltas, [concept], plan(steps=3, learning_rate=1e-3, objective="forget_only"),
+                    preserve=[keep])
+    assert records[-1].terms["forget"] > records[0].terms["forget"] and "preserve" in records[-1].terms
+    assert all(0 < r.sigma for r in records)      # the forget draw's noise levels: the record's
+
+
+@pytest.mark.parametrize("left_out,message", [
+    ({"preserve_on": "main"}, "preserve_on, the preservation draw, names draw 'main', which its sources"),
+    ({"frozen": (FrozenPass("retain", Role.ANCHOR),)}, "frozen pass ANCHOR at draw 'retain', which its sources"),
+    ({"description": ""}, "ForgetOnly does not set description"),
+])
+def test_an_objective_that_leaves_a_piece_out_is_refused_naming_it(left_out, message):
+    broken = type("ForgetOnly", (ForgetOnly,), left_out)
+    with pytest.raises(TypeError, match=message):
+        broken.check_described()      # what register_objective checks
+        broken()
+
+
+def test_a_registered_closed_form_edit_runs_once_by_name(registered):
+    class Halve(ClosedFormEdit):
+        name, title = "halve", "Halve"
+        description = "A throwaway test edit: halve every weight the preset lets it change."
+        formula = "W' = W / 2"
+
+        def edit(self, inputs):
+            deltas = {key: -inputs.denoiser.base_weight(key) / 2 for key in inputs.keys}
+            return Edit(deltas, 0.0, {"halved": float(len(deltas))})
+
+    registered(OBJECTIVES, "halve", register_objective, Halve)
+    module, denoiser, deltas = toy_setup()
+    records = erase(denoiser, deltas, [make_concept()], plan(steps=50, objective="halve"))
+    assert len(records) == 1 and records[0].terms == {"halved": 2.0}
+    assert torch.equal(deltas.export()["block.attn2.to_k.weight"], -module.block.attn2.to_k.weight.detach() / 2)
 
 
 def test_a_registered_family_is_found_and_its_presets_select_its_weights(registered):

@@ -1,9 +1,9 @@
-"""unlearning/report.py: the concept score on a tiny torch model, the verdicts and the default probes."""
+"""unlearning/evaluation/concept_score.py: the concept score on a tiny torch model, the verdicts and the default probes."""
 import pytest
 import torch
 
 from comfyui_unlearn.unlearning import erase
-from comfyui_unlearn.unlearning.report import (REPORT_TEMPLATES, ConceptEnds, default_probes, epsilon_at,
+from comfyui_unlearn.unlearning.evaluation.concept_score import (REPORT_TEMPLATES, ConceptEnds, default_probes, epsilon_at,
                                                markdown_report, score_draws, verdict, written_only)
 from test_engine import make_concept
 from toy_models import plan, toy_setup

@@ -13,7 +13,8 @@ from ..divergences import CriticSettings, get_divergence
 from .deltas import LoraSettings
 from .neighbourhood import Neighbourhood
 from .families import FamilyProfile, family_for
-from .objectives import Objective, get_objective
+from .method import Method
+from .registry import get_objective
 
 
 @dataclass
@@ -45,7 +46,7 @@ class ErasureConfig:
 class ErasurePlan:
     config: ErasureConfig
     divergence: object            # divergences.ClosedFormLoss or VariationalLoss
-    objective: Objective
+    objective: Method             # a training objective or a closed-form edit
     family: FamilyProfile
     lora: Optional[LoraSettings]  # None: full weight deltas
 
@@ -73,7 +74,7 @@ def resolve(config: ErasureConfig) -> ErasurePlan:
     return ErasurePlan(config, divergence, objective, family, lora)
 
 
-def _check_neighbourhood(near: Neighbourhood, objective):
+def _check_neighbourhood(near: Neighbourhood, objective: Method) -> None:
     if not (math.isfinite(near.radius) and near.radius >= 0) or near.adversarial_steps < 0:
         raise ValueError(f"the neighbourhood's radius and adversarial_steps must be at least 0, got {near.radius}, "
                          f"{near.adversarial_steps}; try radius 0.5 and 0 adversarial steps")
@@ -82,7 +83,7 @@ def _check_neighbourhood(near: Neighbourhood, objective):
                          f"{objective.name}: remove Unlearn Concept Neighbourhood or choose the anchor objective")
 
 
-def _check_numbers(config):
+def _check_numbers(config: ErasureConfig) -> None:
     if config.steps < 1:
         raise ValueError(f"steps must be at least 1, got {config.steps}")
     if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):

@@ -20,8 +20,9 @@ from common import RESULTS, markdown_table
 from run import ANCHOR, ANCHOR_IMAGES, TARGET
 
 from comfyui_unlearn.unlearning import Concept, ErasureConfig, WeightDeltas, erase, preset_shapes, resolve  # noqa: E402
-from comfyui_unlearn.unlearning.engine import Toolbox  # noqa: E402
-from comfyui_unlearn.unlearning.objectives import ConstrainedLikelihood, ConstrainedReverseKL, ForgetError  # noqa: E402
+from comfyui_unlearn.unlearning import Toolbox  # noqa: E402
+from comfyui_unlearn.unlearning.objectives import ConstrainedLikelihood, ConstrainedReverseKL  # noqa: E402
+from comfyui_unlearn.unlearning.objectives.statistics import ForgetError  # noqa: E402
 
 SIZES = (16, 64)
 

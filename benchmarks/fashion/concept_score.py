@@ -1,4 +1,4 @@
-"""Does the report's concept score (unlearning/report.py) rank erasures as the judge does?
+"""Does the report's concept score (unlearning/evaluation/concept_score.py) rank erasures as the judge does?
 
 Erasures of "a sneaker" -> "a sandal" made in several ways (each at strength 0, 0.5 and 1: the strength
 slider's scale), probed with every phrasing of the target the benchmark has (canonical, synonyms, the
@@ -21,7 +21,7 @@ from common import RESULTS, markdown_table
 from run import ANCHOR, PARAPHRASES, TARGET, Bench, Sizes, concept_plan, eval_prompts, plan, read_probes, run_erasure
 
 from comfyui_unlearn.unlearning import WeightDeltas
-from comfyui_unlearn.unlearning.report import ERASED_BELOW, KEPT_ABOVE, SCORE_DRAWS, ConceptEnds, epsilon_at, score_draws
+from comfyui_unlearn.unlearning.evaluation.concept_score import ERASED_BELOW, KEPT_ABOVE, SCORE_DRAWS, ConceptEnds, epsilon_at, score_draws
 
 HERE = Path(__file__).resolve().parent
 ERASURES = ("kl defaults", "kl lr=8e-4", "esd", "phrasings", "neighbourhood r=0.5", "synonyms listed", "recommended")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .concepts import PHRASING_TEMPLATES, phrasings_of
+from ..concepts import PHRASING_TEMPLATES, phrasings_of
 
 SCORE_DRAWS = 32                # noisy latents per concept: enough for the score to agree with a 16x larger bank
 SCORE_PERCENTS = (0.0, 1.0)     # the noise levels drawn, as fractions of the way through denoising
