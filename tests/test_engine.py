@@ -79,7 +79,6 @@ def test_erasure_pulls_the_target_onto_the_anchor_and_leaves_weights_alone():
     assert len(records) == 80 and all(math.isfinite(r.loss) for r in records)
     assert discrepancy(denoiser, deltas, concept) < 0.2 * before
     assert all(torch.equal(v, before_weights[k]) for k, v in module.state_dict().items())
-    assert any(d.abs().sum() > 0 for d in deltas.export().values())
 
 
 @pytest.mark.parametrize("divergence", ["kl", "variational_hellinger"])
@@ -100,13 +99,17 @@ def test_same_seed_same_deltas_and_other_seed_other_deltas(divergence):
 
 @pytest.mark.parametrize("name", closed_forms())
 @pytest.mark.parametrize("reduction", list(REDUCTIONS))
-def test_every_divergence_and_reduction_trains(name, reduction):
+def test_every_divergence_and_reduction_pulls_the_target_towards_the_anchor(name, reduction):
+    """Every closed form is a growing function of m, so under each reduction ten steps close the target-to-anchor
+    gap (on the toy model each closes it by 40-50%; a third of it is asked)."""
     _, denoiser, deltas = toy_setup()
-    config = plan(steps=3, learning_rate=1e-3, divergence=name, reduction=reduction,
-                           temperature=0.05, divergence_params={"alpha": 2.0})
-    records = erase(denoiser, deltas, [make_concept(), make_concept(2)], config)
-    assert all(math.isfinite(r.loss) and r.m >= 0 for r in records)
-    assert any(d.abs().sum() > 0 for d in deltas.export().values())
+    concept = make_concept()
+    before = discrepancy(denoiser, deltas, concept)
+    config = plan(steps=10, learning_rate=3e-3, divergence=name, reduction=reduction, temperature=0.05,
+                  divergence_params={"alpha": 2.0})
+    records = erase(denoiser, deltas, [concept], config)
+    assert all(r.m >= 0 for r in records)
+    assert discrepancy(denoiser, deltas, concept) < 0.67 * before
 
 
 def test_on_step_reports_each_step_and_can_stop_the_run():

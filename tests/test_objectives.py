@@ -252,17 +252,31 @@ def test_vdu_refuses_lora():
         plan(objective="vdu", parameters="lora")
 
 
+def prediction_change(denoiser, deltas, cond, latents):
+    """Mean squared change of the model's epsilon for `cond`, at fixed noisy latents of `latents`."""
+    schedule, generator = denoiser.schedule, torch.Generator().manual_seed(5)
+    sigma = schedule.sigma_at(torch.linspace(0.05, 0.95, len(latents), dtype=torch.float64)).float()
+    x_t = schedule.add_noise(latents, torch.randn(latents.shape, generator=generator), sigma)
+    with torch.no_grad():
+        with deltas.disabled():
+            before = schedule.eps_from_x0(x_t, denoiser.predict_x0(x_t, sigma, cond), sigma)
+        after = schedule.eps_from_x0(x_t, denoiser.predict_x0(x_t, sigma, cond), sigma)
+    return (after - before).square().mean().item()
+
+
 @pytest.mark.parametrize("objective", [name for name, o in OBJECTIVES.items() if issubclass(o, Objective)])
-def test_every_objective_runs_in_the_one_loop_with_preservation(objective):
+def test_every_objective_moves_the_concept_more_than_the_preserved_prompt(objective):
+    """In the one loop, with a prompt to preserve: the concept's prediction changes more than the preserved one's."""
     _, denoiser, deltas = toy_setup("cross_attention")
     keep = torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(3))
     params = {"trajectory_steps": 4} if "trajectory_steps" in [p.name for p in OBJECTIVES[objective].parameters] else {}
-    config = plan(steps=4, learning_rate=1e-3, batch_size=2, objective=objective, divergence="hellinger",
+    config = plan(steps=20, learning_rate=3e-3, batch_size=2, objective=objective, divergence="hellinger",
                   temperature=0.05, objective_params=params)
-    records = erase(denoiser, deltas, [make_concept(1), make_concept(2)], config, preserve=[keep])
-    assert len(records) == 4 and all(math.isfinite(r.loss) for r in records)
+    concept = make_concept(1)
+    records = erase(denoiser, deltas, [concept, make_concept(2)], config, preserve=[keep])
     assert all("preserve" in r.terms and r.seconds > 0 for r in records)
-    assert any(d.abs().sum() > 0 for d in deltas.export().values())
+    moved, held = (prediction_change(denoiser, deltas, cond, concept.latents) for cond in (concept.target, keep))
+    assert moved > held > 0
 
 
 @pytest.mark.parametrize("name,value", [("guidance", -1.0), ("trajectory_steps", 1), ("budget", float("nan"))])

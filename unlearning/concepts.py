@@ -65,12 +65,12 @@ PHRASING_TEMPLATES = ("a photo of {}", "a picture of {}", "an image of {}", "{} 
                       "a drawing of {}", "a photograph showing {}")
 
 
-def phrasings_of(text: str, templates=PHRASING_TEMPLATES) -> list:
+def phrasings_of(text: str, templates: tuple[str, ...] = PHRASING_TEMPLATES) -> list:
     """The text as written, then through each template (the empty prompt stays as it is)."""
     return [text] + [t.format(text) for t in templates] if text else [text]
 
 
-def expanded_pairs(pairs: list, templates=PHRASING_TEMPLATES) -> list:
+def expanded_pairs(pairs: list, templates: tuple[str, ...] = PHRASING_TEMPLATES) -> list:
     """[(target, anchor, index of the pair as written)]: each pair as written, then the same template around
     target and anchor alike (an empty anchor stays empty)."""
     expanded = []
@@ -93,5 +93,5 @@ class Concept:
     forget_latents: Optional[torch.Tensor] = None   # images to forget (constrained_forward_kl, vdu)
     shape: Optional[tuple] = None            # (C, H, W) of the latents, where no latents are given
 
-    def latent_shape(self):
+    def latent_shape(self) -> tuple[int, ...]:
         return tuple(self.latents.shape[1:]) if self.latents is not None else tuple(self.shape)

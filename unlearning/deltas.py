@@ -1,8 +1,12 @@
 """Trainable weight deltas, switched off to get the frozen model from the same weights."""
 import contextlib
 from dataclasses import dataclass
+from typing import Iterator, Optional
 
 import torch
+
+# A trained target: a weight's name, or a slice of it (name, (dim, start, size)).
+WeightKey = str | tuple[str, tuple[int, int, int]]
 
 
 @dataclass(frozen=True)
@@ -13,7 +17,7 @@ class LoraSettings:
     alpha: float = 8.0
 
 
-def add_to_weight(target, weight, delta):
+def add_to_weight(target: WeightKey, weight: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """weight + delta, where a target that is a slice (name, (dim, start, size)) adds delta to those rows only."""
     if not isinstance(target, tuple):
         return weight + delta
@@ -22,7 +26,7 @@ def add_to_weight(target, weight, delta):
     return torch.cat([before, rows + delta, after], dim)
 
 
-def target_shape(target, weight_shape) -> tuple:
+def target_shape(target: WeightKey, weight_shape: tuple[int, ...]) -> tuple:
     """The shape of a target's delta: the weight's, or its slice's."""
     if not isinstance(target, tuple):
         return tuple(weight_shape)
@@ -40,27 +44,27 @@ class WeightDeltas:
 
     is_lora = False
 
-    def __init__(self, shapes, device=None):
+    def __init__(self, shapes: dict[WeightKey, tuple[int, ...]], device: Optional[torch.device | str] = None):
         self.tensors = {
             key: torch.zeros(shape, device=device, dtype=torch.float32, requires_grad=True)
             for key, shape in shapes.items()
         }
         self.enabled = True
 
-    def parameters(self):
+    def parameters(self) -> list[torch.Tensor]:
         return list(self.tensors.values())
 
-    def weight_keys(self):
+    def weight_keys(self) -> list[WeightKey]:
         """The targets these deltas change (weight names, or slices of weights)."""
         return list(self.tensors)
 
-    def apply(self, key, weight):
+    def apply(self, key: WeightKey, weight: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return weight
         return add_to_weight(key, weight, self.tensors[key].to(weight.dtype))
 
     @contextlib.contextmanager
-    def disabled(self):
+    def disabled(self) -> Iterator[None]:
         """The frozen model: the same weights with every delta switched off."""
         previous, self.enabled = self.enabled, False
         try:
@@ -68,11 +72,11 @@ class WeightDeltas:
         finally:
             self.enabled = previous
 
-    def export(self):
+    def export(self) -> dict[WeightKey, torch.Tensor]:
         """Detached float32 copies on the CPU, keyed like the weights."""
         return {key: tensor.detach().to("cpu", copy=True) for key, tensor in self.tensors.items()}
 
-    def start_from(self, exported: dict):
+    def start_from(self, exported: dict) -> None:
         """Continue from an earlier export (of the same weights): its values become the deltas."""
         _check_same_weights(self.weight_keys(), exported)
         with torch.no_grad():
@@ -92,7 +96,8 @@ class LoraDeltas(WeightDeltas):
 
     is_lora = True
 
-    def __init__(self, shapes, rank, alpha, device=None, seed=0):
+    def __init__(self, shapes: dict[WeightKey, tuple[int, ...]], rank: int, alpha: float,
+                 device: Optional[torch.device | str] = None, seed: int = 0):
         generator = torch.Generator().manual_seed(seed)
         self.rank, self.alpha = rank, alpha
         self.factors = {}
@@ -105,20 +110,20 @@ class LoraDeltas(WeightDeltas):
         self.tensors = {(key, part): t for key, pair in self.factors.items() for part, t in zip(("up", "down"), pair)}
         self.enabled = True
 
-    def weight_keys(self):
+    def weight_keys(self) -> list[WeightKey]:
         return list(self.factors)
 
-    def apply(self, key, weight):
+    def apply(self, key: WeightKey, weight: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return weight
         up, down = self.factors[key]
         return add_to_weight(key, weight, ((self.alpha / self.rank) * (up @ down)).to(weight.dtype))
 
-    def export(self):
+    def export(self) -> dict[WeightKey, tuple[torch.Tensor, torch.Tensor, float]]:
         return {key: (up.detach().to("cpu", copy=True), down.detach().to("cpu", copy=True), float(self.alpha))
                 for key, (up, down) in self.factors.items()}
 
-    def start_from(self, exported: dict):
+    def start_from(self, exported: dict) -> None:
         _check_same_weights(self.weight_keys(), exported)
         with torch.no_grad():
             for key, value in exported.items():

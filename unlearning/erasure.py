@@ -1,5 +1,10 @@
 """What an erasure run produces: the learned weight deltas, what made them, and how training went."""
 from dataclasses import dataclass, field
+from typing import Optional
+
+from .concepts import ConceptSet
+from .config import ErasurePlan
+from .engine import StepRecord
 
 PACK_VERSION = "0.2.0"
 
@@ -12,7 +17,8 @@ class Erasure:
     names: dict = field(default_factory=dict)     # slice target -> its module name in a LoRA file (export.py)
 
 
-def erasure_metadata(plan, concepts, records, training_images, base_model, started_from=None) -> dict:
+def erasure_metadata(plan: ErasurePlan, concepts: ConceptSet, records: list[StepRecord], training_images: str | dict,
+                     base_model: dict, started_from: Optional[dict] = None) -> dict:
     """The header a saved erasure carries: how it was made (plan: config.ErasurePlan; concepts: a
     ConceptSet), from which images (`training_images`), on which base model (`base_model`), and the
     header of the erasure its training continued (`started_from`), if any."""

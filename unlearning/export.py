@@ -15,9 +15,11 @@ import json
 import os
 import re
 from pathlib import Path, PurePosixPath
+from typing import Optional
 
 import torch
 
+from .deltas import WeightKey
 from .parameters import weight_name
 
 PREFIX = "diffusion_model."
@@ -29,7 +31,8 @@ def module_name(key: str) -> str:
     return "lora_unet_" + key[len(PREFIX):].rsplit(".", 1)[0].replace(".", "_")
 
 
-def lora_state_dict(exported: dict, dtype=torch.float32, names=None) -> dict:
+def lora_state_dict(exported: dict, dtype: torch.dtype = torch.float32,
+                    names: Optional[dict[WeightKey, str]] = None) -> dict:
     """Tensors to save from WeightDeltas.export() (target -> delta) or LoraDeltas.export() (target -> up, down,
     alpha); `names` gives the module name of each slice target."""
     state = {}
@@ -89,7 +92,7 @@ def safe_relative_path(prefix: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-def next_free_path(folder, prefix: str) -> Path:
+def next_free_path(folder: str | os.PathLike[str], prefix: str) -> Path:
     """folder/<prefix>_00001.safetensors, numbered past the files already there; stays inside folder."""
     folder = Path(folder).resolve()
     relative = safe_relative_path(prefix)
@@ -102,7 +105,7 @@ def next_free_path(folder, prefix: str) -> Path:
     return target / f"{stem}_{max(numbers, default=0) + 1:05d}.safetensors"
 
 
-def write_erasure(path, state_dict: dict, metadata: dict) -> Path:
+def write_erasure(path: str | os.PathLike[str], state_dict: dict, metadata: dict) -> Path:
     """Save a LoRA-loader state dict with the erasure's metadata in the safetensors header.
 
     The file is written beside its place and renamed into it, so an interrupt or an error never
@@ -125,7 +128,7 @@ def write_erasure(path, state_dict: dict, metadata: dict) -> Path:
     return path
 
 
-def read_erasure_metadata(path) -> dict:
+def read_erasure_metadata(path: str | os.PathLike[str]) -> dict:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:

@@ -27,7 +27,7 @@ class FusedParts:
     parts: tuple                      # which row blocks
     of: int = 3                       # how many equal row blocks the weight stacks
 
-    def slices(self, name, shape):
+    def slices(self, name: str, shape: tuple[int, ...]) -> list[tuple[str, tuple[int, int, int]]]:
         rows = shape[0] // self.of
         return [(name, (0, part * rows, rows)) for part in self.parts]
 
@@ -60,14 +60,14 @@ class FamilyProfile:
         """(height, width) of the latent for an image of width x height pixels."""
         return height // self.latent_downscale, width // self.latent_downscale
 
-    def text_width(self, unet_config: dict):
+    def text_width(self, unet_config: dict) -> int | None:
         """The width of the text states a model of this family with ComfyUI's `unet_config` takes, or None."""
         value = unet_config
         for part in self.text_width_key.split("."):
             value = value.get(part) if isinstance(value, dict) else None
         return self.fixed_text_width if value is None else value
 
-    def frozen_batch(self, latent_shape) -> int:
+    def frozen_batch(self, latent_shape: tuple[int, ...]) -> int:
         """Latents per frozen pass for latents of latent_shape (..., H, W): capped at 64."""
         return max(1, min(64, self.frozen_pass_area // (latent_shape[-1] * latent_shape[-2])))
 

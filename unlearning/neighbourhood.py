@@ -10,8 +10,11 @@ own balls. It acts on the conditioning's text tensor only (`Denoiser.text_states
 for every model family.
 """
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
+
+from .toolbox import Toolbox
 
 
 @dataclass(frozen=True)
@@ -27,14 +30,14 @@ class Neighbourhood:
 class NeighbourhoodSampler:
     """Points near a conditioning, drawn from the run's own random stream."""
 
-    def __init__(self, settings: Neighbourhood, tools):
+    def __init__(self, settings: Neighbourhood, tools: Toolbox):
         self.settings, self.tools = settings, tools
 
-    def ball(self, states):
+    def ball(self, states: torch.Tensor) -> torch.Tensor:
         """Per-token scale of the ball around text states [.., tokens, width]."""
         return self.settings.radius * states.norm(dim=-1, keepdim=True)
 
-    def random_point(self, cond):
+    def random_point(self, cond: Any) -> Any:
         """cond with its text states moved to a uniformly random point of the ball."""
         states = self.tools.denoiser.text_states(cond)
         return self.tools.denoiser.with_text_states(cond, states + self._random_delta(states))
@@ -46,7 +49,7 @@ class NeighbourhoodSampler:
         depth = torch.rand((*states.shape[:-1], 1), generator=self.tools.generator).to(states) ** (1 / states.shape[-1])
         return self.ball(states) * depth * direction
 
-    def adversarial_point(self, cond, loss_at):
+    def adversarial_point(self, cond: Any, loss_at: Callable[[Any], torch.Tensor]) -> Any:
         """A random point, then projected ascent steps on loss_at(cond') (the objective's loss there)."""
         states = self.tools.denoiser.text_states(cond).detach()
         ball = self.ball(states)

@@ -4,6 +4,12 @@ A preset's meaning is the same in every model family (e.g. "where the prompt ent
 each family's profile (families.py) says which of its weight names that is.
 """
 import re
+from typing import TYPE_CHECKING, Optional
+
+from .deltas import WeightKey
+
+if TYPE_CHECKING:
+    from .families import FamilyProfile
 
 PRESETS = {
     "cross_attention_kv": "The key/value projections of the text entering the image: the Ablating Concepts / "
@@ -15,7 +21,8 @@ PRESETS = {
 }
 
 
-def select_parameters(names, preset: str, profile=None, shapes=None) -> list:
+def select_parameters(names: list[str], preset: str, profile: Optional["FamilyProfile"] = None,
+                      shapes: Optional[dict[str, tuple[int, ...]]] = None) -> list:
     """What a preset trains in a model family (default: Stable Diffusion 1.x, whose names diffusers' UNets
     share), in the order of `names`: weight names, or for a preset of fused-projection parts (a DiT's text
     key/value rows of a fused qkv) weight slices (name, (0, start, rows)), which need `shapes` (name -> shape)."""
@@ -32,6 +39,6 @@ def select_parameters(names, preset: str, profile=None, shapes=None) -> list:
     return [slice_ for name in names if pattern.search(name) for slice_ in chosen.slices(name, shapes[name])]
 
 
-def weight_name(target) -> str:
+def weight_name(target: WeightKey) -> str:
     """The weight a trained target changes: the target itself, or the weight of a slice (name, (dim, start, size))."""
     return target[0] if isinstance(target, tuple) else target

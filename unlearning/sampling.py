@@ -4,10 +4,16 @@ x <- x + (sigma_next - sigma) (x - x0_hat) / sigma holds for epsilon-, v- and fl
 alike in ComfyUI's parameterisation, so one sampler serves the engine (partial trajectories) and
 the benchmarks (whole samples).
 """
+from typing import TYPE_CHECKING, Any, Optional
+
 import torch
 
+if TYPE_CHECKING:
+    from .engine import Denoiser
 
-def euler_sample(denoiser, cond, noise, sigmas, cfg=1.0, empty=None, stops=None):
+
+def euler_sample(denoiser: "Denoiser", cond: Any, noise: torch.Tensor, sigmas: torch.Tensor, cfg: float = 1.0,
+                 empty: Any = None, stops: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Sample from `noise` (unit Gaussian) down the descending `sigmas` (a final 0 gives clean samples).
 
     cfg > 1 needs `empty`, the unconditional conditioning. With `stops` (a grid index per sample),

@@ -34,7 +34,7 @@ class NoiseSchedule:
     def percent_per_step(self) -> float:
         return 1.0 / (self.num_steps - 1)
 
-    def coefficients(self, sigma: torch.Tensor):
+    def coefficients(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(a, b) of x_t = a x_0 + b noise, per sample."""
         ones, zeros = torch.ones_like(sigma), torch.zeros_like(sigma)
         return self.add_noise(ones, zeros, sigma), self.add_noise(zeros, ones, sigma)
@@ -64,7 +64,7 @@ class DiscreteVPSchedule(NoiseSchedule):
     that plain torch models (tests, benchmarks) and ComfyUI models share the engine's conventions.
     """
 
-    def __init__(self, num_steps=1000, beta_start=0.00085, beta_end=0.012):
+    def __init__(self, num_steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012):
         betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_steps, dtype=torch.float64).square()
         alphas_cumprod = torch.cumprod(1 - betas, dim=0)
         self.num_steps = num_steps
@@ -76,7 +76,7 @@ class DiscreteVPSchedule(NoiseSchedule):
         frac = t - low
         return ((1 - frac) * self.log_sigmas[low] + frac * self.log_sigmas[high]).exp()
 
-    def timestep(self, sigma):
+    def timestep(self, sigma: torch.Tensor | float) -> torch.Tensor:
         """Continuous DDPM timestep t of sigma (what a diffusers UNet takes)."""
         log_sigma = torch.as_tensor(sigma, dtype=torch.float64).log().clamp(self.log_sigmas[0], self.log_sigmas[-1])
         high = torch.searchsorted(self.log_sigmas, log_sigma).clamp(1, self.num_steps - 1)

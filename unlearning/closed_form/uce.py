@@ -16,13 +16,17 @@ know the tokenizer), up to the shorter prompt. lam is `regularisation` times the
 T^T T, so that it means the same for every text encoder's scale and preserving more prompts does not
 weaken the edit (UCE's own lam is absolute).
 """
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from ...divergences import Parameter
+from ..families import FamilyProfile
 from ..parameters import select_parameters
 from .base import ClosedFormEdit, Edit, EditInputs
+
+if TYPE_CHECKING:
+    from ..engine import Denoiser
 
 PRESERVE_SCALE = Parameter("preserve_scale", 30.0, 0.0, 1000.0, "UCE's weight of keeping the preserved prompts' "
                                                                  "keys and values where they are.")
@@ -71,7 +75,7 @@ class EditRows(NamedTuple):
     preserved: torch.Tensor       # P: rows whose outputs stay
 
 
-def edit_rows(denoiser, pairs: list, preserved: list, guidance: float) -> EditRows:
+def edit_rows(denoiser: "Denoiser", pairs: list, preserved: list, guidance: float) -> EditRows:
     """The rows of the (target, anchor) conditionings in `pairs` and of the `preserved` conditionings."""
     targets, anchors = paired_tokens([(denoiser.text_states(t), denoiser.text_states(a)) for t, a in pairs])
     kept = [token_rows(denoiser.text_states(c)) for c in preserved]
@@ -79,7 +83,7 @@ def edit_rows(denoiser, pairs: list, preserved: list, guidance: float) -> EditRo
                     torch.cat(kept) if kept else targets.new_zeros((0, targets.shape[1])))
 
 
-def uce_deltas(denoiser, keys: list, rows: EditRows, preserve_scale: float, regularisation: float) -> dict:
+def uce_deltas(denoiser: "Denoiser", keys: list, rows: EditRows, preserve_scale: float, regularisation: float) -> dict:
     """{key: delta} of the UCE edit of each weight in `keys` (projections of the text states)."""
     deltas = {}
     for key in keys:
@@ -92,7 +96,7 @@ def uce_deltas(denoiser, keys: list, rows: EditRows, preserve_scale: float, regu
     return deltas
 
 
-def relative_residuals(denoiser, deltas: dict, rows: EditRows) -> dict[str, float]:
+def relative_residuals(denoiser: "Denoiser", deltas: dict, rows: EditRows) -> dict[str, float]:
     """How far the edit left the targets from their destinations, and how far it moved the preserved rows, each
     as a share of the same quantity before the edit (summed over the edited weights)."""
     gap_left = gap = moved = kept = 0.0
@@ -115,7 +119,7 @@ class UCE(ClosedFormEdit):
     parameters = (PRESERVE_SCALE, REGULARISATION, UCE_GUIDANCE)
 
     @classmethod
-    def check_family(cls, family):
+    def check_family(cls, family: FamilyProfile) -> None:
         if not family.projections_read_text:
             raise ValueError(f"the uce objective edits projections that read the text encoder's states, and in "
                              f"{family.name} the text is transformed on its way to them (by a text stream or a shared "

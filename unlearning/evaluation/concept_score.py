@@ -15,10 +15,13 @@ erasure moved its prediction (p' the erased model), in units of the concept's ow
 preserved prompt that kept its behaviour from one that was dragged along.
 """
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..concepts import PHRASING_TEMPLATES, phrasings_of
+from ..engine import Denoiser
+from ..schedule import NoiseSchedule
 
 SCORE_DRAWS = 32                # noisy latents per concept: enough for the score to agree with a 16x larger bank
 SCORE_PERCENTS = (0.0, 1.0)     # the noise levels drawn, as fractions of the way through denoising
@@ -38,7 +41,8 @@ class ScoreDraws:
     sigma: torch.Tensor
 
 
-def score_draws(schedule, latents, count=SCORE_DRAWS, seed=0, percents=SCORE_PERCENTS) -> ScoreDraws:
+def score_draws(schedule: NoiseSchedule, latents: torch.Tensor, count: int = SCORE_DRAWS, seed: int = 0,
+                percents: tuple[float, float] = SCORE_PERCENTS) -> ScoreDraws:
     """`count` noisy versions of the clean `latents` (cycled), one noise level in each of `count` equal slices
     of `percents` (kept a timestep away from both ends), the noise from `seed`."""
     generator = torch.Generator().manual_seed(seed)
@@ -48,7 +52,7 @@ def score_draws(schedule, latents, count=SCORE_DRAWS, seed=0, percents=SCORE_PER
     return ScoreDraws(schedule.add_noise(x0, noise, sigma), sigma)
 
 
-def epsilon_at(denoiser, draws: ScoreDraws, cond, batch=8) -> torch.Tensor:
+def epsilon_at(denoiser: Denoiser, draws: ScoreDraws, cond: Any, batch: int = 8) -> torch.Tensor:
     """The denoiser's epsilon for `cond` at every draw, `batch` draws a pass, on the CPU in float32."""
     schedule, device = denoiser.schedule, denoiser.device
     outputs = []
@@ -102,7 +106,7 @@ def _markdown(header, align, rows) -> str:
     return "\n".join(lines)
 
 
-def markdown_report(rows) -> str:
+def markdown_report(rows: list[tuple[str, str, float, float, float, str]]) -> str:
     """rows: (prompt, role, concept score before, after, drift, verdict) -> a Markdown table."""
     return _markdown(["prompt", "role", "score before", "score after", "drift", "verdict"],
                      ["---", "---", "---:", "---:", "---:", "---"],
@@ -110,7 +114,7 @@ def markdown_report(rows) -> str:
                       for prompt, role, before, after, drift, word in rows])
 
 
-def strength_table(strengths, curves) -> str:
+def strength_table(strengths: list[float], curves: list[tuple[str, str, list[float]]]) -> str:
     """curves: (prompt, role, [concept score per strength]) -> a Markdown table, a column per strength."""
     return _markdown(["prompt", "role", *(f"strength {s:g}" for s in strengths)], ["---", "---"] + ["---:"] * len(strengths),
                      [(prompt, role, *(f"{v:+.2f}" for v in scores)) for prompt, role, scores in curves])
@@ -129,13 +133,13 @@ class Probe:
     concept: int = None           # the concept it is scored against; None: the one it scores highest for
 
 
-def written_only(texts) -> list:
+def written_only(texts: list[str]) -> list:
     """The texts without the template phrasings of one another that the pair node's phrasings switch adds."""
     templated = {t.format(text) for text in texts for t in PHRASING_TEMPLATES}
     return [text for text in dict.fromkeys(texts) if text not in templated]
 
 
-def default_probes(targets_and_anchors, preserved) -> list:
+def default_probes(targets_and_anchors: list[tuple[str, str]], preserved: list[str]) -> list:
     """Each target as written and through REPORT_TEMPLATES, each non-empty anchor, each preserved prompt."""
     probes = []
     for index, (target, anchor) in enumerate(targets_and_anchors):

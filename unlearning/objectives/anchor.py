@@ -1,6 +1,8 @@
 """Ablating Concepts (arXiv 2303.13516) with any divergence (f-DMU, arXiv 2509.21167): the concept's prediction is
 pulled onto the frozen model's prediction for the anchor, at noised anchor images."""
-from ..draws import FrozenPass, Role, Step
+import torch
+
+from ..draws import Draw, FrozenPass, Role, Step
 from ..toolbox import Toolbox
 from .contract import Loss, Objective
 from .statistics import per_sample_mse
@@ -8,7 +10,8 @@ from .statistics import per_sample_mse
 ANCHOR_AT_MAIN = FrozenPass("main", Role.ANCHOR)
 
 
-def concept_weighted_target(step: Step, tools: Toolbox, draw, erased, anchor):
+def concept_weighted_target(step: Step, tools: Toolbox, draw: Draw, erased: torch.Tensor,
+                            anchor: torch.Tensor) -> torch.Tensor:
     """The training target at a point c' near the concept: `erased` (the concept's erased target) as far as
     the frozen model treats c' as the concept, its own frozen prediction as far as it does not:
     w = 1 - |eps_0(c') - eps_0(c*)|^2 / |eps_0(c_a) - eps_0(c*)|^2, clipped to [0, 1], per sample (`anchor`

@@ -1,8 +1,10 @@
 """Statistics that objectives measure on fixed banks of draws: the denoising error on the images to forget
 (ForgetError) and the concept evidence in the trained model's own samples (ConceptEvidence)."""
+from typing import Any, Callable
+
 import torch
 
-from ..draws import Bank, FrozenPass, Role, Step
+from ..draws import Bank, Draw, FrozenPass, Role, Step
 from ..sources import FORGET_IMAGES
 from ..toolbox import Toolbox
 
@@ -27,7 +29,7 @@ class ForgetError:
         self.original = self.errors(tools, tools.frozen)
         self.mean_original, self.ratio = self.original.mean(), 1.0
 
-    def errors(self, tools: Toolbox, predict) -> torch.Tensor:
+    def errors(self, tools: Toolbox, predict: Callable[[Draw, Any], torch.Tensor]) -> torch.Tensor:
         return per_sample_mse(tools.over_bank(self.bank, predict), self.bank.draw.noise)
 
     def reference(self, original: torch.Tensor) -> torch.Tensor:
