@@ -13,32 +13,32 @@ import torch
 from .quadrature import gauss_hermite, gauss_legendre
 
 
-def kl(m):
+def kl(m: torch.Tensor) -> torch.Tensor:
     """KL(P || Q) = m / 2: the MSE objective of Ablating Concepts and ESD."""
     return m / 2
 
 
-def reverse_kl(m):
+def reverse_kl(m: torch.Tensor) -> torch.Tensor:
     """KL(Q || P) = m / 2: equal to KL when the covariances are equal."""
     return m / 2
 
 
-def renyi(m, alpha=0.5):
+def renyi(m: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
     """Renyi divergence of order alpha: alpha * m / 2."""
     return alpha * m / 2
 
 
-def bhattacharyya(m):
+def bhattacharyya(m: torch.Tensor) -> torch.Tensor:
     """Bhattacharyya distance -log integral sqrt(p q) = m / 8."""
     return m / 8
 
 
-def hellinger(m):
+def hellinger(m: torch.Tensor) -> torch.Tensor:
     """Squared Hellinger distance integral (sqrt p - sqrt q)^2 = 2 (1 - exp(-m / 8))."""
     return -2 * torch.expm1(-m / 8)
 
 
-def alpha_divergence(m, alpha=0.5):
+def alpha_divergence(m: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
     """Amari alpha-divergence (1 - integral p^a q^(1-a)) / (a (1 - a)) = (1 - exp(-k m)) / (2 k), k = a (1 - a) / 2.
 
     alpha = 1/2 is twice the squared Hellinger distance, alpha = 2 or -1 half the Pearson chi^2,
@@ -50,18 +50,18 @@ def alpha_divergence(m, alpha=0.5):
     return -torch.expm1(-kappa * m) / (2 * kappa)
 
 
-def pearson_chi2(m):
+def pearson_chi2(m: torch.Tensor) -> torch.Tensor:
     """Pearson chi^2 = integral (p - q)^2 / q = exp(m) - 1 (equal to Neyman chi^2 here)."""
     return torch.expm1(m)
 
 
-def total_variation(m):
+def total_variation(m: torch.Tensor) -> torch.Tensor:
     """Total variation 1/2 integral |p - q| = erf(sqrt(m) / (2 sqrt 2))."""
     # The clamp keeps the derivative finite at m = 0, where the gradient of m itself is zero.
     return torch.erf(m.clamp_min(1e-12).sqrt() / (2 * math.sqrt(2)))
 
 
-def jensen_shannon(m):
+def jensen_shannon(m: torch.Tensor) -> torch.Tensor:
     """Jensen-Shannon divergence (KL(P || M) + KL(Q || M)) / 2, M = (P + Q) / 2; at most log 2.
 
     It has no elementary closed form: with U ~ N(-m/2, m) the log-likelihood ratio,
@@ -77,11 +77,11 @@ _JS_LEGENDRE_NODES = 96
 _JS_HALF_WIDTH = 40.0  # log1p(exp(-40)) and sigmoid(-40)^2 are below float64 resolution of the sums
 
 
-def _normal_cdf(x):
+def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * torch.erfc(-x / math.sqrt(2))
 
 
-def _js_value_and_slope(m):
+def _js_value_and_slope(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """JS(m) and dJS/dm for a float64 CPU tensor m >= 0."""
     value, slope = torch.empty_like(m), torch.empty_like(m)
     small = m <= _JS_SMALL_M
@@ -112,7 +112,7 @@ def _js_value_and_slope(m):
 
 class _JensenShannon(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, m):
+    def forward(ctx: torch.autograd.function.FunctionCtx, m: torch.Tensor) -> torch.Tensor:
         # Per-sample scalars only: evaluating them in float64 on the CPU costs nothing and works on
         # every device (MPS has no float64).
         value, slope = _js_value_and_slope(m.detach().to("cpu", torch.float64).clamp_min(0))
@@ -120,6 +120,6 @@ class _JensenShannon(torch.autograd.Function):
         return value.to(m.device, m.dtype)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
         (slope,) = ctx.saved_tensors
         return grad * slope

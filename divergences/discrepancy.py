@@ -1,8 +1,12 @@
 """From two denoiser outputs to the per-sample Mahalanobis term m, and a closed-form divergence bound to
 its settings as a loss on them."""
 import math
+from typing import TYPE_CHECKING, Optional
 
 import torch
+
+if TYPE_CHECKING:   # registry.py imports this module
+    from .registry import Divergence
 
 REDUCTIONS = {
     "mean": "per-element mean of the squared difference: independent of resolution and channel count",
@@ -15,7 +19,7 @@ REDUCTIONS = {
 }
 
 
-def check_settings(reduction, temperature):
+def check_settings(reduction: str, temperature: float) -> None:
     """Raises ValueError naming the setting to fix."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction '{reduction}' is unknown; choose one of: {', '.join(REDUCTIONS)}")
@@ -23,7 +27,8 @@ def check_settings(reduction, temperature):
         raise ValueError(f"temperature must be a finite positive number, got {temperature}; try 1.0")
 
 
-def _reduced(pred, target, reduction, temperature, step_weight):
+def _reduced(pred: torch.Tensor, target: torch.Tensor, reduction: str, temperature: float,
+             step_weight: Optional[torch.Tensor]) -> torch.Tensor:
     dtype = torch.promote_types(pred.dtype, torch.float32)
     squared = (pred.to(dtype) - target.to(dtype)).square().flatten(1)
     if reduction == "mean":
@@ -41,7 +46,8 @@ def _reduced(pred, target, reduction, temperature, step_weight):
     return e / temperature
 
 
-def mahalanobis(pred, target, reduction="mean", temperature=1.0, step_weight=None):
+def mahalanobis(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean", temperature: float = 1.0,
+                step_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """m_i = reduce((pred_i - target_i)^2) / temperature, in float32 at least (float16 inputs too);
     [batch, elements] under the "element" reduction.
 
@@ -62,17 +68,20 @@ class ClosedFormLoss:
     trains_critic = False
     warmup = 0
 
-    def __init__(self, divergence, temperature=1.0, reduction="mean", **params):
+    def __init__(self, divergence: "Divergence", temperature: float = 1.0, reduction: str = "mean",
+                 **params: float) -> None:
         check_settings(reduction, temperature)
         self.divergence, self.temperature, self.reduction = divergence, temperature, reduction
         self.params = divergence.resolve(params)
         self.needs_step_weight = reduction == "step"
         self.reference = divergence.reference if reduction == "fdmu_reference" else None
 
-    def start(self, latent_shape, device, seed):
+    def start(self, latent_shape: tuple[int, ...], device: torch.device | str, seed: int) -> None:
         """Nothing to set up: a closed form has no state."""
 
-    def __call__(self, pred, target, percent=None, step_weight=None):
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor, percent: Optional[torch.Tensor] = None,
+                 step_weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch loss, per-sample m); percent, the noise level, is for the variational forms' critic only."""
         m = _reduced(pred, target, self.reduction, self.temperature, step_weight)
         if self.reference is not None:
             return self.reference(m).mean(), m

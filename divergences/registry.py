@@ -3,10 +3,12 @@
 
 Adding a closed form is one function g(m) in closed_form.py plus one `Divergence` entry below;
 adding a variational form is one f-GAN pair in variational.py. `register` adds one from outside.
+The tests then ask, by name, for what they check it against: its integrand in tests/test_divergences.py
+and its row in docs/divergences.md (tests/test_docs.py).
 """
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 
@@ -23,9 +25,9 @@ class Parameter:
     maximum: float
     description: str
     # (value, why it is refused and what to use instead): points inside the bounds that the owner cannot take.
-    excluded: tuple = ()
+    excluded: tuple[tuple[float, str], ...] = ()
 
-    def check(self, value, owner: str):
+    def check(self, value: float, owner: str) -> None:
         """Raises ValueError naming this parameter, its owner (e.g. "renyi divergence"), the value and the fix."""
         if not (math.isfinite(value) and self.minimum <= value <= self.maximum):
             raise ValueError(f"{self.name} must be between {self.minimum} and {self.maximum} for the {owner}, got "
@@ -38,19 +40,19 @@ class Parameter:
 @dataclass(frozen=True)
 class Divergence:
     name: str
-    display_name: str
     description: str                        # one line; the node's tooltip
-    formula: str                            # g(m), for the README
+    formula: str                            # g(m), as docs/divergences.md's table shows it (tests/test_docs.py)
     value: Callable[..., torch.Tensor]      # exact g(m)
     slope_at_zero: Optional[Callable[..., float]]  # g'(0); None where it is infinite
-    parameters: tuple = ()
+    parameters: tuple[Parameter, ...] = ()
     # Alpha-family members (g = (1 - exp(-kappa m)) / (2 kappa)) get a log-space loss for kappa < 0.
     kappa: Optional[Callable[..., float]] = None
     # The f-DMU code's own loss value for m (flosses.py), where it has one.
     reference: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
     variational = False
 
-    def bind(self, temperature=1.0, reduction="mean", params=None, critic: Optional[CriticSettings] = None):
+    def bind(self, temperature: float = 1.0, reduction: str = "mean", params: Optional[dict] = None,
+             critic: Optional[CriticSettings] = None) -> ClosedFormLoss:
         """This divergence as a loss on two predictions, its settings checked once."""
         if critic is not None:
             raise ValueError(f"critic settings apply to the variational_* divergences only, and divergence is "
@@ -66,21 +68,18 @@ class Divergence:
             p.check(resolved[p.name], f"{self.name} divergence")
         return resolved
 
-    def loss(self, m: torch.Tensor, **params) -> torch.Tensor:
-        """Batch training loss for per-sample m, scaled so that it equals mean(m) for small m.
+    def batch_loss(self, m: torch.Tensor, params: dict) -> torch.Tensor:
+        """Batch training loss for per-sample m and resolved parameters, scaled so that it equals mean(m) for
+        small m.
 
         Its gradient gives sample i the weight g'(m_i) relative to MSE's; only that weighting (and
         not a constant factor, which Adam ignores) is what distinguishes the divergences.
         """
-        return self.batch_loss(m, self.resolve(params))
-
-    def batch_loss(self, m: torch.Tensor, params: dict) -> torch.Tensor:
-        """`loss` with the parameters already resolved."""
         if self.kappa is not None:
             return alpha_family_loss(m, self.kappa(**params))
         return (self.value(m, **params) * self._scale(params)).mean()
 
-    def gradient_weight(self, m: torch.Tensor, **params) -> torch.Tensor:
+    def gradient_weight(self, m: torch.Tensor, **params: float) -> torch.Tensor:
         """g'(m) / g'(0): how hard a sample with this m pulls, relative to MSE (for reports)."""
         params = self.resolve(params)
         m = m.detach().clone().requires_grad_(True)
@@ -121,43 +120,43 @@ _RENYI_ALPHA = replace(_ALPHA, excluded=((0.0, "the Renyi divergence of order 0 
 
 CLOSED_FORMS = [
     Divergence(
-        "kl", "KL (MSE)",
+        "kl",
         "KL divergence = the MSE of Ablating Concepts / ESD: every sample pulls equally.",
         "m / 2", closed_form.kl, lambda: 0.5, kappa=lambda: 0.0,
         reference=lambda m: m),
     Divergence(
-        "reverse_kl", "Reverse KL",
+        "reverse_kl",
         "KL(model || anchor); with equal covariances it equals KL, so it trains exactly like kl.",
         "m / 2", closed_form.reverse_kl, lambda: 0.5),
     Divergence(
-        "hellinger", "Squared Hellinger",
-        "Bounded: samples already far from the anchor pull less (weight exp(-m/8)); gentler on the rest.",
+        "hellinger",
+        "Bounded: samples already far from the anchor pull less (weight exp(-m/8)).",
         "2 (1 - exp(-m / 8))", closed_form.hellinger, lambda: 0.25, kappa=lambda: 1 / 8,
         reference=lambda m: -torch.exp(-m / 8)),
     Divergence(
-        "alpha", "Amari alpha",
+        "alpha",
         "Amari alpha-divergence: 0<alpha<1 damps far samples (1/2 = Hellinger), alpha>1 or <0 amplifies them.",
         "(1 - exp(-alpha (1 - alpha) m / 2)) / (alpha (1 - alpha))", closed_form.alpha_divergence,
         lambda alpha: 0.5, parameters=(_ALPHA,), kappa=lambda alpha: alpha * (1 - alpha) / 2),
     Divergence(
-        "renyi", "Renyi",
+        "renyi",
         "Renyi divergence of order alpha: alpha * m / 2, so it trains exactly like kl.",
         "alpha m / 2", closed_form.renyi, lambda alpha: alpha / 2, parameters=(_RENYI_ALPHA,)),
     Divergence(
-        "bhattacharyya", "Bhattacharyya",
+        "bhattacharyya",
         "Bhattacharyya distance m / 8: trains exactly like kl.",
         "m / 8", closed_form.bhattacharyya, lambda: 1 / 8),
     Divergence(
-        "pearson_chi2", "Pearson chi-squared",
-        "Exponential weight exp(m): samples still close to the concept dominate; the most aggressive.",
+        "pearson_chi2",
+        "Exponential weight exp(m): samples still close to the concept dominate the batch.",
         "exp(m) - 1", closed_form.pearson_chi2, lambda: 1.0, kappa=lambda: -1.0,
         reference=lambda m: torch.exp(m.clamp_max(80.0))),
     Divergence(
-        "total_variation", "Total variation",
+        "total_variation",
         "Total variation: weight ~ 1/sqrt(m) near the anchor, vanishing far from it; loss is TV itself.",
         "erf(sqrt(m) / (2 sqrt 2))", closed_form.total_variation, None),
     Divergence(
-        "jensen_shannon", "Jensen-Shannon",
+        "jensen_shannon",
         "Jensen-Shannon (at most log 2): like Hellinger, far samples pull less, and a little less still.",
         "log 2 - E[softplus(U)], U ~ N(-m/2, m)", closed_form.jensen_shannon, lambda: 1 / 8),
 ]
@@ -176,10 +175,11 @@ class VariationalForm:
 
     @property
     def description(self) -> str:
-        return (f"{self.pair.name} in its min-max form with a trained critic: compares distributions of "
-                f"predictions; harder erasure, less realistic images")
+        return (f"{self.pair.name}, estimated by a critic trained alongside the model (its min-max f-GAN form): "
+                f"compares distributions of predictions")
 
-    def bind(self, temperature=1.0, reduction="mean", params=None, critic: Optional[CriticSettings] = None):
+    def bind(self, temperature: float = 1.0, reduction: str = "mean", params: Optional[dict] = None,
+             critic: Optional[CriticSettings] = None) -> VariationalLoss:
         """The model's side of the bound, with the critic's settings; m (for the record and the
         constraints) is the closed-form KL term under the same reduction and temperature."""
         if reduction == "element":
@@ -188,10 +188,11 @@ class VariationalForm:
         return VariationalLoss(self.pair, critic or CriticSettings(), DIVERGENCES["kl"].bind(temperature, reduction))
 
 
-DIVERGENCES = {}
+DivergenceEntry = Union[Divergence, VariationalForm]
+DIVERGENCES: dict[str, DivergenceEntry] = {}
 
 
-def register(divergence):
+def register(divergence: DivergenceEntry) -> DivergenceEntry:
     """Add a Divergence or a VariationalForm; the node's combo and the engine pick it up by name."""
     DIVERGENCES[divergence.name] = divergence
     return divergence
@@ -201,18 +202,20 @@ for _divergence in CLOSED_FORMS + [VariationalForm(pair) for pair in PAIRS.value
     register(_divergence)
 
 
-def closed_forms() -> list:
+def closed_forms() -> list[str]:
     """The names of the closed-form divergences."""
     return [name for name, d in DIVERGENCES.items() if not d.variational]
 
 
-def get_divergence(name: str):
+def get_divergence(name: str) -> DivergenceEntry:
     try:
         return DIVERGENCES[name]
     except KeyError:
         raise ValueError(f"divergence '{name}' is unknown; choose one of: {', '.join(DIVERGENCES)}") from None
 
 
-def divergence_loss(pred, target, divergence="kl", *, temperature=1.0, reduction="mean", step_weight=None, **params):
+def divergence_loss(pred: torch.Tensor, target: torch.Tensor, divergence: str = "kl", *, temperature: float = 1.0,
+                    reduction: str = "mean", step_weight: Optional[torch.Tensor] = None,
+                    **params: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, per-sample m) of a closed-form divergence by name: a one-off `bind` and call."""
     return get_divergence(divergence).bind(temperature, reduction, params)(pred, target, step_weight=step_weight)

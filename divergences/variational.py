@@ -7,11 +7,13 @@ critic maximises the bound, the model minimises it.
 """
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .discrepancy import ClosedFormLoss
 
 LOGIT_CLAMP = 20.0   # exp(20) is the largest value the exponential conjugates can produce
 
@@ -44,7 +46,7 @@ PAIRS = {p.name: p for p in [
 ]}
 
 
-def variational_bound(pair: FGanPair, critic_real, critic_fake):
+def variational_bound(pair: FGanPair, critic_real: torch.Tensor, critic_fake: torch.Tensor) -> torch.Tensor:
     """E_P[g(V)] - E_Q[f*(g(V))] from the critic's outputs on samples of P (real) and Q (fake)."""
     real, fake = critic_real.clamp(-LOGIT_CLAMP, LOGIT_CLAMP), critic_fake.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
     return pair.activation(real).mean() - pair.conjugate_of_activation(fake).mean()
@@ -58,7 +60,7 @@ class PatchCritic(nn.Module):
     whole latents). With noise_level, the step's noise level (fraction of the way through denoising) is
     one more input channel."""
 
-    def __init__(self, channels, width=64, noise_level=False, spatial=64):
+    def __init__(self, channels: int, width: int = 64, noise_level: bool = False, spatial: int = 64) -> None:
         super().__init__()
         self.noise_level = noise_level
         downsamples = max(0, min(3, int(math.log2(max(spatial, 1))) - 2))   # keep >= 4 x 4 for the last two convs
@@ -68,10 +70,11 @@ class PatchCritic(nn.Module):
             layers += [nn.utils.spectral_norm(nn.Conv2d(in_ch, out, 4, 2, 1)), nn.LeakyReLU(0.2)]
             in_ch = out
         out = width * 2 ** downsamples
-        layers += [nn.utils.spectral_norm(nn.Conv2d(in_ch, out, 3, 1, 1)), nn.LeakyReLU(0.2), nn.Conv2d(out, 1, 3, 1, 1)]
+        layers += [nn.utils.spectral_norm(nn.Conv2d(in_ch, out, 3, 1, 1)), nn.LeakyReLU(0.2),
+                   nn.Conv2d(out, 1, 3, 1, 1)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x, percent=None):
+    def forward(self, x: torch.Tensor, percent: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = x.flatten(1, -3)          # a video latent's frames become channels
         if self.noise_level:
             x = torch.cat([x, percent.view(-1, 1, 1, 1).to(x).expand(-1, 1, *x.shape[2:])], dim=1)
@@ -87,13 +90,13 @@ class VariationalDivergence:
     code leaked the generator's gradient into the critic's next step).
     """
 
-    def __init__(self, name, critic, learning_rate=1e-4, max_grad_norm=None):
+    def __init__(self, name: str, critic: nn.Module, learning_rate: float = 1e-4) -> None:
         self.pair = PAIRS[name]
         self.critic = critic
         self.optimizer = torch.optim.AdamW(critic.parameters(), lr=learning_rate)
-        self.max_grad_norm = max_grad_norm
 
-    def critic_step(self, real, fake, percent=None):
+    def critic_step(self, real: torch.Tensor, fake: torch.Tensor,
+                    percent: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One ascent step of the critic on the bound; returns the bound before the step."""
         self.critic.requires_grad_(True)
         self.optimizer.zero_grad(set_to_none=True)
@@ -101,12 +104,10 @@ class VariationalDivergence:
             bound = variational_bound(self.pair, self.critic(real.detach().float(), percent),
                                       self.critic(fake.detach().float(), percent))
             (-bound).backward()
-        if self.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.max_grad_norm)
         self.optimizer.step()
         return bound.detach()
 
-    def generator_loss(self, fake, percent=None):
+    def generator_loss(self, fake: torch.Tensor, percent: Optional[torch.Tensor] = None) -> torch.Tensor:
         """-E_Q[f*(g(V))]: minimising it lowers the bound (the P term does not depend on the model)."""
         self.critic.requires_grad_(False)
         logits = self.critic(fake.float(), percent).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
@@ -120,9 +121,9 @@ class CriticSettings:
     learning_rate: float = 1e-4
     warmup: int = 30             # critic-only steps before the model trains
     width: int = 64              # channels of the first convolution
-    noise_level: bool = True     # the noise level as a critic input: benchmarks/variational_critic.py
+    noise_level: bool = True     # the step's noise level as one more critic input (why: docs/divergences.md)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.warmup < 0 or not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"critic_warmup must be >= 0 and critic_learning_rate positive, got "
                              f"{self.warmup}, {self.learning_rate}")
@@ -138,13 +139,13 @@ class VariationalLoss:
 
     trains_critic = True
 
-    def __init__(self, pair, settings: CriticSettings, measure):
+    def __init__(self, pair: FGanPair, settings: CriticSettings, measure: ClosedFormLoss) -> None:
         self.pair, self.settings, self.measure = pair, settings, measure
         self.warmup = settings.warmup
         self.needs_step_weight = measure.needs_step_weight
         self.critic = None
 
-    def start(self, latent_shape, device, seed):
+    def start(self, latent_shape: tuple[int, ...], device: torch.device | str, seed: int) -> None:
         """A fresh critic for latents of latent_shape (C, H, W) or (C, T, H, W); its initial weights follow the
         seed."""
         with torch.random.fork_rng(devices=[]):
@@ -153,14 +154,17 @@ class VariationalLoss:
             network = PatchCritic(channels, self.settings.width, self.settings.noise_level, min(latent_shape[-2:]))
         self.critic = VariationalDivergence(self.pair.name, network.to(device), self.settings.learning_rate)
 
-    def critic_step(self, pred, target, percent):
+    def critic_step(self, pred: torch.Tensor, target: torch.Tensor, percent: torch.Tensor) -> torch.Tensor:
         """One ascent step of the critic with `target` as P and `pred` as Q; returns its bound."""
         return self.critic.critic_step(target, pred, percent.to(pred.device, torch.float32))
 
-    def __call__(self, pred, target, percent=None, step_weight=None):
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor, percent: Optional[torch.Tensor] = None,
+                 step_weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the model's loss against the critic, per-sample m of the closed-form KL term)."""
         loss = self.critic.generator_loss(pred, percent.to(pred.device, torch.float32))
         return loss, self.measure(pred.detach(), target, step_weight=step_weight)[1]
 
     def settings_record(self) -> dict:
+        """What the erasure's metadata records of this divergence: the measure's settings and the critic's."""
         return {"temperature": self.measure.temperature, "reduction": self.measure.reduction,
                 "divergence_params": {f"critic_{k}": v for k, v in vars(self.settings).items()}}
