@@ -172,8 +172,8 @@ def training_precision(model) -> dict:
     """How to train on this model, as ErasureConfig fields: in its own dtype, which needs no casts.
 
     float16 weights train in float16 with dynamic loss scaling on a GPU (the gradients would underflow
-    float16 without it); bfloat16 and float32 weights train as they are. Measured on an H100 (README):
-    bfloat16 autocast over float16 weights re-casts every weight in every pass and is slower.
+    float16 without it); bfloat16 and float32 weights train as they are. Not bfloat16 autocast over float16
+    weights: it would re-cast every weight in every pass.
     """
     on_gpu = model.load_device.type != "cpu"
     return {"loss_scaling": on_gpu and model.model_dtype() == torch.float16}
@@ -188,8 +188,8 @@ def _checkpointed(forward, *args, **kwargs):
 def _checkpointed_recomputing_whole(forward, *args, **kwargs):
     """_checkpointed for blocks that change, in place, tensors an earlier op of the same block saved (Flux's double
     blocks from ComfyUI 0.8: `img += ...` between two norms of img). The non-reentrant checkpoint recomputes into the
-    saved slots without autograd's version checks, so such a change reached the gradient (1.2% off against finite
-    differences); the reentrant one recomputes the whole block as a plain autograd graph, where
+    saved slots without autograd's version checks, so such a change reached the gradient (which then disagreed with
+    finite differences); the reentrant one recomputes the whole block as a plain autograd graph, where
     allow_mutation_on_saved_tensors (entered around training) keeps the saved values. It takes arguments by position,
     and passes the gradient to the weights inside the block only through outputs that require it: each output is
     tied to a zero anchor that does (a block of frozen weights on constant inputs has none otherwise)."""
@@ -215,8 +215,8 @@ def _on_copies(forward, *args, **kwargs):
 
 def _blocks(module):
     """Checkpoint units: the outermost modules that are not containers (ModuleList, Sequential,
-    ModuleDict). Finer units (each of an SDXL SpatialTransformer's ten blocks) saved 1% of the memory
-    and cost 60% more time on an H100."""
+    ModuleDict), e.g. a whole SDXL SpatialTransformer rather than each of its blocks: every unit's inputs are kept
+    and every unit is recomputed in backward, so coarse units keep few tensors at few recomputation boundaries."""
     if isinstance(module, (torch.nn.ModuleList, torch.nn.Sequential, torch.nn.ModuleDict)):
         return [block for child in module.children() for block in _blocks(child)]
     return [module]

@@ -7,7 +7,6 @@ import dataclasses
 
 import comfy.model_management
 import comfy.sd
-import comfy.utils
 from comfy_api.latest import io
 
 from ..unlearning import family_for, lora_state_dict, prompt_lines
@@ -16,6 +15,7 @@ from ..unlearning.evaluation.concept_score import (ConceptEnds, Probe, default_p
 from .anchor_samples import ImageSampling, sampled_latents
 from .comfy_model import ComfyDenoiser, ComfySchedule, model_conds, model_family
 from .concepts import text_encoder
+from .progress import NodeProgress
 from .report_images import before_after_grid, strength_plot
 from .types import CATEGORY, Concepts, ErasureType
 
@@ -83,8 +83,9 @@ class UnlearnReport(io.ComfyNode):
         family = _same_family(model, erased_model)
         sampling = _sampling(family, width, height, steps)
         probes = _probes(concepts, probe_prompts, clip)
-        progress = _Progress(cls.hidden.unique_id,
-                             sampling.steps * (CONCEPT_IMAGES * len(_written(concepts)) + 2 * len(probes)) + 2 * len(probes))
+        # Sampling steps of the score's images and of the grid's two images per probe; each probe is scored twice.
+        images = CONCEPT_IMAGES * len(_written(concepts)) + 2 * len(probes)
+        progress = NodeProgress(cls.hidden.unique_id, sampling.steps * images + 2 * len(probes))
         scorer = ConceptScorer(model, _written(concepts), family, sampling, seed, progress)
         before = scorer.epsilons(model, probes)
         probes = scorer.assigned(probes, before)
@@ -97,7 +98,7 @@ class UnlearnReport(io.ComfyNode):
             word = verdict(*scores, drift)
             rows.append((probe.text, probe.role, *scores, drift, word))
             images = [vae.decode(sampled_latents(m, family, (probe.text, probe.cond), concepts.pairs[0].empty_cond,
-                                                 sampling, seed, on_step=progress.sampling_step))[0]
+                                                 sampling, seed, on_step=progress.step))[0]
                       for m in (model, erased_model)]
             grid.append((f"{prompt_label(probe.text)} [{probe.role}]: {scores[0]:+.2f} -> {scores[1]:+.2f}, "
                          f"{word}", *images))
@@ -143,8 +144,8 @@ class UnlearnStrengthCurve(io.ComfyNode):
         levels = _strengths(strengths)
         sampling = _sampling(family, width, height, steps)
         probes = _probes(concepts, probe_prompts, clip)
-        progress = _Progress(cls.hidden.unique_id, sampling.steps * CONCEPT_IMAGES * len(_written(concepts))
-                             + (1 + sum(1 for s in levels if s != 0)) * len(probes))
+        progress = NodeProgress(cls.hidden.unique_id, sampling.steps * CONCEPT_IMAGES * len(_written(concepts))
+                                + (1 + sum(1 for s in levels if s != 0)) * len(probes))
         scorer = ConceptScorer(model, _written(concepts), family, sampling, seed, progress)
         original = scorer.epsilons(model, probes)
         probes = scorer.assigned(probes, original)
@@ -163,14 +164,14 @@ class ConceptScorer:
     """The concept score's fixed noisy latents and ends (the original model's target and anchor epsilon), one set
     per concept, and any model's epsilon for the probes there."""
 
-    def __init__(self, model, pairs, family, sampling, seed, progress):
+    def __init__(self, model, pairs, family, sampling, seed, progress: NodeProgress):
         self.progress = progress
         schedule = ComfySchedule(model.get_model_object("model_sampling"))
         images = dataclasses.replace(sampling, count=CONCEPT_IMAGES)
         self.draws = []
         for pair in pairs:
             latents = sampled_latents(model, family, (pair.target_text, pair.target_cond), pair.empty_cond, images,
-                                      seed, on_step=progress.sampling_step)
+                                      seed, on_step=progress.step)
             self.draws.append(score_draws(schedule, model.model.process_latent_in(latents), seed=seed))
         self.shape = (1, *latents.shape[1:])
         self.batch = family.frozen_batch(self.shape)
@@ -196,23 +197,6 @@ class ConceptScorer:
         """Each probe with the concept it is scored against: its own, or the one it scores highest for."""
         return [probe if probe.concept is not None else dataclasses.replace(
             probe, concept=max(eps, key=lambda c: self.ends[c].score(eps[c]))) for probe, eps in zip(probes, epsilons)]
-
-
-class _Progress:
-    """ComfyUI's progress bar over sampling steps and scored prompts; Cancel works between them."""
-
-    def __init__(self, node_id, total):
-        self.bar = comfy.utils.ProgressBar(max(total, 1), node_id=node_id)
-
-    def step(self):
-        self.bar.update_absolute(min(self.bar.current + 1, self.bar.total))
-        comfy.model_management.throw_exception_if_processing_interrupted()
-
-    def sampling_step(self, x0):
-        self.step()
-
-    def done(self):
-        self.bar.update_absolute(self.bar.total)
 
 
 def _written(concepts):

@@ -105,8 +105,8 @@ def test_training_images_reach_the_engine_in_the_space_the_model_denoises(runner
     (here the untouched KSampler's) and the images the node samples itself alike."""
     from test_nodes import loaded_pack
 
-    erase = loaded_pack().nodes.erase
-    seen, sampled, real_train, real_sample = [], [], erase.train_deltas, erase.sampled_latents
+    erase, erase_plan = loaded_pack().nodes.erase, loaded_pack().nodes.erase_plan
+    seen, sampled, real_train, real_sample = [], [], erase.train_deltas, erase_plan.sampled_latents
 
     def recording_train(model, engine_concepts, *args):
         seen.extend(engine_concepts)
@@ -117,7 +117,7 @@ def test_training_images_reach_the_engine_in_the_space_the_model_denoises(runner
         return sampled[-1]
 
     monkeypatch.setattr(erase, "train_deltas", recording_train)
-    monkeypatch.setattr(erase, "sampled_latents", recording_sample)
+    monkeypatch.setattr(erase_plan, "sampled_latents", recording_sample)
     graph = erase_graph(CKPT, seed=1)
     graph[TRAINING_DATA]["inputs"]["latents"] = ["7", 0]
     given = latent(run(runner, graph), "20")
