@@ -185,10 +185,11 @@ def test_concepts_encoded_with_another_models_clip_are_refused(runner, reference
 
 
 def test_an_empty_latent_is_refused(runner, references, tiny_model_and_concepts):
-    from comfyui_unlearn.nodes.options import UnlearnTrainingData
+    from comfyui_unlearn.nodes.options import ErasureOptions, TrainingData
 
     model, concepts = tiny_model_and_concepts
-    options = UnlearnTrainingData.execute(1, 1.0, 4, 20, 7.0, 64, 64, latents={"samples": torch.zeros(0, 4, 8, 8)}).result[0]
+    empty = TrainingData(latents={"samples": torch.zeros(0, 4, 8, 8)}, sampling_steps=20, cfg=7.0, width=64, height=64)
+    options = ErasureOptions(training_data=empty)
     with pytest.raises(ValueError, match=r"latents is empty \(shape \(0, 4, 8, 8\)\)"):
         unlearn(model, concepts, options)
     later = runner.run(plain_graph(CKPT, seed=2))

@@ -84,10 +84,10 @@ def test_registered_divergence_objective_and_family_reach_the_nodes(runner, rest
     Objective, register_objective = pack.unlearning.Objective, pack.unlearning.register_objective
     FamilyProfile, register_family, family_for = (pack.unlearning.FamilyProfile, pack.unlearning.register_family,
                                                   pack.unlearning.family_for)
-    erase_node, option_nodes = pack.nodes.erase, pack.nodes.options.option_nodes
+    erase_plan, option_nodes = pack.nodes.erase_plan, pack.nodes.options.option_nodes
     model_family, SD1 = pack.nodes.comfy_model.model_family, pack.unlearning.SD1
 
-    register(Divergence("quartic", "Quartic", "A throwaway test divergence: g(m) = m^2 / 2 + m / 2.",
+    register(Divergence("quartic", "A throwaway test divergence: g(m) = m^2 / 2 + m / 2.",
                         "m^2 / 2 + m / 2", lambda m: m * m / 2 + m / 2, lambda: 0.5))
 
     class Hold(Objective):
@@ -109,13 +109,13 @@ def test_registered_divergence_objective_and_family_reach_the_nodes(runner, rest
     assert family_for(model_family(model)) is renamed
     # A graph erases with the registered divergence, and the registered profile's resolution (256 px:
     # 32 x 32 latents) is what the node samples its training images at when no size is given.
-    sizes, real = [], erase_node.sampled_latents
+    sizes, real = [], erase_plan.sampled_latents
 
     def recording(model, family, prompt, negative, settings, seed, on_step=None):
         sizes.append((family.name, settings.width, settings.height))
         return real(model, family, prompt, negative, settings, seed, on_step)
 
-    monkeypatch.setattr(erase_node, "sampled_latents", recording)
+    monkeypatch.setattr(erase_plan, "sampled_latents", recording)
     erased = latent(run(runner, erase_graph(CKPT, seed=1, divergence="quartic", width=0, height=0,
                                             sampling_steps=1, images_per_prompt=1)), "21")
     assert torch.isfinite(erased).all() and set(sizes) == {("Test renamed SD1", 256, 256)}

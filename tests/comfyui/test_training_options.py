@@ -89,10 +89,10 @@ def test_frozen_passes_hold_as_many_latents_as_eight_sd15_ones_at_512_px():
 
 
 def test_auto_checkpointing_starts_again_with_it_when_memory_runs_out(tiny_unet, monkeypatch):
-    from comfyui_unlearn.nodes import comfy_model
+    from comfyui_unlearn.unlearning import ErasureRun
 
     attempts = []
-    real_train = comfy_model.ErasureRun.train
+    real_train = ErasureRun.train
 
     def train_that_needs_checkpointing(run, on_step=None):
         checkpointed = any("forward" in m.__dict__ for m in run.tools.denoiser.model.diffusion_model.modules())
@@ -101,7 +101,7 @@ def test_auto_checkpointing_starts_again_with_it_when_memory_runs_out(tiny_unet,
             raise torch.OutOfMemoryError("simulated: the activations do not fit")
         return real_train(run, on_step)
 
-    monkeypatch.setattr(comfy_model.ErasureRun, "train", train_that_needs_checkpointing)
+    monkeypatch.setattr(ErasureRun, "train", train_that_needs_checkpointing)
     deltas, records = erase(tiny_unet, checkpointing="auto")
     assert attempts == [(False, 8), (True, 1)] and len(records) == 3
     assert any(d.abs().sum() > 0 for d in deltas.values())
