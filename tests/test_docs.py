@@ -72,7 +72,7 @@ def assert_same_names(documented: list, registered: list, where: str, registry: 
     assert not (missing or unknown or repeated), (
         f"{where} should list each name of {registry} once: "
         + "; ".join(part for part in [missing and f"add {', '.join(missing)}",
-                                      unknown and f"remove or rename {', '.join(unknown)} (not in {registry})",
+                                      unknown and f"register {', '.join(unknown)} in {registry} (or remove it from {where})",
                                       repeated and f"list {', '.join(repeated)} once"] if part))
 
 
@@ -303,5 +303,8 @@ def test_the_messages_errors_md_quotes_are_the_codes(start, refuse):
         refuse()
     documented = documented_message(start)
     pattern = ".*?".join(re.escape(part) for part in re.split(r"…|\.\.\.", documented))
-    assert re.fullmatch(pattern, str(refused.value), re.S), (
-        f"docs/errors.md quotes\n  {documented}\nand the code says\n  {refused.value}\ncorrect the row")
+    said = str(refused.value)
+    differs = next((i for i, (a, b) in enumerate(zip(documented, said)) if a != b), min(len(documented), len(said)))
+    assert re.fullmatch(pattern, said, re.S), (
+        f"docs/errors.md quotes\n  {documented}\nand the code says\n  {said}\nthey part at "
+        f"{said[max(differs - 20, 0):differs + 40]!r}: correct the row in docs/errors.md")

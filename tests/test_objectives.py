@@ -6,7 +6,7 @@ import torch
 
 from comfyui_unlearn.divergences import CriticSettings
 from comfyui_unlearn.unlearning import OBJECTIVES, FORGET_IMAGES, RETAIN_IMAGES, Trajectory, dual_ascent, erase
-from comfyui_unlearn.unlearning import Objective, Role, Toolbox
+from comfyui_unlearn.unlearning import Neighbourhood, Objective, Role, Toolbox
 from comfyui_unlearn.unlearning.engine import StepPlanner
 from comfyui_unlearn.unlearning.objectives import ESD, VDU, ConstrainedForwardKL, ConstrainedReverseKL
 from test_engine import make_concept
@@ -289,12 +289,10 @@ def test_bad_objective_parameters_name_the_input(name, value):
 
 def test_objectives_declare_what_they_need():
     for name, objective in OBJECTIVES.items():
-        assert objective.name == name and 20 < len(objective.description) < 120 and objective.formula
-        assert objective.title and set(objective.needs) <= {RETAIN_IMAGES, FORGET_IMAGES}
-        if not issubclass(objective, Objective):
-            continue
-        drawn = set(objective().draws.values())
-        assert drawn <= set(objective.needs) | {s for s in drawn if isinstance(s, Trajectory)}
+        assert objective.name == name, f"{objective.__name__} is registered as {name} but named {objective.name}"
+        assert 20 < len(objective.description) < 120, f"the {name} objective's description (the node's tooltip) " \
+                                                      f"should be one line of 20 to 120 characters"
+        assert set(objective.needs) <= {RETAIN_IMAGES, FORGET_IMAGES}, f"the {name} objective needs an unknown source"
     assert not VDU.uses_divergence and ESD.uses_divergence
     assert VDU().wired_images is FORGET_IMAGES and OBJECTIVES["anchor"]().wired_images is RETAIN_IMAGES
 
@@ -320,3 +318,20 @@ def test_unknown_variational_divergence_names_the_choices():
     _, denoiser, deltas = toy_setup()
     with pytest.raises(ValueError, match="variational_kl, variational_reverse_kl"):
         erase(denoiser, deltas, [make_concept()], plan(divergence="variational_bhattacharyya"))
+
+
+def test_the_critic_learns_from_every_comparison_of_a_step():
+    """The anchor objective in a concept neighbourhood compares twice a step (at the concept and at a point near it):
+    the critic's step sees both pairs, in warm-up and in training alike."""
+    _, denoiser, deltas = toy_setup("cross_attention")
+    config = plan(steps=2, learning_rate=1e-3, batch_size=2, divergence="variational_hellinger",
+                  critic=CriticSettings(warmup=1, width=8), neighbourhood=Neighbourhood(0.5))
+    seen, critic_step = [], config.divergence.critic_step
+
+    def recording(pred, target, percent):
+        seen.append((len(pred), len(target), len(percent)))
+        return critic_step(pred, target, percent)
+
+    config.divergence.critic_step = recording
+    erase(denoiser, deltas, [make_concept()], config)
+    assert seen == [(4, 4, 4)] * 3      # 2 rows at the concept + 2 at the point near it; 1 warm-up + 2 steps

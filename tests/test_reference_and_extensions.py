@@ -170,6 +170,7 @@ def test_an_objective_that_declares_its_own_draws_trains_and_preserves_on_them(r
     ({"preserve_on": "main"}, "preserve_on, the preservation draw, names draw 'main', which its sources"),
     ({"frozen": (FrozenPass("retain", Role.ANCHOR),)}, "frozen pass ANCHOR at draw 'retain', which its sources"),
     ({"description": ""}, "ForgetOnly does not set description"),
+    ({"needs": ()}, "draws 'forget' from ForgetImages, which its needs does not list"),
 ])
 def test_an_objective_that_leaves_a_piece_out_is_refused_naming_it(left_out, message):
     broken = type("ForgetOnly", (ForgetOnly,), left_out)

@@ -57,13 +57,21 @@ class Bank:
         return zip(self.concepts, self.draw.split(self.sizes))
 
 
+class Draws(dict[str, Draw]):
+    """A step's draws by name; asking for one the objective did not declare names the fix."""
+
+    def __missing__(self, name: str) -> Draw:
+        raise KeyError(f"this step has no draw '{name}' (it has: {', '.join(self) or 'none'}): declare '{name}' in "
+                       f"the objective's sources()")
+
+
 @dataclass
 class Step:
     """What one step trains on; drawn ahead so that the frozen passes of several steps run as one."""
 
     concept: Any                                  # the engine Concept this step erases
     target: Any = None                            # a point of the concept's neighbourhood, or its own conditioning
-    draws: dict[str, Draw] = field(default_factory=dict)           # draw name -> Draw
+    draws: Draws = field(default_factory=Draws)                    # draw name -> Draw
     preserve: Any = None                          # the conditioning of the prompt preserved this step
     frozen: dict[FrozenPass, torch.Tensor] = field(default_factory=dict)    # the frozen epsilons declared
 

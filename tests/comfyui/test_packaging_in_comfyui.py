@@ -66,6 +66,25 @@ def test_node_definitions_have_a_tooltip_on_every_input(runner):
                 assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
 
 
+def test_every_node_class_in_the_nodes_package_is_registered(runner):
+    """A node written in nodes/ but left out of extension.py's node_list() would be silently absent from ComfyUI."""
+    import importlib
+    import pkgutil
+
+    from comfy_api.latest import io
+
+    import comfyui_unlearn.nodes as package
+    from comfyui_unlearn.nodes.extension import node_list
+
+    registered = {node.GET_SCHEMA().node_id for node in node_list()}
+    for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if isinstance(value, type) and issubclass(value, io.ComfyNode) and value.__module__ == module.__name__:
+                assert value.GET_SCHEMA().node_id in registered, \
+                    f"{info.name}.{name} is a node that nodes/extension.py's node_list() does not list: add it there"
+
+
 def test_comfyui_serves_the_captions_script(runner):
     import nodes
 

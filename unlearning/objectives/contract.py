@@ -17,7 +17,7 @@ import torch
 
 from ..draws import FrozenPass, Step
 from ..method import Method
-from ..sources import RETAIN_IMAGES, Source
+from ..sources import RETAIN_IMAGES, Source, Trajectory
 from ..toolbox import Comparison, Toolbox
 
 
@@ -51,7 +51,12 @@ class Objective(Method):
 
     def check_declared(self) -> None:
         """Raises TypeError naming a frozen pass or the preservation draw that reads a draw this objective does
-        not declare in sources()."""
+        not declare in sources(), or a draw of images that `needs` does not list (the node would not provide
+        them)."""
+        for name, source in self.draws.items():
+            if not isinstance(source, Trajectory) and source not in self.needs:
+                raise TypeError(f"the {self.name} objective draws '{name}' from {type(source).__name__}, which its "
+                                f"needs does not list: add it to needs, so that every concept carries those images")
         declared = ", ".join(self.draws) or "none"
         for wanted, reader in [(p.draw, f"its frozen pass {p.role.name} at") for p in self.frozen] + \
                               [(self.preserve_on, "preserve_on, the preservation draw, names")]:
