@@ -1,7 +1,8 @@
 """Unlearn Report and Unlearn Strength Curve: did the erasure work, for which phrasings, at which strength.
 
-Both score prompts with the concept score of unlearning/evaluation/concept_score.py (forward passes at noisy latents of each
-concept's target, sampled from the original model), so they need no classifier and work for every family.
+Both score prompts with the concept score of unlearning/evaluation/concept_score.py (forward passes at noisy
+latents of each concept's target, sampled from the original model), so they need no classifier and work for every
+family.
 """
 import dataclasses
 
@@ -10,8 +11,8 @@ import comfy.sd
 from comfy_api.latest import io
 
 from ..unlearning import family_for, lora_state_dict, prompt_lines
-from ..unlearning.evaluation.concept_score import (ConceptEnds, Probe, default_probes, epsilon_at, markdown_report, prompt_label,
-                                 score_draws, strength_table, verdict)
+from ..unlearning.evaluation.concept_score import (ConceptEnds, Probe, default_probes, epsilon_at, markdown_report,
+                                                  prompt_label, score_draws, strength_table, verdict)
 from .anchor_samples import ImageSampling, sampled_latents
 from .comfy_model import ComfyDenoiser, ComfySchedule, model_conds, model_family
 from .concepts import text_encoder
