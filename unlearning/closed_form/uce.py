@@ -53,18 +53,30 @@ def paired_tokens(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch
     return torch.cat(targets), torch.cat(anchors)
 
 
+def uce_operator(targets: torch.Tensor, destinations: torch.Tensor, preserved: torch.Tensor, preserve_scale: float,
+                 regularisation: float) -> torch.Tensor:
+    """E = R (C + lam I)^-1 - I [width, width] (float64): the UCE edit of any projection W that reads these rows is
+    W' - W = W E, since W' = W R (C + lam I)^-1 with R = V^T T + s_p P^T P + lam I and C = T^T T + s_p P^T P. It
+    depends on the rows alone, so one solve serves every weight that reads the same text states."""
+    gram_preserved = preserve_scale * (preserved.T @ preserved)
+    # Relative to the targets' own scale alone: preserving more prompts must not weaken the edit.
+    lam = regularisation * (targets.T @ targets).diagonal().mean().clamp_min(1e-12)
+    identity = torch.eye(targets.shape[1], dtype=torch.float64)
+    covariance = targets.T @ targets + gram_preserved + lam * identity
+    right = destinations.T @ targets + gram_preserved + lam * identity
+    return torch.linalg.solve(covariance, right.T).T - identity     # R C^-1 (C symmetric), less I
+
+
 def uce_edit(weight: torch.Tensor, targets: torch.Tensor, destinations: torch.Tensor, preserved: torch.Tensor,
              preserve_scale: float, regularisation: float) -> torch.Tensor:
     """The delta W' - W of one projection weight [out, width] (float32, on the weight's device) that moves
     the `targets` token rows to where W puts the `destinations` rows."""
-    w = weight.detach().to("cpu", torch.float64)
-    covariance = targets.T @ targets + preserve_scale * (preserved.T @ preserved)
-    # Relative to the targets' own scale alone: preserving more prompts must not weaken the edit.
-    lam = regularisation * (targets.T @ targets).diagonal().mean().clamp_min(1e-12)
-    identity = torch.eye(w.shape[1], dtype=torch.float64)
-    right = w @ (destinations.T @ targets) + preserve_scale * (w @ (preserved.T @ preserved)) + lam * w
-    edited = torch.linalg.solve(covariance + lam * identity, right.T).T     # right @ inverse (symmetric)
-    return (edited - w).to(weight.device, torch.float32)
+    return edit_by(weight, uce_operator(targets, destinations, preserved, preserve_scale, regularisation))
+
+
+def edit_by(weight: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
+    """W E for a weight W and an edit operator E (uce_operator), float32 on the weight's device."""
+    return (weight.detach().to("cpu", torch.float64) @ operator).to(weight.device, torch.float32)
 
 
 class EditRows(NamedTuple):
@@ -84,15 +96,15 @@ def edit_rows(denoiser: "Denoiser", pairs: list, preserved: list, guidance: floa
 
 
 def uce_deltas(denoiser: "Denoiser", keys: list, rows: EditRows, preserve_scale: float, regularisation: float) -> dict:
-    """{key: delta} of the UCE edit of each weight in `keys` (projections of the text states)."""
-    deltas = {}
+    """{key: delta} of the UCE edit of each weight in `keys` (projections of the text states): one solve for all."""
+    operator, deltas = uce_operator(*rows, preserve_scale, regularisation), {}
     for key in keys:
         weight = denoiser.base_weight(key)
         if weight.dim() != 2 or weight.shape[1] != rows.targets.shape[1]:
             raise ValueError(f"UCE edits projections that read the text states directly, and {key} has shape "
                              f"{tuple(weight.shape)} for text {rows.targets.shape[1]} wide: this model family's "
                              f"cross-attention does not read them directly; choose another objective")
-        deltas[key] = uce_edit(weight, *rows, preserve_scale, regularisation)
+        deltas[key] = edit_by(weight, operator)
     return deltas
 
 
