@@ -10,7 +10,8 @@ from comfyui_unlearn.divergences import divergence_loss, get_divergence
 from comfyui_unlearn.unlearning import (PHRASING_TEMPLATES, Neighbourhood, erase, expanded_pairs, phrasings_of,
                                         resolve, ErasureConfig)
 from comfyui_unlearn.unlearning import Step, Toolbox
-from comfyui_unlearn.unlearning.closed_form.uce import edit_rows, paired_tokens, token_rows, uce_deltas, uce_edit
+from comfyui_unlearn.unlearning.closed_form.uce import (edit_rows, paired_tokens, token_rows, uce_deltas, uce_edit,
+                                                       uce_operator)
 from comfyui_unlearn.unlearning.neighbourhood import NeighbourhoodSampler
 from comfyui_unlearn.unlearning.objectives.anchor import concept_weighted_target
 from test_engine import discrepancy, make_concept
@@ -148,7 +149,7 @@ def test_uce_guidance_moves_the_targets_past_the_anchor_away_from_the_concept():
     targets, anchors = (t.float() for t in paired_tokens([(target, anchor)]))
     for guidance in (0.0, 0.5):
         rows = edit_rows(TextProjection(), [(target, anchor)], [], guidance)
-        delta = uce_deltas(TextProjection(), ["w"], rows, 1.0, 1e-6)["w"]
+        delta = uce_deltas(TextProjection(), ["w"], uce_operator(*rows, 1.0, 1e-6))["w"]
         moved = targets @ (weight + delta).T
         destination = (anchors + guidance * (anchors - targets)) @ weight.T
         assert torch.allclose(moved, destination, atol=1e-3)

@@ -95,30 +95,32 @@ def edit_rows(denoiser: "Denoiser", pairs: list, preserved: list, guidance: floa
                     torch.cat(kept) if kept else targets.new_zeros((0, targets.shape[1])))
 
 
-def uce_deltas(denoiser: "Denoiser", keys: list, rows: EditRows, preserve_scale: float, regularisation: float) -> dict:
-    """{key: delta} of the UCE edit of each weight in `keys` (projections of the text states): one solve for all."""
-    operator, deltas = uce_operator(*rows, preserve_scale, regularisation), {}
+def uce_deltas(denoiser: "Denoiser", keys: list, operator: torch.Tensor) -> dict:
+    """{key: delta} of the UCE edit of each weight in `keys` (projections of the text states), all by the one
+    operator (uce_operator) solved for their rows."""
+    width = operator.shape[0]
+    deltas = {}
     for key in keys:
         weight = denoiser.base_weight(key)
-        if weight.dim() != 2 or weight.shape[1] != rows.targets.shape[1]:
+        if weight.dim() != 2 or weight.shape[1] != width:
             raise ValueError(f"UCE edits projections that read the text states directly, and {key} has shape "
-                             f"{tuple(weight.shape)} for text {rows.targets.shape[1]} wide: this model family's "
+                             f"{tuple(weight.shape)} for text {width} wide: this model family's "
                              f"cross-attention does not read them directly; choose another objective")
         deltas[key] = edit_by(weight, operator)
     return deltas
 
 
-def relative_residuals(denoiser: "Denoiser", deltas: dict, rows: EditRows) -> dict[str, float]:
+def relative_residuals(denoiser: "Denoiser", keys: list, operator: torch.Tensor, rows: EditRows) -> dict[str, float]:
     """How far the edit left the targets from their destinations, and how far it moved the preserved rows, each
-    as a share of the same quantity before the edit (summed over the edited weights)."""
-    gap_left = gap = moved = kept = 0.0
-    for key, delta in deltas.items():
-        w = denoiser.base_weight(key).detach().to("cpu", torch.float64)
-        edited = w + delta.to("cpu", torch.float64)
-        gap += ((rows.targets - rows.destinations) @ w.T).square().sum().item()
-        gap_left += (rows.targets @ edited.T - rows.destinations @ w.T).square().sum().item()
-        moved += (rows.preserved @ (edited - w).T).square().sum().item()
-        kept += (rows.preserved @ w.T).square().sum().item()
+    as a share of the same quantity before the edit (summed over the edited weights). Each is |X W^T|^2 summed
+    over the weights W, that is <X^T X, G> with G the sum of W^T W: one width x width product per weight, not one
+    per row; with W' = W (I + E): targets X = T (I + E)^T - V, preserved X = P E^T."""
+    gram = sum(w.T @ w for w in (denoiser.base_weight(key).detach().to("cpu", torch.float64) for key in keys))
+    measure = lambda x: (x.T @ x).mul(gram).sum().item()  # noqa: E731
+    identity = torch.eye(operator.shape[0], dtype=torch.float64)
+    gap = measure(rows.targets - rows.destinations)
+    gap_left = measure(rows.targets @ (identity + operator).T - rows.destinations)
+    moved, kept = measure(rows.preserved @ operator.T), measure(rows.preserved)
     return {"target_gap_left": gap_left / max(gap, 1e-30), "preserved_moved": moved / max(kept, 1e-30)}
 
 
@@ -146,6 +148,7 @@ class UCE(ClosedFormEdit):
         anchors = {c.anchor_text or id(c.anchor): c.anchor for c in inputs.concepts}
         pairs, preserved = [(c.target, c.anchor) for c in inputs.concepts], [*inputs.preserve, *anchors.values()]
         rows = edit_rows(inputs.denoiser, pairs, preserved, self.params["guidance"])
-        deltas = uce_deltas(inputs.denoiser, keys, rows, self.params["preserve_scale"], self.params["regularisation"])
-        terms = relative_residuals(inputs.denoiser, deltas, rows)
+        operator = uce_operator(*rows, self.params["preserve_scale"], self.params["regularisation"])
+        deltas = uce_deltas(inputs.denoiser, keys, operator)
+        terms = relative_residuals(inputs.denoiser, keys, operator, rows)
         return Edit(deltas, terms["target_gap_left"], terms)
