@@ -21,6 +21,7 @@ import torch
 from ..unlearning import LoraDeltas, NoiseSchedule, WeightDeltas, new_run, select_parameters
 from ..unlearning.deltas import target_shape
 from ..unlearning.parameters import weight_name
+from ..unlearning.torch_module import module_at
 from .comfy_compat import training_mode
 
 
@@ -55,6 +56,11 @@ class ComfyDenoiser:
     def base_weight(self, key):
         """The weight as ComfyUI loaded it (with any patches from upstream nodes applied)."""
         return self.model.get_parameter(key)
+
+    def submodule(self, path):
+        """The diffusion model's module at `path`, run in the dtype ComfyUI computes in (its cast ops cast the weights to
+        it; float8 weights are never an input dtype)."""
+        return module_at(self.model.diffusion_model, path, self.model.manual_cast_dtype or self.model.get_dtype())
 
     @staticmethod
     def text_states(cond):

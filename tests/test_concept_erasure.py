@@ -10,7 +10,7 @@ from comfyui_unlearn.divergences import divergence_loss, get_divergence
 from comfyui_unlearn.unlearning import (PHRASING_TEMPLATES, Neighbourhood, erase, expanded_pairs, phrasings_of,
                                         resolve, ErasureConfig)
 from comfyui_unlearn.unlearning import Step, Toolbox
-from comfyui_unlearn.unlearning.closed_form.uce import (edit_rows, paired_tokens, token_rows, uce_deltas, uce_edit,
+from comfyui_unlearn.unlearning.closed_form.uce import (EditRows, edit_rows, paired_tokens, token_rows, uce_deltas,
                                                        uce_operator)
 from comfyui_unlearn.unlearning.neighbourhood import NeighbourhoodSampler
 from comfyui_unlearn.unlearning.objectives.anchor import concept_weighted_target
@@ -126,30 +126,42 @@ def test_the_element_reduction_is_kl_itself_for_kl_and_weighs_elements_for_bound
         get_divergence("variational_kl").bind(reduction="element")
 
 
-def test_uce_maps_the_targets_keys_and_values_onto_the_anchors_and_holds_the_preserved():
+class TextProjection:   # what uce_deltas asks of a denoiser: the original weight
+    def __init__(self, weight):
+        self.base_weight = lambda key: weight
+
+
+def uce_edit(weight, targets, destinations, kept, preserve_scale, regularisation):
+    operator = uce_operator(targets, destinations, kept, preserve_scale, regularisation)
+    return uce_deltas(TextProjection(weight), ["w"], operator, EditRows(targets, destinations, kept))[0]["w"]
+
+
+@pytest.mark.parametrize("tokens", [3, 40], ids=["fewer target rows than the width", "more"])
+def test_uce_maps_the_targets_keys_and_values_onto_the_anchors_and_holds_the_preserved(tokens):
+    """Both of the delta's forms (two thin products where the targets' rows are few, E formed once otherwise)."""
     g = torch.Generator().manual_seed(0)
-    weight = torch.randn(6, 8, generator=g)
-    target, anchor, kept = (torch.randn(1, 3, 8, generator=g) for _ in range(3))
-    targets, anchors = paired_tokens([(target, anchor)])
-    edited = weight + uce_edit(weight, targets, anchors, token_rows(kept), preserve_scale=1.0, regularisation=1e-6)
-    assert torch.allclose(targets.float() @ edited.T, anchors.float() @ weight.T, atol=1e-3)
-    assert torch.allclose(token_rows(kept).float() @ edited.T, token_rows(kept).float() @ weight.T, atol=1e-3)
+    weight = torch.randn(6, 64, generator=g)
+    target, anchor, kept = (torch.randn(1, tokens, 64, generator=g) for _ in range(3))
+    targets, anchors = paired_tokens([(token_rows(target), token_rows(anchor))])
+    kept = token_rows(kept)[:48 - tokens]     # well inside the width: every target row can reach its anchor exactly
+    edited = weight + uce_edit(weight, targets, anchors, kept, preserve_scale=1.0, regularisation=1e-6)
+    scale = (anchors.float() @ weight.T).abs().max()
+    assert torch.allclose(targets.float() @ edited.T, anchors.float() @ weight.T, atol=1e-3 * scale)
+    assert torch.allclose(kept.float() @ edited.T, kept.float() @ weight.T, atol=1e-3 * scale)
     # a large regularisation leaves the weight nearly alone
-    assert uce_edit(weight, targets, anchors, token_rows(kept), 1.0, 1e4).abs().max() < 1e-2
+    assert uce_edit(weight, targets, anchors, kept, 1.0, 1e4).abs().max() < 1e-2 * weight.abs().max()
 
 
 def test_uce_guidance_moves_the_targets_past_the_anchor_away_from_the_concept():
-    class TextProjection:   # what uce_deltas asks of a denoiser: the text states and the original weight
-        text_states = staticmethod(lambda cond: cond)
-        base_weight = staticmethod(lambda key: weight)
-
     g = torch.Generator().manual_seed(1)
     weight = torch.randn(6, 8, generator=g)
     target, anchor = torch.randn(1, 3, 8, generator=g), torch.randn(1, 3, 8, generator=g)
-    targets, anchors = (t.float() for t in paired_tokens([(target, anchor)]))
+    targets, anchors = (t.float() for t in paired_tokens([(token_rows(target), token_rows(anchor))]))
+    denoiser = TextProjection(weight)
+    denoiser.text_states = lambda cond: cond
     for guidance in (0.0, 0.5):
-        rows = edit_rows(TextProjection(), [(target, anchor)], [], guidance)
-        delta = uce_deltas(TextProjection(), ["w"], uce_operator(*rows, 1.0, 1e-6))["w"]
+        rows = edit_rows(denoiser, [(target, anchor)], [], guidance)
+        delta = uce_deltas(denoiser, ["w"], uce_operator(*rows, 1.0, 1e-6), rows)[0]["w"]
         moved = targets @ (weight + delta).T
         destination = (anchors + guidance * (anchors - targets)) @ weight.T
         assert torch.allclose(moved, destination, atol=1e-3)
@@ -182,3 +194,34 @@ def test_the_uce_objective_edits_in_one_step_and_lowers_the_discrepancy():
     assert 0 <= records[0].terms["target_gap_left"] < 0.1 and 0 <= records[0].terms["preserved_moved"] < 0.01
     with pytest.raises(ValueError, match="needs full weight deltas"):
         resolve(ErasureConfig(objective="uce", parameters="lora"))
+
+
+def test_uce_solves_over_the_rows_its_weights_read_after_the_familys_through_modules():
+    """A DiT whose text embedder reads normed states (Qwen-Image's txt_norm, then txt_in): the edit maps the targets'
+    normed rows onto the anchors' through W, leaves the bias alone, and solved over the raw states instead it misses."""
+    from comfyui_unlearn.unlearning import Concept, FamilyProfile, ModuleDenoiser, WeightDeltas
+    from comfyui_unlearn.unlearning.closed_form import EditInputs
+    from comfyui_unlearn.unlearning.closed_form.uce import UCE
+
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.txt_norm, model.txt_in = torch.nn.RMSNorm(8), torch.nn.Linear(8, 6)
+    torch.nn.init.uniform_(model.txt_norm.weight, 0.5, 2.0)
+    target, anchor = torch.randn(1, 3, 8), torch.randn(1, 3, 8)
+    denoiser = ModuleDenoiser(model, None, WeightDeltas({}), predict=None)
+    weight = model.txt_in.weight.detach().double()
+
+    def edited(through):
+        profile = FamilyProfile("Test Qwen", ("TestQwen",), {"text_input": r"(^|\.)txt_in\.weight$"},
+                                text_input_through=through)
+        inputs = EditInputs(denoiser, ["txt_in.weight"], profile, [Concept(target, anchor, None)], [])
+        deltas = UCE(regularisation=1e-6, guidance=0.0).edit(inputs).deltas
+        assert list(deltas) == ["txt_in.weight"]          # the bias is added after W on both sides: it stays
+        return weight + deltas["txt_in.weight"].double()
+
+    normed = lambda x: token_rows(model.txt_norm(x))  # noqa: E731
+    gap = lambda w: ((normed(target) @ w.T - normed(anchor) @ weight.T).norm() / (normed(target) @ weight.T  # noqa: E731
+                                                                                    - normed(anchor) @ weight.T).norm())
+    assert gap(edited(("txt_norm",))) < 1e-3
+    assert gap(edited(())) > 0.1
+    assert gap(edited(("txt_norm", "no_such_module"))) < 1e-3      # a module the model lacks is skipped

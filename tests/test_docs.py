@@ -2,13 +2,15 @@
 defaults, the divergences with their formulas and parameters, the reductions, the objectives with their parameters'
 defaults, the parameters presets, the critic's defaults, and the messages docs/errors.md quotes. A failure names the
 document, the list and what to add, remove or correct."""
+import contextlib
 import re
 from pathlib import Path
 
 import pytest
 
 from comfyui_unlearn.divergences import DIVERGENCES, REDUCTIONS, CriticSettings, closed_forms, get_divergence
-from comfyui_unlearn.unlearning import FAMILIES, OBJECTIVES, PRESETS, ErasureConfig, family_for, resolve
+from comfyui_unlearn.unlearning import (FAMILIES, OBJECTIVES, PRESETS, ErasureConfig, FamilyProfile, family_for,
+                                        get_objective, resolve)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,32 +121,22 @@ def test_the_readme_names_only_presets_that_exist_in_the_family_tables_header():
         assert name in PRESETS, f"README.md's Supported models header names the preset `{name}`, not in PRESETS"
 
 
-def families_taking_uce() -> tuple:
-    """(names of the families whose plan takes the uce objective, names of those whose plan refuses it for their
-    architecture); a family without the preset UCE edits is in neither."""
-    taken, refused = [], []
+def families_taking_uce() -> list:
+    """The names of the families whose plan takes the uce objective."""
+    taken = []
     for config, profile in profiles_by_config().items():
-        try:
+        with contextlib.suppress(ValueError):
             resolve(ErasureConfig(family=config, objective="uce"))
             taken.append(profile.name)
-        except ValueError as refusal:
-            if str(refusal).startswith("the uce objective"):
-                refused.append(profile.name)
-    return taken, refused
+    return taken
 
 
-def test_the_readme_and_errors_md_name_the_families_uce_takes_and_refuses():
-    taken, refused = families_taking_uce()
-    listed = re.search(r"and a UNet family \(([^()]*)\)", flowing(read("README.md")))
-    assert listed, "README.md's recommended setting should name the families UCE takes: 'and a UNet family (...)'"
-    assert_same_names(listed.group(1).split(", "), taken, "README.md's recommended setting (Choosing settings)",
-                      "the families whose plan takes the uce objective")
-    _, rows = table("docs/errors.md", ["#", "bad input"])
-    bad_input = next(row[1] for row in rows if row[2].startswith("`the uce objective edits projections"))
-    listed = re.search(r"\(([^()]*)\)$", bad_input)
-    assert listed, f"docs/errors.md's UCE row should end with the refused families in parentheses: {bad_input!r}"
-    assert_same_names(listed.group(1).split(", "), refused, "docs/errors.md's row of the UCE objective on a DiT family",
-                      "the families whose plan refuses the uce objective")
+def test_the_readme_names_the_families_uce_takes():
+    listed = re.search(r"on the `text_input` weights of every family \(([^()]*)\)", flowing(read("README.md")))
+    assert listed, ("README.md's recommended setting should name the families UCE takes: 'on the `text_input` "
+                    "weights of every family (...)'")
+    assert_same_names(listed.group(1).split(", "), families_taking_uce(),
+                      "README.md's recommended setting (Choosing settings)", "the families whose plan takes the uce objective")
 
 
 # Divergences.
@@ -296,7 +288,7 @@ def documented_message(start: str) -> str:
     ("the element reduction applies", lambda: get_divergence("variational_kl").bind(reduction="element")),
     ("alpha = 0.0 cannot be used", lambda: get_divergence("renyi").bind(params={"alpha": 0.0})),
     ("alpha must be between", lambda: get_divergence("alpha").bind(params={"alpha": float("nan")})),
-    ("the uce objective edits projections", lambda: resolve(ErasureConfig(family="SD3", objective="uce"))),
+    ("the uce objective edits linear weights", lambda: get_objective("uce").check_family(FamilyProfile("Test DiT", (), {}))),
 ], ids=lambda value: value if isinstance(value, str) else "")
 def test_the_messages_errors_md_quotes_are_the_codes(start, refuse):
     with pytest.raises(ValueError) as refused:

@@ -231,10 +231,15 @@ def test_a_fused_qkv_trains_its_key_and_value_rows_only_and_saves_each_under_its
     assert sorted(lora_state_dict(deltas.export(), names=names)) == [f"{n}.diff" for n in sorted(names.values())]
 
 
-def test_uce_refuses_a_family_whose_text_passes_through_the_blocks_first():
-    with pytest.raises(ValueError, match=r"in Flux.1 dev the text is transformed on its way to them \(by a text "
-                                         r"stream or a shared MLP\): choose an iterative objective"):
-        plan(family="Flux", objective="uce", parameters="cross_attention_kv")
+def test_every_family_takes_uce_on_its_text_input_weights_and_a_profile_without_them_is_refused(registered):
+    """A closed-form edit edits its family's text_input weights whatever the parameters input says (lora aside)."""
+    for config in FAMILIES:
+        assert plan(family=config, objective="uce", parameters="cross_attention").config.parameters == "text_input"
+    profile = FamilyProfile("Test DiT", ("TestDiT",), {"cross_attention_kv": r"\.context_kv\.", "full": r""})
+    registered(FAMILIES, "TestDiT", register_family, profile)
+    with pytest.raises(ValueError, match=r"the uce objective edits linear weights that read the text encoder's states, "
+                                         r"and the Test DiT profile names none: choose an iterative objective"):
+        plan(family="TestDiT", objective="uce")
 
 
 def test_an_unknown_family_names_the_supported_ones():

@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 
 from ..divergences import CriticSettings, get_divergence
+from .closed_form import ClosedFormEdit
 from .deltas import LoraSettings
 from .neighbourhood import Neighbourhood
 from .families import FamilyProfile, family_for
@@ -68,6 +69,8 @@ def resolve(config: ErasureConfig) -> ErasurePlan:
     objective = get_objective(config.objective)(**config.objective_params)
     objective.check_deltas(lora is not None)
     objective.check_family(family)
+    if isinstance(objective, ClosedFormEdit):
+        config = dataclasses.replace(config, parameters=objective.edits)
     _check_neighbourhood(config.neighbourhood, objective)
     divergence = get_divergence(config.divergence).bind(config.temperature, config.reduction,
                                                        config.divergence_params, config.critic)

@@ -46,6 +46,10 @@ class Denoiser(Protocol):
     def base_weight(self, key: str) -> torch.Tensor:
         """The model's weight under `key` as loaded, without the deltas (what a closed-form edit starts from)."""
 
+    def submodule(self, path: str) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+        """The diffusion model's module at `path` (e.g. "txt_norm") as a function of a tensor, without the deltas;
+        None where the model has none (what a closed-form edit runs the text states through first)."""
+
 
 @dataclass
 class StepRecord:

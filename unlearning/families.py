@@ -43,10 +43,10 @@ class FamilyProfile:
     frozen_pass_area: int = 8 * 64 * 64   # latent pixels per batched frozen pass (8 latents at 512 px)
     text_width_key: str = "context_dim"   # where ComfyUI's unet_config holds the text width it takes (dotted path)
     fixed_text_width: int | None = None   # the text width ComfyUI's model class fixes, where unet_config has none
-    # Whether cross_attention_kv's projections read the text encoder's states themselves (UNet cross-attention),
-    # rather than a text stream that the blocks transform on the way (MMDiT, Flux) or a shared MLP's output (Wan):
-    # closed-form edits need it.
-    projections_read_text: bool = True
+    # The modules (paths in the diffusion model) that the text encoder's states pass through before the `text_input`
+    # preset's weights read them, each applied where the model has it (Qwen-Image's txt_norm): a closed-form edit
+    # solves over the rows those weights actually read.
+    text_input_through: tuple = ()
     # Whether the family's blocks add to tensors in place that autograd saved for the backward pass (Flux's residual
     # `x += ...`): training then copies such a tensor before it changes (torch's allow_mutation_on_saved_tensors).
     mutates_saved_tensors: bool = False
@@ -76,6 +76,7 @@ class FamilyProfile:
 # attn2 with to_q/to_k/to_v/to_out projections, self-attention attn1.
 UNET_PRESETS = {
     "cross_attention_kv": r"\.attn2\.to_[kv]\.",
+    "text_input": r"\.attn2\.to_[kv]\.weight$",
     "cross_attention": r"\.attn2\.",
     "attention": r"attn",
     "full": r"",
@@ -96,16 +97,19 @@ SDXL = FamilyProfile("Stable Diffusion XL", ("SDXL", "SSD1B", "Segmind_Vega", "K
 # (x_block, with a second self-attention attn2 on SD3.5 Medium) whose attentions run jointly over both streams' tokens;
 # each stream's q, k and v are one fused qkv weight. The text enters the image through the text stream's keys and
 # values: the k and v rows of context_block.attn.qkv. 16-channel latents, 1024 px, rectified flow; CFG against the
-# empty prompt. Its text width sits in the context embedder's config.
+# empty prompt. Its text width sits in the context embedder's config. The one linear layer that reads the text
+# encoder's joint states (CLIP-L and G zero-padded to 4096, then T5's tokens) is `context_embedder`: text_input.
+# The pooled vector's MLP (y_embedder) is left: it reads the pooled CLIP vectors, not the token states.
 MMDIT_PRESETS = {
     "cross_attention_kv": FusedParts(r"\.context_block\.attn\.qkv\.weight$", (1, 2)),
+    "text_input": r"(^|\.)context_embedder\.weight$",
     "cross_attention": r"\.context_block\.attn\.",
     "attention": r"\.attn2?\.",
     "full": r"",
     "lora": r"\.(context|x)_block\.attn2?\.(qkv|proj)\.weight$",
 }
 SD3 = FamilyProfile("Stable Diffusion 3 / 3.5", ("SD3",), MMDIT_PRESETS, resolution=1024, sampling=Sampling(28, 4.5),
-                    text_width_key="context_embedder_config.params.in_features", projections_read_text=False)
+                    text_width_key="context_embedder_config.params.in_features")
 
 # Flux.1 (ComfyUI's flux names): double blocks with a text stream (txt_attn) and an image stream (img_attn), each with a
 # fused qkv, then single blocks where text and image tokens share one weight that fuses q, k, v and the MLP's input
@@ -113,16 +117,18 @@ SD3 = FamilyProfile("Stable Diffusion 3 / 3.5", ("SD3",), MMDIT_PRESETS, resolut
 # blocks' text keys and values (rows 1 and 2 of txt_attn.qkv). The single blocks hold no text-only weight, so the text
 # presets leave them; `full` and `lora` (like the usual Flux LoRAs, linear1 and linear2 whole) train them. Dev is
 # guidance-distilled: its images are sampled with cfg 1 (no negative) and the guidance embedding's default 3.5;
-# schnell in 4 steps.
+# schnell in 4 steps. The one linear layer that reads T5's token states is `txt_in` (after `txt_norm` in the models
+# whose config has one): text_input. The pooled CLIP-L vector's `vector_in` is left, as SD3's y_embedder.
 FLUX_PRESETS = {
     "cross_attention_kv": FusedParts(r"\.double_blocks\.\d+\.txt_attn\.qkv\.weight$", (1, 2)),
+    "text_input": r"(^|\.)txt_in\.weight$",
     "cross_attention": r"\.txt_attn\.",
     "attention": r"\.double_blocks\.\d+\.(img|txt)_attn\.",
     "full": r"",
     "lora": r"(\.double_blocks\.\d+\.(img|txt)_attn\.(qkv|proj)|\.single_blocks\.\d+\.linear[12])\.weight$",
 }
 FLUX_DEV = FamilyProfile("Flux.1 dev", ("Flux",), FLUX_PRESETS, resolution=1024, sampling=Sampling(20, 1.0),
-                         text_width_key="context_in_dim", projections_read_text=False, mutates_saved_tensors=True)
+                         text_width_key="context_in_dim", text_input_through=("txt_norm",), mutates_saved_tensors=True)
 FLUX_SCHNELL = replace(FLUX_DEV, name="Flux.1 schnell", model_configs=("FluxSchnell",), sampling=Sampling(4, 1.0))
 # Chroma: Flux.1 schnell's blocks under the same names, its modulation computed by one shared network
 # (distilled_guidance_layer, trained by `full` only), T5-XXL's text alone; not guidance-distilled: CFG against
@@ -133,33 +139,38 @@ CHROMA = replace(FLUX_DEV, name="Chroma", model_configs=("Chroma",), sampling=Sa
 # projections (attn.add_q_proj, add_k_proj, add_v_proj, to_add_out) beside the image stream's (to_q, to_k, to_v,
 # to_out.0). The text enters the image through add_k_proj and add_v_proj. 16-channel latents with a time axis of one
 # (Wan's VAE), 1328 px; CFG against the empty prompt, 20 steps at CFG 2.5 as ComfyUI's Qwen-Image template samples.
-# ComfyUI's model class fixes its text width at Qwen2.5-VL 7B's 3584.
+# ComfyUI's model class fixes its text width at Qwen2.5-VL 7B's 3584. The text enters the model through `txt_in`,
+# which reads `txt_norm(states)` (an RMSNorm with a learned scale): text_input, solved over the normed rows.
 QWEN_IMAGE_PRESETS = {
     "cross_attention_kv": r"\.attn\.add_[kv]_proj\.weight$",
+    "text_input": r"(^|\.)txt_in\.weight$",
     "cross_attention": r"\.attn\.(add_[qkv]_proj|to_add_out|norm_added_[qk])\.",
     "attention": r"\.attn\.",
     "full": r"",
     "lora": r"\.attn\.(to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out)\.weight$",
 }
 QWEN_IMAGE = FamilyProfile("Qwen-Image", ("QwenImage",), QWEN_IMAGE_PRESETS, resolution=1328,
-                           sampling=Sampling(20, 2.5), fixed_text_width=3584,
-                           projections_read_text=False)
+                           sampling=Sampling(20, 2.5), fixed_text_width=3584, text_input_through=("txt_norm",))
 
 # Wan 2.1 text-to-video (1.3B, 14B; Wan 2.2's 14B experts load as the same config): each block has a self-attention
 # over the video's tokens and a true cross-attention (cross_attn.q/k/v/o) whose keys and values read the text after
-# one shared MLP (text_embedding), so closed-form edits do not apply. Training images are single frames (a time axis
+# one shared MLP (text_embedding: Linear, GELU, Linear, applied to each token alone). text_input is that MLP's first
+# layer, `text_embedding.0`: it reads the states themselves, and a token mapped onto another there is mapped onto it
+# at every block's keys and values, for every step and frame; one 4096-wide weight where the blocks' keys and
+# values are two per block (a far larger file). Training images are single frames (a time axis
 # of one): the keys and values an erasure edits are the same for every frame of a video. 832 x 480 px (Wan's 480p),
 # 30 steps at CFG 6 against the empty prompt, as ComfyUI's Wan examples sample; umT5-XXL's 4096-wide text (fixed by
 # ComfyUI's model class).
 WAN_PRESETS = {
     "cross_attention_kv": r"\.cross_attn\.[kv]\.weight$",
+    "text_input": r"(^|\.)text_embedding\.0\.weight$",
     "cross_attention": r"\.cross_attn\.",
     "attention": r"\.(self|cross)_attn\.",
     "full": r"",
     "lora": r"\.(self|cross)_attn\.[qkvo]\.weight$",
 }
 WAN_T2V = FamilyProfile("Wan 2.1 / 2.2 text-to-video", ("WAN21_T2V",), WAN_PRESETS, resolution=(832, 480),
-                        sampling=Sampling(30, 6.0), fixed_text_width=4096, projections_read_text=False)
+                        sampling=Sampling(30, 6.0), fixed_text_width=4096)
 
 FAMILIES = {}
 

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 PRESETS = {
     "cross_attention_kv": "The key/value projections of the text entering the image: the Ablating Concepts / "
                           "f-DMU default, smallest and safest.",
+    "text_input": "The first linear weights that read the text encoder's states (UNets: the cross-attention keys "
+                  "and values; DiTs: the text embedder): what closed-form edits change.",
     "cross_attention": "Every weight of the text-to-image attention (ESD-x): stronger for styles and objects.",
     "attention": "Self- and cross-attention: Ablating Concepts' choice for nudity.",
     "full": "Every weight of the diffusion model: strongest, biggest, and most likely to disturb other concepts.",

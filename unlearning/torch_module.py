@@ -17,6 +17,25 @@ def preset_shapes(module: torch.nn.Module, preset: str, profile: Optional[Family
             for target in select_parameters(list(shapes), preset, profile, shapes)}
 
 
+def module_at(root: torch.nn.Module, path: str,
+              dtype: Optional[torch.dtype] = None) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    """root's module at the dotted `path` as a function of a tensor, run without gradients on the module's device in
+    `dtype` (default: its first parameter's); None where root has no module there."""
+    try:
+        module = root.get_submodule(path)
+    except AttributeError:     # no such attribute, or one set to None (an optional layer the config leaves out)
+        return None
+    weight = next(module.parameters(), None)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            if weight is not None:
+                x = x.to(weight.device, dtype or weight.dtype)
+            return module(x)
+
+    return run
+
+
 class ModuleDenoiser:
     """Runs `module` with W + D for every weight that `deltas` trains, without touching its weights.
 
@@ -45,6 +64,9 @@ class ModuleDenoiser:
 
     def base_weight(self, key: str) -> torch.Tensor:
         return self.module.get_parameter(key)
+
+    def submodule(self, path: str) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+        return module_at(self.module, path)
 
     @staticmethod
     def text_states(cond: Any) -> torch.Tensor:

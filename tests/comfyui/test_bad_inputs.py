@@ -47,8 +47,6 @@ CASES = {
                       "latents has shape (1, 16, 2, 8, 8) but this model takes 4-channel latents"),
     "unsupported model": (lambda g: on_diffusion_model(g, "tiny_hunyuan_dit.safetensors"),
                           "model is a HunyuanDiT model, which this pack cannot train yet"),
-    "uce on SD3": (lambda g: set_options(on_diffusion_model(g, "tiny_sd3.safetensors"), "uce"),
-                   "in Stable Diffusion 3 / 3.5 the text is transformed on its way to them"),
     "renyi of order 0": (lambda g: set_options(g, divergence="renyi", alpha=0.0),
                          "alpha = 0.0 cannot be used with the renyi divergence"),
     "vdu with lora": (lambda g: set_options(g, "vdu", parameters="lora"), "the vdu objective needs full weight deltas"),

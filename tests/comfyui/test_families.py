@@ -108,15 +108,16 @@ def on_tiny_dit(workflow="erase_concept_flux.json", cfg=None):
 
 
 def check_erasure_and_lora(runner, checkpoint, family, workflow=SHIPPED, through=lambda graph, nodes: graph,
-                           saved_modules=("attn2_to_k", "attn2_to_v")):
-    """Erase in `workflow` (shrunk), `through` a node between the loader and the nodes taking the MODEL; the
-    cross_attention_kv erasure's file changes the modules whose names end in `saved_modules`. Returns the erased
-    branch's latent."""
+                           saved_modules=("attn2_to_k", "attn2_to_v"), objective=None):
+    """Erase in `workflow` (shrunk) with `objective` (default: the workflow's), `through` a node between the loader
+    and the nodes taking the MODEL; the erasure's file changes the modules whose names end in `saved_modules`.
+    Returns the erased branch's latent."""
     import folder_paths
 
     runner.reset()
     reference = latent(run(runner, through(plain_graph(checkpoint, seed=1, workflow=workflow), ["7"])), "20")
-    graph = through(erase_graph(checkpoint, seed=1, workflow=workflow, learning_rate=1e-3), ["3", "7"])
+    graph = through(erase_graph(checkpoint, seed=1, objective=objective, workflow=workflow, learning_rate=1e-3),
+                    ["3", "7"])
     result = run(runner, with_saved_erasure(graph, "float32", f"test/{family}"))
     erased = latent(result, "21")
     assert same(latent(result, "20"), reference) and not same(erased, reference)
@@ -184,3 +185,29 @@ def test_the_wan_example_workflow_erases_a_videos_cross_attention_and_saves_a_lo
                                     on_tiny_dit("erase_concept_wan.json"),
                                     saved_modules=("cross_attn_k", "cross_attn_v"))
     assert erased.shape == (1, 16, 9, 8, 8)
+
+
+def qwen_image_graph(text_encoder_of_width):
+    graph = on_tiny_dit(cfg=2.5)
+    graph["15"] = {"class_type": text_encoder_of_width, "inputs": {"width": 3584}}
+    return graph
+
+
+@pytest.mark.parametrize("family,model_file,writer,graph,text_input", [
+    ("SD3", "tiny_sd3.safetensors", None, lambda _: on_tiny_dit(cfg=4.5), "context_embedder"),
+    ("Flux", "tiny_flux.safetensors", None, lambda _: on_tiny_dit(), "txt_in"),
+    ("Chroma", "tiny_chroma.safetensors", "write_tiny_chroma", lambda _: on_tiny_dit(cfg=4.0), "txt_in"),
+    ("QwenImage", "tiny_qwen_image.safetensors", "write_tiny_qwen_image", qwen_image_graph, "txt_in"),
+    ("WAN21_T2V", "tiny_wan.safetensors", "write_tiny_wan", lambda _: on_tiny_dit("erase_concept_wan.json"),
+     "text_embedding_0"),
+], ids=lambda value: value if isinstance(value, str) and "." not in value and "_" not in value else None)
+def test_uce_edits_each_dits_text_input_and_saves_a_lora_the_stock_loader_reads(
+        runner, tiny_dits, text_encoder_of_width, family, model_file, writer, graph, text_input):
+    """The closed form on a DiT, with the workflow's parameters left at cross_attention_kv: it edits the family's
+    text_input weight alone (SD3's context_embedder, Flux's, Chroma's and Qwen-Image's txt_in, the latter over
+    txt_norm's rows, Wan's text_embedding.0), the untouched branch stays bit-identical, and the stock loader's
+    strength 1 and 0 give the erased and the original branch."""
+    if writer:
+        written_model(writer, "diffusion_models", model_file)
+    check_erasure_and_lora(runner, model_file, family, graph(text_encoder_of_width), saved_modules=(text_input,),
+                           objective="uce")

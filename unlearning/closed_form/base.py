@@ -32,6 +32,15 @@ class ClosedFormEdit(Method):
     needs: ClassVar[tuple] = ()           # it reads text states only
     uses_divergence: ClassVar[bool] = False
     full_deltas_only: ClassVar[bool] = True
+    # The parameters preset it edits, whatever the node's parameters input says: it solves for exactly the weights
+    # that read the text states (families.py names them per family), and training others would only add zeros.
+    edits: ClassVar[str] = "text_input"
+
+    @classmethod
+    def check_family(cls, family: Any) -> None:
+        if cls.edits not in family.presets:
+            raise ValueError(f"the {cls.name} objective edits linear weights that read the text encoder's states, and "
+                             f"the {family.name} profile names none: choose an iterative objective (anchor or esd)")
 
     def edit(self, inputs: EditInputs) -> Edit:
         raise NotImplementedError(f"the {self.name} closed-form edit does not define edit(inputs)")

@@ -1,11 +1,13 @@
-"""Unified Concept Editing (UCE, arXiv 2308.14761): a closed-form edit of the projections that read the
-text (cross-attention keys and values on UNets), over every target phrasing and preserved prompt.
+"""Unified Concept Editing (UCE, arXiv 2308.14761): a closed-form edit of the linear weights that read the
+text encoder's states (each family's `text_input` preset: a UNet's cross-attention keys and values, a DiT's text
+embedder), over every target phrasing and preserved prompt.
 
 For a projection W and token states c (rows of the prompts' text states), UCE solves
 
     min_W' sum_i |W' t_i - W v_i|^2 + s_p sum_j |W' p_j - W p_j|^2 + lam |W' - W|^2
 
-(t_i a target's tokens, a_i its anchor's at the same position, p_j a preserved prompt's tokens; the edit
+(t_i a target's tokens, a_i its anchor's at the same position, p_j a preserved prompt's tokens, each as the
+weights read it: after the family's `text_input_through` modules, such as Qwen-Image's RMSNorm; the edit
 preserves the anchors' own prompts too):
 W' = (W V^T T + s_p W P^T P + lam W)(T^T T + s_p P^T P + lam I)^-1. UCE's destination is the anchor,
 v_i = a_i; with `guidance` eta it lies past the anchor, away from the target: v_i = a_i + eta (a_i - t_i)
@@ -14,14 +16,17 @@ anchor leaves the concept as often as the model's own anchor images resemble it;
 Tokens are paired by position (UCE pairs them from the concept's last token on; the engine does not
 know the tokenizer), up to the shorter prompt. lam is `regularisation` times the mean eigenvalue of
 T^T T, so that it means the same for every text encoder's scale and preserving more prompts does not
-weaken the edit (UCE's own lam is absolute).
+weaken the edit (UCE's own lam is absolute). A layer's bias is added after W on both sides (W' t + b = W v + b),
+so it stays. Every weight that reads the same rows takes the same operator E (W' = W (I + E)): one solve.
+An edit at a DiT's text embedder changes what every block sees of every token of a prompt that shares the
+target's rows, so the preserved prompts' rows matter more there than at one UNet layer's keys and values.
 """
-from typing import TYPE_CHECKING, NamedTuple
+import functools
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
 from ...divergences import Parameter
-from ..families import FamilyProfile
 from ..parameters import select_parameters
 from .base import ClosedFormEdit, Edit, EditInputs
 
@@ -43,40 +48,47 @@ def token_rows(states: torch.Tensor) -> torch.Tensor:
 
 
 def paired_tokens(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T, A): the targets' token rows and their anchors' at the same positions, over every pair."""
+    """(T, A): the targets' token rows and their anchors' at the same positions, over every pair of row tensors
+    [tokens, width]."""
     targets, anchors = [], []
-    for target, anchor in pairs:
-        t, a = token_rows(target), token_rows(anchor)
+    for t, a in pairs:
         n = min(len(t), len(a))
         targets.append(t[:n])
         anchors.append(a[:n])
     return torch.cat(targets), torch.cat(anchors)
 
 
+class UCEOperator(NamedTuple):
+    """The UCE edit of any weight W that reads the rows, in low-rank form: W' - W = W E with E = D^T X^T.
+
+    With C = T^T T + s_p P^T P + lam I and R = V^T T + s_p P^T P + lam I, UCE's W' = W R C^-1, and R - C = D^T T with
+    D = V - T, so E = D^T T C^-1 = D^T X^T, X = C^-1 T^T: of rank at most the number of target rows. It depends on
+    the rows alone, so one solve serves every weight that reads the same text states."""
+
+    directions: torch.Tensor      # D = V - T [targets, width], float64
+    solved: torch.Tensor          # X = C^-1 T^T [width, targets], float64
+
+
 def uce_operator(targets: torch.Tensor, destinations: torch.Tensor, preserved: torch.Tensor, preserve_scale: float,
-                 regularisation: float) -> torch.Tensor:
-    """E = R (C + lam I)^-1 - I [width, width] (float64): the UCE edit of any projection W that reads these rows is
-    W' - W = W E, since W' = W R (C + lam I)^-1 with R = V^T T + s_p P^T P + lam I and C = T^T T + s_p P^T P. It
-    depends on the rows alone, so one solve serves every weight that reads the same text states."""
-    gram_preserved = preserve_scale * (preserved.T @ preserved)
+                 regularisation: float) -> UCEOperator:
+    """The edit operator for these rows (UCEOperator). C is lam I plus the Gram matrix of Z = [T; sqrt(s_p) P]; with
+    fewer rows than the width, X comes from Woodbury's identity, C^-1 = (I - Z^T (lam I + Z Z^T)^-1 Z) / lam, a
+    rows x rows system instead of a width x width one (100 concepts of 8 tokens on a 4096-wide T5: 1000 x 1000)."""
     # Relative to the targets' own scale alone: preserving more prompts must not weaken the edit.
-    lam = regularisation * (targets.T @ targets).diagonal().mean().clamp_min(1e-12)
-    identity = torch.eye(targets.shape[1], dtype=torch.float64)
-    covariance = targets.T @ targets + gram_preserved + lam * identity
-    right = destinations.T @ targets + gram_preserved + lam * identity
-    return torch.linalg.solve(covariance, right.T).T - identity     # R C^-1 (C symmetric), less I
-
-
-def uce_edit(weight: torch.Tensor, targets: torch.Tensor, destinations: torch.Tensor, preserved: torch.Tensor,
-             preserve_scale: float, regularisation: float) -> torch.Tensor:
-    """The delta W' - W of one projection weight [out, width] (float32, on the weight's device) that moves
-    the `targets` token rows to where W puts the `destinations` rows."""
-    return edit_by(weight, uce_operator(targets, destinations, preserved, preserve_scale, regularisation))
-
-
-def edit_by(weight: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
-    """W E for a weight W and an edit operator E (uce_operator), float32 on the weight's device."""
-    return (weight.detach().to("cpu", torch.float64) @ operator).to(weight.device, torch.float32)
+    lam = regularisation * (targets.square().sum() / targets.shape[1]).clamp_min(1e-12)
+    rows = torch.cat([targets, preserve_scale ** 0.5 * preserved])
+    if len(rows) < targets.shape[1]:
+        inner = rows @ rows.T
+        inner.diagonal().add_(lam)
+        # Z T^T is the first len(T) columns of Z Z^T, T being Z's first rows.
+        rows_by_targets = inner[:, :len(targets)] - lam * torch.eye(len(rows), len(targets), dtype=torch.float64)
+        correction = torch.cholesky_solve(rows_by_targets, torch.linalg.cholesky(inner))
+        solved = (targets.T - rows.T @ correction) / lam
+    else:
+        covariance = rows.T @ rows
+        covariance.diagonal().add_(lam)
+        solved = torch.cholesky_solve(targets.T.contiguous(), torch.linalg.cholesky(covariance))
+    return UCEOperator(destinations - targets, solved)
 
 
 class EditRows(NamedTuple):
@@ -87,68 +99,87 @@ class EditRows(NamedTuple):
     preserved: torch.Tensor       # P: rows whose outputs stay
 
 
-def edit_rows(denoiser: "Denoiser", pairs: list, preserved: list, guidance: float) -> EditRows:
-    """The rows of the (target, anchor) conditionings in `pairs` and of the `preserved` conditionings."""
-    targets, anchors = paired_tokens([(denoiser.text_states(t), denoiser.text_states(a)) for t, a in pairs])
-    kept = [token_rows(denoiser.text_states(c)) for c in preserved]
+def text_rows(denoiser: "Denoiser", cond: Any, through: tuple = ()) -> torch.Tensor:
+    """The rows the edited weights read for a conditioning: its text states, through each module in `through` (paths
+    in the diffusion model) that the model has."""
+    states = denoiser.text_states(cond)
+    for path in through:
+        module = denoiser.submodule(path)
+        if module is not None:
+            states = module(states)
+    return token_rows(states)
+
+
+def edit_rows(denoiser: "Denoiser", pairs: list, preserved: list, guidance: float, through: tuple = ()) -> EditRows:
+    """The rows of the (target, anchor) conditionings in `pairs` and of the `preserved` conditionings, as the edited
+    weights read them (after the modules in `through`)."""
+    rows = functools.partial(text_rows, denoiser, through=through)
+    targets, anchors = paired_tokens([(rows(t), rows(a)) for t, a in pairs])
+    kept = [rows(c) for c in preserved]
     return EditRows(targets, anchors + guidance * (anchors - targets),
                     torch.cat(kept) if kept else targets.new_zeros((0, targets.shape[1])))
 
 
-def uce_deltas(denoiser: "Denoiser", keys: list, operator: torch.Tensor) -> dict:
-    """{key: delta} of the UCE edit of each weight in `keys` (projections of the text states), all by the one
-    operator (uce_operator) solved for their rows."""
-    width = operator.shape[0]
-    deltas = {}
+def uce_deltas(denoiser: "Denoiser", keys: list, operator: UCEOperator,
+               rows: EditRows) -> tuple[dict, dict[str, float]]:
+    """({key: delta} of the UCE edit of each weight in `keys`, all by the one operator solved for their rows, computed
+    in float64 on each weight's device and returned in float32; the residuals): how far the edit left the targets from their destinations and how far
+    it moved the preserved rows, each as a share of the same quantity before the edit, summed over the weights."""
+    width, targets = operator.solved.shape
+    # Few target rows against the width: each delta is two thin products, (W D^T) X^T; many: E is formed once.
+    thin = 2 * targets < width
+    change = None if thin else operator.directions.T @ operator.solved.T      # E [width, width], float64
+    deltas, gram, kept = {}, 0.0, 0.0
     for key in keys:
-        weight = denoiser.base_weight(key)
-        if weight.dim() != 2 or weight.shape[1] != width:
-            raise ValueError(f"UCE edits projections that read the text states directly, and {key} has shape "
-                             f"{tuple(weight.shape)} for text {width} wide: this model family's "
-                             f"cross-attention does not read them directly; choose another objective")
-        deltas[key] = edit_by(weight, operator)
-    return deltas
+        weight = _text_weight(denoiser, key, width)
+        if thin:
+            seen = weight @ operator.directions.to(weight).T                  # U = W D^T [out, targets]
+            deltas[key] = (seen @ operator.solved.to(weight).T).float()
+        else:
+            seen = weight
+            deltas[key] = (weight @ change.to(weight)).float()
+        gram = gram + (seen.T @ seen).to("cpu", torch.float64)
+        kept += (rows.preserved.to(weight) @ weight.T).square().sum().item()
+    # Each residual is |Y W^T|^2 summed over the weights for rows Y, = <Y^T Y, gram> with Y written in the basis of
+    # `seen`: thin, the targets' rows go from T W^T - V W^T = -U^T to (T X - I) U^T and the preserved move by
+    # (P X) U^T; else they go from (T - V) W^T to (T (I + E)^T - V) W^T and the preserved move by P E^T W^T.
+    if thin:
+        before = torch.eye(targets, dtype=torch.float64)
+        left, moved = rows.targets @ operator.solved - before, rows.preserved @ operator.solved
+    else:
+        before = rows.targets - rows.destinations
+        left, moved = before + rows.targets @ change.T, rows.preserved @ change.T
+    measure = lambda y: (y.T @ y).mul(gram).sum().item()  # noqa: E731
+    return deltas, {"target_gap_left": measure(left) / max(measure(before), 1e-30),
+                    "preserved_moved": measure(moved) / max(kept, 1e-30)}
 
 
-def relative_residuals(denoiser: "Denoiser", keys: list, operator: torch.Tensor, rows: EditRows) -> dict[str, float]:
-    """How far the edit left the targets from their destinations, and how far it moved the preserved rows, each
-    as a share of the same quantity before the edit (summed over the edited weights). Each is |X W^T|^2 summed
-    over the weights W, that is <X^T X, G> with G the sum of W^T W: one width x width product per weight, not one
-    per row; with W' = W (I + E): targets X = T (I + E)^T - V, preserved X = P E^T."""
-    gram = sum(w.T @ w for w in (denoiser.base_weight(key).detach().to("cpu", torch.float64) for key in keys))
-    measure = lambda x: (x.T @ x).mul(gram).sum().item()  # noqa: E731
-    identity = torch.eye(operator.shape[0], dtype=torch.float64)
-    gap = measure(rows.targets - rows.destinations)
-    gap_left = measure(rows.targets @ (identity + operator).T - rows.destinations)
-    moved, kept = measure(rows.preserved @ operator.T), measure(rows.preserved)
-    return {"target_gap_left": gap_left / max(gap, 1e-30), "preserved_moved": moved / max(kept, 1e-30)}
+def _text_weight(denoiser: "Denoiser", key: str, width: int) -> torch.Tensor:
+    weight = denoiser.base_weight(key)
+    if weight.dim() != 2 or weight.shape[1] != width:
+        raise ValueError(f"UCE edits weights that read the text states directly, and {key} has shape "
+                         f"{tuple(weight.shape)} for text {width} wide: choose another objective")
+    return weight.detach().double()
 
 
 class UCE(ClosedFormEdit):
     name, title = "uce", "UCE"
-    description = "UCE: a closed-form edit of the cross-attention keys and values over all targets and preserved prompts."
-    formula = ("W' = (W V^T T + s_p W P^T P + lam W)(T^T T + s_p P^T P + lam I)^-1 for each key and value projection "
-               "W; T: the targets' token states, A: the anchors', V = A + eta (A - T); P: the preserved prompts' and "
+    description = ("UCE: a closed-form edit of the weights that read the text (UNets: cross-attention keys and values; "
+                   "DiTs: the text embedder) over all targets and preserved prompts.")
+    formula = ("W' = (W V^T T + s_p W P^T P + lam W)(T^T T + s_p P^T P + lam I)^-1 for each weight W that reads the "
+               "text; T: the targets' token states, A: the anchors', V = A + eta (A - T); P: the preserved prompts' and "
                "the anchors' own")
     parameters = (PRESERVE_SCALE, REGULARISATION, UCE_GUIDANCE)
 
-    @classmethod
-    def check_family(cls, family: FamilyProfile) -> None:
-        if not family.projections_read_text:
-            raise ValueError(f"the uce objective edits projections that read the text encoder's states, and in "
-                             f"{family.name} the text is transformed on its way to them (by a text stream or a shared "
-                             f"MLP): choose an iterative objective (anchor or esd)")
-
     def edit(self, inputs: EditInputs) -> Edit:
-        keys = select_parameters(inputs.keys, "cross_attention_kv", inputs.family)
+        keys = select_parameters(inputs.keys, self.edits, inputs.family)
         if not keys:
-            raise ValueError("UCE edits the cross-attention keys and values, and the parameters preset trains none "
-                             "of them: choose parameters 'cross_attention_kv'")
+            raise ValueError(f"UCE edits the weights that read the text encoder's states ({self.edits}), and this "
+                             f"{inputs.family.name} model has none: choose an iterative objective (anchor or esd)")
         # The anchors keep their own keys and values: what the concept becomes must not move with it.
         anchors = {c.anchor_text or id(c.anchor): c.anchor for c in inputs.concepts}
         pairs, preserved = [(c.target, c.anchor) for c in inputs.concepts], [*inputs.preserve, *anchors.values()]
-        rows = edit_rows(inputs.denoiser, pairs, preserved, self.params["guidance"])
+        rows = edit_rows(inputs.denoiser, pairs, preserved, self.params["guidance"], inputs.family.text_input_through)
         operator = uce_operator(*rows, self.params["preserve_scale"], self.params["regularisation"])
-        deltas = uce_deltas(inputs.denoiser, keys, operator)
-        terms = relative_residuals(inputs.denoiser, keys, operator, rows)
+        deltas, terms = uce_deltas(inputs.denoiser, keys, operator, rows)
         return Edit(deltas, terms["target_gap_left"], terms)
