@@ -1,8 +1,11 @@
 """Registry metadata, shipped workflows and the layout's one-way imports, checked without ComfyUI."""
 import ast
 import json
+import re
+import struct
 import tomllib
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -18,6 +21,100 @@ def test_pyproject_has_registry_metadata_and_the_pack_version():
     assert "comfyui" not in project["name"].lower() and len(project["name"]) < 100
     assert project["urls"]["Repository"] and comfy["PublisherId"] and comfy["DisplayName"]
     assert comfy["requires-comfyui"].startswith(">=")
+
+
+# The Comfy Registry's rules for pyproject.toml: docs.comfy.org/registry/specifications, the registry's own checks of
+# a node id (1-100 characters; earlier lowercase and at most 50, the stricter is kept here) and of a publisher id,
+# and comfy-cli's parser (comfy_cli/registry/config_parser.py, 1.23), which `comfy node validate` and
+# `comfy node publish` run on this file (offline); a rule that fails there only prints a warning and drops the field,
+# so the registry would show the pack without it.
+OS_PREFIXES = ("Microsoft", "POSIX", "MacOS", "OS Independent")
+ACCELERATORS = {"GPU :: NVIDIA CUDA", "GPU :: AMD ROCm", "GPU :: Intel Arc", "NPU :: Huawei Ascend",
+                "GPU :: Apple Metal"}
+VERSION_PART = re.compile(r"^(?:(==|>=|<=|!=|~=|>|<|<>|=)\s*)?(\d+\.\d+\.\d+(?:-[a-zA-Z0-9]+)?)?$")
+ICON_TYPES = {".svg", ".png", ".jpg", ".jpeg", ".gif"}
+
+
+def _pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _releases():
+    """The ComfyUI releases CI tests: (version tuple, tarball name) for each tarball in ../shared/comfyui."""
+    return sorted((tuple(map(int, re.findall(r"\d+", path.name[len("ComfyUI-"):]))), path.name)
+                  for path in (ROOT.parent / "shared" / "comfyui").glob("ComfyUI-*.tar.gz"))
+
+
+def _satisfies(version, specifier):
+    """Whether a version tuple meets a requires-comfyui specifier (comma-separated parts, as the registry takes)."""
+    compare = {"==": tuple.__eq__, "=": tuple.__eq__, "!=": tuple.__ne__, "<>": tuple.__ne__, ">=": tuple.__ge__,
+               "<=": tuple.__le__, ">": tuple.__gt__, "<": tuple.__lt__}
+    for part in specifier.split(","):
+        operator, bound = VERSION_PART.match(part.strip()).groups()
+        bound = tuple(map(int, bound.split("-")[0].split(".")))
+        if operator == "~=":
+            ok = version >= bound and version[:len(bound) - 1] == bound[:-1]
+        else:
+            ok = compare[operator or "=="](version, bound)
+        if not ok:
+            return False
+    return True
+
+
+def _image_size(path):
+    """(width, height) of a PNG (its IHDR) or an SVG (its viewBox, else width and height)."""
+    data = path.read_bytes()
+    if path.suffix == ".png":
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path.name} is not a PNG"
+        return struct.unpack(">II", data[16:24])
+    if path.suffix == ".svg":
+        svg = ElementTree.fromstring(data)
+        if svg.get("viewBox"):
+            return tuple(float(v) for v in svg.get("viewBox").replace(",", " ").split()[2:])
+        return float(svg.get("width").removesuffix("px")), float(svg.get("height").removesuffix("px"))
+    raise AssertionError(f"{path.name}: this test reads the size of PNG and SVG icons only")
+
+
+def test_pyproject_follows_the_registry_specification():
+    config = _pyproject()
+    project, comfy = config["project"], config["tool"]["comfy"]
+    name = project["name"]
+    assert len(name) <= 50 and re.fullmatch(r"[a-z][a-z0-9]*(?:[-_.][a-z0-9]+)*", name), (
+        f"node id {name!r}: lowercase letters, digits and single - _ . between them, starting with a letter")
+    assert "comfyui" not in name.replace("-", "").replace("_", "")
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"]), "version: semantic X.Y.Z"
+    license = project["license"]
+    assert isinstance(license, dict) and (license.get("text") or (ROOT / license.get("file", "")).is_file()), (
+        'license: { text = "..." } or { file = "LICENSE" } naming a file in the pack')
+    assert 0 < len(project["description"]) <= 1000
+    assert project["requires-python"].startswith(">=")
+    assert project["dependencies"] == [], "the pack needs nothing beyond ComfyUI's own requirements (README)"
+    repository = re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+)", project["urls"]["Repository"])
+    assert repository, "urls.Repository: the pack's GitHub repository"
+
+    assert re.fullmatch(r"[a-z][a-z0-9-]*", comfy["PublisherId"]), "PublisherId: the registry's publisher id rule"
+    assert comfy["DisplayName"].strip() and len(comfy["DisplayName"]) <= 100
+    owner, repo = repository.groups()
+    raw = f"https://raw.githubusercontent.com/{owner}/{repo}/main/"
+    assert comfy["Icon"].startswith(raw), f"Icon: a URL to a file of the repository's main branch ({raw}...)"
+    icon = ROOT / comfy["Icon"][len(raw):]
+    assert icon.is_file(), f"Icon names {icon.relative_to(ROOT)}, which the pack lacks"
+    assert icon.suffix.lower() in ICON_TYPES and icon.stat().st_size < 64 * 1024
+    width, height = _image_size(icon)
+    assert width == height <= 400, f"Icon: square, at most 400 x 400 px (is {width} x {height})"
+    for folder in comfy["includes"]:
+        assert (ROOT / folder).is_dir(), f"includes names {folder}, which the pack lacks"
+
+    # comfy-cli drops a classifier list it cannot read, with only a warning: the registry would list no OS or GPU.
+    classifiers = project["classifiers"]
+    systems = [c.removeprefix("Operating System :: ") for c in classifiers if c.startswith("Operating System :: ")]
+    accelerators = [c.removeprefix("Environment :: ") for c in classifiers if c.startswith("Environment :: ")]
+    assert systems and all(system.startswith(OS_PREFIXES) for system in systems), classifiers
+    assert accelerators and set(accelerators) <= ACCELERATORS, classifiers
+    requires = comfy["requires-comfyui"]
+    assert all(VERSION_PART.match(part.strip()) for part in requires.split(",")), requires
+    for version, tarball in _releases():
+        assert _satisfies(version, requires), f"{tarball}, which CI tests, is outside requires-comfyui {requires}"
 
 
 def test_every_api_workflow_has_its_ui_twin_with_the_same_nodes():
@@ -86,14 +183,10 @@ def test_the_scripts_find_a_comfyui_whose_custom_nodes_hold_the_pack(tmp_path):
 def test_the_stated_comfyui_range_is_the_range_of_the_releases_ci_tests():
     """requires-comfyui, the README and the release tools/demo.sh clones name exactly the oldest and newest
     ComfyUI release in ../shared/comfyui, which CI runs every real-ComfyUI test against."""
-    import re
-
-    releases = sorted((tuple(map(int, re.findall(r"\d+", path.name[len("ComfyUI-"):]))), path.name)
-                      for path in (ROOT.parent / "shared" / "comfyui").glob("ComfyUI-*.tar.gz"))
+    releases = _releases()
     if not releases:
         pytest.skip("no ComfyUI release tarballs in ../shared/comfyui")
     oldest, newest = (".".join(map(str, version)) for version in (releases[0][0], releases[-1][0]))
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert config["tool"]["comfy"]["requires-comfyui"] == f">={oldest},<={newest}"
+    assert _pyproject()["tool"]["comfy"]["requires-comfyui"] == f">={oldest},<={newest}"
     assert f"ComfyUI {oldest} to {newest}" in " ".join((ROOT / "README.md").read_text().split())
     assert f'RELEASE="v{newest}"' in (ROOT / "tools" / "demo.sh").read_text()

@@ -6,6 +6,7 @@ of the steps in start_comfyui matters; each one fixes an observed failure (see t
 import asyncio
 import inspect
 import os
+import re
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -146,9 +147,10 @@ def output_dir():
 
 
 def comfyui_version(comfyui_path):
-    namespace = {}
-    exec((Path(comfyui_path) / "comfyui_version.py").read_text(), namespace)
-    return namespace.get("__version__", "unknown")
+    """The __version__ string that the checkout's comfyui_version.py assigns (read, never executed)."""
+    text = (Path(comfyui_path) / "comfyui_version.py").read_text()
+    found = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", text, re.MULTILINE)
+    return found.group(1) if found else "unknown"
 
 
 def default_comfyui_path():

@@ -6,7 +6,7 @@ from .concepts import ConceptSet
 from .config import ErasurePlan
 from .engine import StepRecord
 
-PACK_VERSION = "0.2.0"
+PACK_VERSION = "0.3.0"
 
 
 @dataclass
