@@ -164,8 +164,7 @@ def _text_weight(denoiser: "Denoiser", key: str, width: int) -> torch.Tensor:
 
 class UCE(ClosedFormEdit):
     name, title = "uce", "UCE"
-    description = ("UCE: a closed-form edit of the weights that read the text (UNets: cross-attention keys and values; "
-                   "DiTs: the text embedder) over all targets and preserved prompts.")
+    description = "UCE: a closed-form edit of the weights that read the text, over all targets and preserved prompts."
     formula = ("W' = (W V^T T + s_p W P^T P + lam W)(T^T T + s_p P^T P + lam I)^-1 for each weight W that reads the "
                "text; T: the targets' token states, A: the anchors', V = A + eta (A - T); P: the preserved prompts' and "
                "the anchors' own")
