@@ -1,4 +1,8 @@
 """Unlearn Concept Pair: name what to forget, what it becomes, and what to keep."""
+import numbers
+from typing import Optional
+
+import torch
 from comfy_api.latest import io
 
 from ..unlearning import (PHRASING_TEMPLATES, ConceptPair, ConceptSet, PreservedPrompt, expanded_pairs, pair_prompts,
@@ -43,7 +47,11 @@ class UnlearnConceptPair(io.ComfyNode):
         pairs = pair_prompts(target, anchor)
         encode = text_encoder(clip)
         empty = encode("")
-        pair = lambda t, a, written=None: ConceptPair(t, a, encode(t), encode(a) if a else empty, empty, written)  # noqa: E731
+        def pair(t, a, written=None):
+            target, anchor = encode(t), encode(a) if a else empty
+            return ConceptPair(t, a, target, anchor, empty, written, row_tokens(clip, t, target),
+                               row_tokens(clip, a, anchor))
+
         written = [pair(t, a) for t, a in pairs]
         encoded = ConceptSet(written, [PreservedPrompt(text, encode(text)) for text in prompt_lines(preserve)])
         if phrasings:
@@ -58,3 +66,25 @@ def text_encoder(clip):
     if clip is None:
         raise ValueError("clip is empty: connect the CLIP output of the checkpoint loader.")
     return lambda text: clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+
+def row_tokens(clip, text: str, cond) -> Optional[torch.Tensor]:
+    """The token id behind each row of `cond`'s text states (text encoded by `clip`), from the CLIP's own tokenizer;
+    None where the rows match no layout ComfyUI builds."""
+    tokens = {name: [int(token[0]) if isinstance(token[0], numbers.Integral) else -1
+                     for chunk in chunks for token in chunk]
+              for name, chunks in clip.tokenize(text).items()}
+    return token_layout(tokens, cond[0][0].shape[1])
+
+
+def token_layout(tokens: dict, rows: int) -> Optional[torch.Tensor]:
+    """The token ids behind `rows` rows of text states, from each encoder's token ids ({name: [id, ...]} over its
+    chunks). ComfyUI's text states are one encoder's tokens (SD1.x, SD2.x, Flux, Chroma, Wan; SDXL's two encoders
+    side by side on the same positions), CLIP's tokens then T5's (SD3), or the tail of one encoder's tokens after
+    the chat template its encoder drops (Qwen-Image); an embedding's token (a tensor) is -1."""
+    singles = list(tokens.values())
+    joined = [ids + tokens["t5xxl"] for name, ids in tokens.items() if name != "t5xxl" and "t5xxl" in tokens]
+    for ids in singles + joined:
+        if len(ids) == rows:
+            return torch.tensor(ids)
+    return next((torch.tensor(ids[-rows:]) for ids in singles if len(ids) > rows), None)

@@ -153,7 +153,7 @@ def _engine_concept(objective, pair: ConceptPair, given: Optional[torch.Tensor],
                     sample: Callable[[ConceptPair, Any], torch.Tensor]) -> Concept:
     """An engine Concept for one pair, with the images its objective trains on."""
     concept = Concept(pair.target_cond, pair.anchor_cond, None, pair.target_text, pair.anchor_text, pair.empty_cond,
-                      shape=shape)
+                      shape=shape, target_tokens=pair.target_tokens, anchor_tokens=pair.anchor_tokens)
     for source in objective.needs:
         source.put(concept, given if given is not None and source is objective.wired_images else sample(pair, source))
     return concept

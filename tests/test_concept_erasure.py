@@ -225,3 +225,20 @@ def test_uce_solves_over_the_rows_its_weights_read_after_the_familys_through_mod
     assert gap(edited(("txt_norm",))) < 1e-3
     assert gap(edited(())) > 0.1
     assert gap(edited(("txt_norm", "no_such_module"))) < 1e-3      # a module the model lacks is skipped
+
+
+def test_rows_pair_by_token_the_concepts_own_from_its_last_and_shared_ones_with_themselves():
+    from comfyui_unlearn.unlearning.closed_form.uce import row_pairs
+
+    start, end, pad = 1, 2, 0
+    frame, van, go, gh, a, painting = 10, 20, 21, 22, 30, 31
+    target = torch.tensor([start, frame, van, go, gh, end, pad, pad])     # "<frame> Van Gogh", padded to 8 rows
+    anchor = torch.tensor([start, frame, a, painting, end, pad, pad, pad])
+    paired = dict(zip(*row_pairs(target, anchor, 8, 8)))
+    assert paired[4] == 3 and paired[3] == 2 and paired[2] == 2          # "gh" -> "painting", "go" -> "a", "van" -> "a"
+    assert paired[5] == 4 and paired[0] == 0 and paired[1] == 1          # the end token and the frame: counterparts
+    assert sorted(paired) == list(range(8))                              # every target row, once
+    empty = torch.tensor([start, end, pad, pad, pad, pad, pad, pad])     # erased onto the empty prompt
+    paired = dict(zip(*row_pairs(target, empty, 8, 8)))
+    assert [paired[i] for i in (1, 2, 3, 4)] == [1, 1, 1, 1] and paired[5] == 1
+    assert row_pairs(None, anchor, 8, 6) == (list(range(6)), list(range(6)))   # no ids: by position

@@ -14,6 +14,10 @@ class ConceptPair:
     anchor_cond: Any = None
     empty_cond: Any = None    # the empty prompt's, e.g. the negative when sampling anchor images
     phrasing_of: Optional["ConceptPair"] = None   # the pair as written, when this is a template phrasing of it
+    # The token id behind each row of each prompt's text states (from the text encoder's own tokenizer), which UCE
+    # pairs the rows by; None where unknown (then rows pair by position).
+    target_tokens: Optional[torch.Tensor] = None
+    anchor_tokens: Optional[torch.Tensor] = None
 
     @property
     def written(self) -> "ConceptPair":
@@ -92,6 +96,8 @@ class Concept:
     empty: Any = None                        # the empty prompt's conditioning (ESD, CFG in trajectories)
     forget_latents: Optional[torch.Tensor] = None   # images to forget (constrained_forward_kl, vdu)
     shape: Optional[tuple] = None            # (C, H, W) of the latents, where no latents are given
+    target_tokens: Optional[torch.Tensor] = None    # the token id behind each row of target's text states (ConceptPair)
+    anchor_tokens: Optional[torch.Tensor] = None
 
     def latent_shape(self) -> tuple[int, ...]:
         return tuple(self.latents.shape[1:]) if self.latents is not None else tuple(self.shape)

@@ -13,14 +13,15 @@ W' = (W V^T T + s_p W P^T P + lam W)(T^T T + s_p P^T P + lam I)^-1. UCE's destin
 v_i = a_i; with `guidance` eta it lies past the anchor, away from the target: v_i = a_i + eta (a_i - t_i)
 (ESD's negative guidance, arXiv 2303.07345, applied to UCE's destinations; ours). An erasure onto the
 anchor leaves the concept as often as the model's own anchor images resemble it; eta > 0 goes further.
-Tokens are paired by position (UCE pairs them from the concept's last token on; the engine does not
-know the tokenizer), up to the shorter prompt. lam is `regularisation` times the mean eigenvalue of
+Tokens are paired by the token ids behind them where the node knows them (row_pairs: the concept's own
+tokens aligned from its last, as UCE does; shared tokens with their counterparts), by position otherwise. lam is `regularisation` times the mean eigenvalue of
 T^T T, so that it means the same for every text encoder's scale and preserving more prompts does not
 weaken the edit (UCE's own lam is absolute). A layer's bias is added after W on both sides (W' t + b = W v + b),
 so it stays. Every weight that reads the same rows takes the same operator E (W' = W (I + E)): one solve.
 An edit at a DiT's text embedder changes what every block sees of every token of a prompt that shares the
 target's rows, so the preserved prompts' rows matter more there than at one UNet layer's keys and values.
 """
+import difflib
 import functools
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -47,15 +48,39 @@ def token_rows(states: torch.Tensor) -> torch.Tensor:
     return states.detach().reshape(-1, states.shape[-1]).to("cpu", torch.float64)
 
 
-def paired_tokens(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T, A): the targets' token rows and their anchors' at the same positions, over every pair of row tensors
-    [tokens, width]."""
+def paired_tokens(pairs: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, A): the targets' token rows and the anchor row each is paired with (row_pairs), over every pair of
+    (target rows, anchor rows [tokens, width], target token ids or None, anchor token ids or None)."""
     targets, anchors = [], []
-    for t, a in pairs:
-        n = min(len(t), len(a))
-        targets.append(t[:n])
-        anchors.append(a[:n])
+    for t, a, *ids in pairs:
+        target_index, anchor_index = row_pairs(*(ids or (None, None)), len(t), len(a))
+        targets.append(t[target_index])
+        anchors.append(a[anchor_index])
     return torch.cat(targets), torch.cat(anchors)
+
+
+def row_pairs(target_ids: torch.Tensor | None, anchor_ids: torch.Tensor | None, target_rows: int,
+              anchor_rows: int) -> tuple[list[int], list[int]]:
+    """(target rows, their anchor rows). With the token ids behind the rows, they are aligned by token: the tokens
+    both prompts share (the sentence frame, the end token, padding) with their counterparts, the concept's own
+    tokens with the anchor's that stand in their place, aligned from the end (the last with the last, extra
+    leading target tokens with the anchor's first), and target tokens with no counterpart (an empty anchor) with
+    the anchor's row where they would be (its end token). "Van Gogh" against "a painting" so pairs "Gogh" with
+    "painting" and the end token with the end token, where pairing by position, up to the shorter prompt (without
+    the ids), would pair unrelated tokens once the two differ in length."""
+    if target_ids is None or anchor_ids is None:
+        rows = min(target_rows, anchor_rows)
+        return list(range(rows)), list(range(rows))
+    matcher = difflib.SequenceMatcher(None, target_ids.tolist(), anchor_ids.tolist(), autojunk=False)
+    pairs = []
+    for operation, t_start, t_end, a_start, a_end in matcher.get_opcodes():
+        if operation == "equal":
+            pairs += zip(range(t_start, t_end), range(a_start, a_end))
+        elif operation == "replace":
+            pairs += [(i, max(a_start, a_end - (t_end - i))) for i in range(t_start, t_end)]
+        elif operation == "delete":
+            pairs += [(i, min(a_start, anchor_rows - 1)) for i in range(t_start, t_end)]
+    return [t for t, _ in pairs], [a for _, a in pairs]
 
 
 class UCEOperator(NamedTuple):
@@ -111,10 +136,10 @@ def text_rows(denoiser: "Denoiser", cond: Any, through: tuple = ()) -> torch.Ten
 
 
 def edit_rows(denoiser: "Denoiser", pairs: list, preserved: list, guidance: float, through: tuple = ()) -> EditRows:
-    """The rows of the (target, anchor) conditionings in `pairs` and of the `preserved` conditionings, as the edited
-    weights read them (after the modules in `through`)."""
+    """The rows of the (target, anchor[, target token ids, anchor token ids]) conditionings in `pairs` and of the
+    `preserved` conditionings, as the edited weights read them (after the modules in `through`)."""
     rows = functools.partial(text_rows, denoiser, through=through)
-    targets, anchors = paired_tokens([(rows(t), rows(a)) for t, a in pairs])
+    targets, anchors = paired_tokens([(rows(t), rows(a), *ids) for t, a, *ids in pairs])
     kept = [rows(c) for c in preserved]
     return EditRows(targets, anchors + guidance * (anchors - targets),
                     torch.cat(kept) if kept else targets.new_zeros((0, targets.shape[1])))
@@ -177,7 +202,8 @@ class UCE(ClosedFormEdit):
                              f"{inputs.family.name} model has none: choose an iterative objective (anchor or esd)")
         # The anchors keep their own keys and values: what the concept becomes must not move with it.
         anchors = {c.anchor_text or id(c.anchor): c.anchor for c in inputs.concepts}
-        pairs, preserved = [(c.target, c.anchor) for c in inputs.concepts], [*inputs.preserve, *anchors.values()]
+        pairs = [(c.target, c.anchor, c.target_tokens, c.anchor_tokens) for c in inputs.concepts]
+        preserved = [*inputs.preserve, *anchors.values()]
         rows = edit_rows(inputs.denoiser, pairs, preserved, self.params["guidance"], inputs.family.text_input_through)
         operator = uce_operator(*rows, self.params["preserve_scale"], self.params["regularisation"])
         deltas, terms = uce_deltas(inputs.denoiser, keys, operator, rows)
