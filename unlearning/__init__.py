@@ -22,7 +22,7 @@ from .objectives import Loss, Objective, dual_ascent
 from .registry import OBJECTIVES, get_objective, register_objective
 from .parameters import PRESETS, select_parameters
 from .sampling import euler_sample
-from .schedule import DiscreteVPSchedule, NoiseSchedule
+from .schedule import DiscreteVPSchedule, FlowSchedule, NoiseSchedule
 from .sources import FORGET_IMAGES, RETAIN_IMAGES, ImageSource, Source, Trajectory
 from .toolbox import Comparison, Toolbox
 from .torch_module import ModuleDenoiser, preset_shapes
@@ -30,8 +30,8 @@ from .torch_module import ModuleDenoiser, preset_shapes
 __all__ = [
     "Bank", "ClosedFormEdit", "Comparison", "Concept", "ConceptPair", "ConceptSet", "Denoiser",
     "DiscreteVPSchedule", "Draw", "Edit", "EditInputs", "EditRun", "Erasure", "ErasureConfig", "ErasurePlan",
-    "ErasureRun", "FAMILIES", "FLUX_DEV", "FLUX_SCHNELL", "FORGET_IMAGES", "FamilyProfile", "FrozenPass",
-    "FusedParts", "ImageSource", "LoraDeltas", "LoraSettings", "Loss", "Method", "ModuleDenoiser", "Neighbourhood",
+    "ErasureRun", "FAMILIES", "FLUX_DEV", "FLUX_SCHNELL", "FORGET_IMAGES", "FamilyProfile", "FlowSchedule",
+    "FrozenPass", "FusedParts", "ImageSource", "LoraDeltas", "LoraSettings", "Loss", "Method", "ModuleDenoiser", "Neighbourhood",
     "NoiseSchedule", "NonFiniteLossError", "OBJECTIVES", "Objective", "PACK_VERSION", "PHRASING_TEMPLATES",
     "PRESETS", "PreservedPrompt", "RETAIN_IMAGES", "Role", "SD1", "SD2", "SD3", "SDXL", "Sampling", "Source",
     "Step", "StepRecord", "Toolbox", "Trajectory", "WeightDeltas", "dual_ascent", "erase",

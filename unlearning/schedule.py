@@ -86,3 +86,28 @@ class DiscreteVPSchedule(NoiseSchedule):
 
     def add_noise(self, x0, noise, sigma):
         return x0 + noise * sigma.view(-1, *([1] * (x0.ndim - 1))).to(x0)
+
+
+class FlowSchedule(NoiseSchedule):
+    """Rectified flow (Flux, SD3, Chroma, Qwen-Image, Wan): x_t = (1 - sigma) x_0 + sigma noise, sigma in [0, 1].
+
+    ComfyUI's CONST prediction: the model predicts the velocity v = noise - x_0, and x_0 = x_t - sigma v.
+    sigma = shift t / (1 + (shift - 1) t) at t = 1 - percent, ComfyUI's `time_snr_shift` (ModelSamplingDiscreteFlow's
+    `shift`; ModelSamplingFlux's `shift` mu is log(shift) here); shift 1 gives sigma = 1 - percent. A flow model
+    takes its timestep in sigma's own units: Flux's is sigma, SD3's sigma * 1000 (`timestep`'s multiplier).
+    """
+
+    def __init__(self, shift: float = 1.0, num_steps: int = 1000, multiplier: float = 1.0):
+        self.shift, self.num_steps, self.multiplier = shift, num_steps, multiplier
+
+    def sigma_at(self, percent: torch.Tensor) -> torch.Tensor:
+        t = (1 - torch.as_tensor(percent, dtype=torch.float64)).clamp(0, 1)
+        return self.shift * t / (1 + (self.shift - 1) * t)
+
+    def timestep(self, sigma: torch.Tensor | float) -> torch.Tensor:
+        """The timestep the model takes at sigma (ModelSamplingFlux.timestep: sigma itself)."""
+        return torch.as_tensor(sigma) * self.multiplier
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = sigma.view(-1, *([1] * (x0.ndim - 1))).to(x0)
+        return (1 - sigma) * x0 + sigma * noise
