@@ -68,6 +68,11 @@ class ComfyDenoiser:
         return cond["c_crossattn"]
 
     @staticmethod
+    def pooled_states(cond):
+        """ComfyUI passes a family's pooled text vector (SD3's, Flux's) as y."""
+        return cond.get("y")
+
+    @staticmethod
     def with_text_states(cond, states):
         return {**cond, "c_crossattn": states}
 

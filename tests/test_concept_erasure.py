@@ -158,9 +158,8 @@ def test_uce_guidance_moves_the_targets_past_the_anchor_away_from_the_concept():
     target, anchor = torch.randn(1, 3, 8, generator=g), torch.randn(1, 3, 8, generator=g)
     targets, anchors = (t.float() for t in paired_tokens([(token_rows(target), token_rows(anchor))]))
     denoiser = TextProjection(weight)
-    denoiser.text_states = lambda cond: cond
     for guidance in (0.0, 0.5):
-        rows = edit_rows(denoiser, [(target, anchor)], [], guidance)
+        rows = edit_rows([(target, anchor)], [], guidance, token_rows)
         delta = uce_deltas(denoiser, ["w"], uce_operator(*rows, 1.0, 1e-6), rows)[0]["w"]
         moved = targets @ (weight + delta).T
         destination = (anchors + guidance * (anchors - targets)) @ weight.T
@@ -242,3 +241,31 @@ def test_rows_pair_by_token_the_concepts_own_from_its_last_and_shared_ones_with_
     paired = dict(zip(*row_pairs(target, empty, 8, 8)))
     assert [paired[i] for i in (1, 2, 3, 4)] == [1, 1, 1, 1] and paired[5] == 1
     assert row_pairs(None, anchor, 8, 6) == (list(range(6)), list(range(6)))   # no ids: by position
+
+
+def test_uce_solves_the_weights_that_read_the_pooled_vector_apart_one_row_per_prompt():
+    """Flux's layout: txt_in reads the token states, vector_in.in_layer the pooled vector (its first columns); each
+    is solved over its own rows, and the pooled vector of each target goes where the weight puts its anchor's."""
+    from comfyui_unlearn.unlearning import FLUX_DEV, Concept, ModuleDenoiser, WeightDeltas
+    from comfyui_unlearn.unlearning.closed_form import EditInputs
+    from comfyui_unlearn.unlearning.closed_form.uce import UCE
+
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.txt_in, model.vector_in = torch.nn.Linear(8, 6), torch.nn.Module()
+    model.vector_in.in_layer = torch.nn.Linear(5, 6)
+    pooled = {}
+    concepts = []
+    for _ in range(2):
+        target, anchor = torch.randn(1, 3, 8), torch.randn(1, 3, 8)
+        pooled[id(target)], pooled[id(anchor)] = torch.randn(1, 7), torch.randn(1, 7)   # wider than vector_in reads
+        concepts.append(Concept(target, anchor, None))
+    denoiser = ModuleDenoiser(model, None, WeightDeltas({}), predict=None, pooled=lambda cond: pooled[id(cond)])
+    keys = ["txt_in.weight", "vector_in.in_layer.weight"]
+    edit = UCE(regularisation=1e-6, guidance=0.0).edit(EditInputs(denoiser, keys, FLUX_DEV, concepts, []))
+    assert sorted(edit.deltas) == keys and edit.terms["pooled_target_gap_left"] < 1e-3
+    weight = model.vector_in.in_layer.weight.detach()
+    for concept in concepts:
+        moved = pooled[id(concept.target)][:, :5] @ (weight + edit.deltas["vector_in.in_layer.weight"]).T
+        assert torch.allclose(moved, pooled[id(concept.anchor)][:, :5] @ weight.T, atol=1e-3)
+    assert 0 <= edit.terms["target_gap_left"] < 1      # 12 token rows in 8 dimensions: moved, not exactly

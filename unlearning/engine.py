@@ -46,6 +46,9 @@ class Denoiser(Protocol):
     def base_weight(self, key: str) -> torch.Tensor:
         """The model's weight under `key` as loaded, without the deltas (what a closed-form edit starts from)."""
 
+    def pooled_states(self, cond: Any) -> Optional[torch.Tensor]:
+        """The pooled text vector in cond [1, width] (ComfyUI's y), or None where the family takes none."""
+
     def submodule(self, path: str) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
         """The diffusion model's module at `path` (e.g. "txt_norm") as a function of a tensor, without the deltas;
         None where the model has none (what a closed-form edit runs the text states through first)."""

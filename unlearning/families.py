@@ -47,6 +47,9 @@ class FamilyProfile:
     # preset's weights read them, each applied where the model has it (Qwen-Image's txt_norm): a closed-form edit
     # solves over the rows those weights actually read.
     text_input_through: tuple = ()
+    # The `text_input` weights that read the pooled text vector (ComfyUI's `y`, its first columns as wide as the
+    # weight) rather than the token states: a closed form solves them apart, over one row per prompt.
+    pooled_input: str | None = None
     # Whether the family's blocks add to tensors in place that autograd saved for the backward pass (Flux's residual
     # `x += ...`): training then copies such a tensor before it changes (torch's allow_mutation_on_saved_tensors).
     mutates_saved_tensors: bool = False
@@ -99,17 +102,18 @@ SDXL = FamilyProfile("Stable Diffusion XL", ("SDXL", "SSD1B", "Segmind_Vega", "K
 # values: the k and v rows of context_block.attn.qkv. 16-channel latents, 1024 px, rectified flow; CFG against the
 # empty prompt. Its text width sits in the context embedder's config. The one linear layer that reads the text
 # encoder's joint states (CLIP-L and G zero-padded to 4096, then T5's tokens) is `context_embedder`: text_input.
-# The pooled vector's MLP (y_embedder) is left: it reads the pooled CLIP vectors, not the token states.
+# The pooled CLIP vectors enter through the first layer of another MLP, `y_embedder.mlp.0`: text_input too.
 MMDIT_PRESETS = {
     "cross_attention_kv": FusedParts(r"\.context_block\.attn\.qkv\.weight$", (1, 2)),
-    "text_input": r"(^|\.)context_embedder\.weight$",
+    "text_input": r"(^|\.)(context_embedder|y_embedder\.mlp\.0)\.weight$",
     "cross_attention": r"\.context_block\.attn\.",
     "attention": r"\.attn2?\.",
     "full": r"",
     "lora": r"\.(context|x)_block\.attn2?\.(qkv|proj)\.weight$",
 }
 SD3 = FamilyProfile("Stable Diffusion 3 / 3.5", ("SD3",), MMDIT_PRESETS, resolution=1024, sampling=Sampling(28, 4.5),
-                    text_width_key="context_embedder_config.params.in_features")
+                    text_width_key="context_embedder_config.params.in_features",
+                    pooled_input=r"(^|\.)y_embedder\.mlp\.0\.weight$")
 
 # Flux.1 (ComfyUI's flux names): double blocks with a text stream (txt_attn) and an image stream (img_attn), each with a
 # fused qkv, then single blocks where text and image tokens share one weight that fuses q, k, v and the MLP's input
@@ -118,17 +122,18 @@ SD3 = FamilyProfile("Stable Diffusion 3 / 3.5", ("SD3",), MMDIT_PRESETS, resolut
 # presets leave them; `full` and `lora` (like the usual Flux LoRAs, linear1 and linear2 whole) train them. Dev is
 # guidance-distilled: its images are sampled with cfg 1 (no negative) and the guidance embedding's default 3.5;
 # schnell in 4 steps. The one linear layer that reads T5's token states is `txt_in` (after `txt_norm` in the models
-# whose config has one): text_input. The pooled CLIP-L vector's `vector_in` is left, as SD3's y_embedder.
+# whose config has one), and the pooled CLIP-L vector through `vector_in.in_layer`: text_input.
 FLUX_PRESETS = {
     "cross_attention_kv": FusedParts(r"\.double_blocks\.\d+\.txt_attn\.qkv\.weight$", (1, 2)),
-    "text_input": r"(^|\.)txt_in\.weight$",
+    "text_input": r"(^|\.)(txt_in|vector_in\.in_layer)\.weight$",
     "cross_attention": r"\.txt_attn\.",
     "attention": r"\.double_blocks\.\d+\.(img|txt)_attn\.",
     "full": r"",
     "lora": r"(\.double_blocks\.\d+\.(img|txt)_attn\.(qkv|proj)|\.single_blocks\.\d+\.linear[12])\.weight$",
 }
 FLUX_DEV = FamilyProfile("Flux.1 dev", ("Flux",), FLUX_PRESETS, resolution=1024, sampling=Sampling(20, 1.0),
-                         text_width_key="context_in_dim", text_input_through=("txt_norm",), mutates_saved_tensors=True)
+                         text_width_key="context_in_dim", text_input_through=("txt_norm",),
+                         pooled_input=r"(^|\.)vector_in\.in_layer\.weight$", mutates_saved_tensors=True)
 FLUX_SCHNELL = replace(FLUX_DEV, name="Flux.1 schnell", model_configs=("FluxSchnell",), sampling=Sampling(4, 1.0))
 # Chroma: Flux.1 schnell's blocks under the same names, its modulation computed by one shared network
 # (distilled_guidance_layer, trained by `full` only), T5-XXL's text alone; not guidance-distilled: CFG against

@@ -44,11 +44,13 @@ class ModuleDenoiser:
     """
 
     def __init__(self, module: torch.nn.Module, schedule: NoiseSchedule, deltas: WeightDeltas,
-                 predict: Callable[[Callable[..., torch.Tensor], torch.Tensor, torch.Tensor, Any], torch.Tensor]):
+                 predict: Callable[[Callable[..., torch.Tensor], torch.Tensor, torch.Tensor, Any], torch.Tensor],
+                 pooled: Optional[Callable[[Any], torch.Tensor]] = None):
         self.module = module.requires_grad_(False)
         self.schedule = schedule
         self.deltas = deltas
         self.predict = predict
+        self.pooled = pooled        # cond -> the pooled text vector `predict` hands the module, where it takes one
         self.device = next(module.parameters()).device
 
     def predict_x0(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
@@ -67,6 +69,9 @@ class ModuleDenoiser:
 
     def submodule(self, path: str) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
         return module_at(self.module, path)
+
+    def pooled_states(self, cond: Any) -> Optional[torch.Tensor]:
+        return None if self.pooled is None else self.pooled(cond)
 
     @staticmethod
     def text_states(cond: Any) -> torch.Tensor:

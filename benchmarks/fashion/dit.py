@@ -145,4 +145,5 @@ def predictor(schedule: FlowSchedule):
 def denoiser(model: DiT, deltas: WeightDeltas = None) -> ModuleDenoiser:
     """The DiT as the engine's Denoiser (rectified flow, shift 1), with `deltas` on its weights."""
     schedule = FlowSchedule()
-    return ModuleDenoiser(model, schedule, deltas or WeightDeltas({}), predictor(schedule))
+    return ModuleDenoiser(model, schedule, deltas or WeightDeltas({}), predictor(schedule),
+                          pooled=lambda cond: pooled(*cond))

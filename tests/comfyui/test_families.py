@@ -110,7 +110,8 @@ def on_tiny_dit(workflow="erase_concept_flux.json", cfg=None):
 def check_erasure_and_lora(runner, checkpoint, family, workflow=SHIPPED, through=lambda graph, nodes: graph,
                            saved_modules=("attn2_to_k", "attn2_to_v"), objective=None):
     """Erase in `workflow` (shrunk) with `objective` (default: the workflow's), `through` a node between the loader
-    and the nodes taking the MODEL; the erasure's file changes the modules whose names end in `saved_modules`.
+    and the nodes taking the MODEL; the erasure's file changes exactly the modules whose names end in `saved_modules`,
+    each of them.
     Returns the erased branch's latent."""
     import folder_paths
 
@@ -128,8 +129,9 @@ def check_erasure_and_lora(runner, checkpoint, family, workflow=SHIPPED, through
         assert same(latent(loaded, "20"), expected)
     path = Path(folder_paths.get_folder_paths("loras")[0]) / name
     assert read_erasure_metadata(path)["base_model"]["family"] == family
-    keys = safe_open(str(path), "pt").keys()
-    assert keys and all(key.split(".")[0].endswith(saved_modules) for key in keys)
+    modules = {key.split(".")[0] for key in safe_open(str(path), "pt").keys()}
+    assert all(module.endswith(saved_modules) for module in modules)
+    assert all(any(module.endswith(saved) for module in modules) for saved in saved_modules)   # each one saved
     return erased
 
 
@@ -194,20 +196,21 @@ def qwen_image_graph(text_encoder_of_width):
 
 
 @pytest.mark.parametrize("family,model_file,writer,graph,text_input", [
-    ("SD3", "tiny_sd3.safetensors", None, lambda _: on_tiny_dit(cfg=4.5), "context_embedder"),
-    ("Flux", "tiny_flux.safetensors", None, lambda _: on_tiny_dit(), "txt_in"),
-    ("Chroma", "tiny_chroma.safetensors", "write_tiny_chroma", lambda _: on_tiny_dit(cfg=4.0), "txt_in"),
-    ("QwenImage", "tiny_qwen_image.safetensors", "write_tiny_qwen_image", qwen_image_graph, "txt_in"),
+    ("SD3", "tiny_sd3.safetensors", None, lambda _: on_tiny_dit(cfg=4.5), ("context_embedder", "y_embedder_mlp_0")),
+    ("Flux", "tiny_flux.safetensors", None, lambda _: on_tiny_dit(), ("txt_in", "vector_in_in_layer")),
+    ("Chroma", "tiny_chroma.safetensors", "write_tiny_chroma", lambda _: on_tiny_dit(cfg=4.0), ("txt_in",)),
+    ("QwenImage", "tiny_qwen_image.safetensors", "write_tiny_qwen_image", qwen_image_graph, ("txt_in",)),
     ("WAN21_T2V", "tiny_wan.safetensors", "write_tiny_wan", lambda _: on_tiny_dit("erase_concept_wan.json"),
-     "text_embedding_0"),
+     ("text_embedding_0",)),
 ], ids=lambda value: value if isinstance(value, str) and "." not in value and "_" not in value else None)
 def test_uce_edits_each_dits_text_input_and_saves_a_lora_the_stock_loader_reads(
         runner, tiny_dits, text_encoder_of_width, family, model_file, writer, graph, text_input):
     """The closed form on a DiT, with the workflow's parameters left at cross_attention_kv: it edits the family's
-    text_input weight alone (SD3's context_embedder, Flux's, Chroma's and Qwen-Image's txt_in, the latter over
-    txt_norm's rows, Wan's text_embedding.0), the untouched branch stays bit-identical, and the stock loader's
-    strength 1 and 0 give the erased and the original branch."""
+    text_input weights alone (SD3's context_embedder and pooled y_embedder.mlp.0, Flux's txt_in and pooled
+    vector_in.in_layer, Chroma's and Qwen-Image's txt_in, the latter over txt_norm's rows, Wan's text_embedding.0),
+    each saved, the untouched branch stays bit-identical, and the stock loader's strength 1 and 0 give the erased
+    and the original branch."""
     if writer:
         written_model(writer, "diffusion_models", model_file)
-    check_erasure_and_lora(runner, model_file, family, graph(text_encoder_of_width), saved_modules=(text_input,),
+    check_erasure_and_lora(runner, model_file, family, graph(text_encoder_of_width), saved_modules=text_input,
                            objective="uce")

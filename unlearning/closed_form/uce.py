@@ -6,7 +6,7 @@ For a projection W and token states c (rows of the prompts' text states), UCE so
 
     min_W' sum_i |W' t_i - W v_i|^2 + s_p sum_j |W' p_j - W p_j|^2 + lam |W' - W|^2
 
-(t_i a target's tokens, a_i its anchor's at the same position, p_j a preserved prompt's tokens, each as the
+(t_i a target's tokens, a_i the anchor's token paired with it, p_j a preserved prompt's tokens, each as the
 weights read it: after the family's `text_input_through` modules, such as Qwen-Image's RMSNorm; the edit
 preserves the anchors' own prompts too):
 W' = (W V^T T + s_p W P^T P + lam W)(T^T T + s_p P^T P + lam I)^-1. UCE's destination is the anchor,
@@ -14,21 +14,22 @@ v_i = a_i; with `guidance` eta it lies past the anchor, away from the target: v_
 (ESD's negative guidance, arXiv 2303.07345, applied to UCE's destinations; ours). An erasure onto the
 anchor leaves the concept as often as the model's own anchor images resemble it; eta > 0 goes further.
 Tokens are paired by the token ids behind them where the node knows them (row_pairs: the concept's own
-tokens aligned from its last, as UCE does; shared tokens with their counterparts), by position otherwise. lam is `regularisation` times the mean eigenvalue of
-T^T T, so that it means the same for every text encoder's scale and preserving more prompts does not
-weaken the edit (UCE's own lam is absolute). A layer's bias is added after W on both sides (W' t + b = W v + b),
-so it stays. Every weight that reads the same rows takes the same operator E (W' = W (I + E)): one solve.
+tokens aligned from its last, as UCE does; shared tokens with their counterparts), by position otherwise.
+lam is `regularisation` times the mean eigenvalue of T^T T, so that it means the same for every text encoder's
+scale and preserving more prompts does not weaken the edit (UCE's own lam is absolute). A layer's bias is
+added after W on both sides (W' t + b = W v + b), so it stays. Every weight that reads the same rows takes the same operator E (W' = W (I + E)): one solve.
 An edit at a DiT's text embedder changes what every block sees of every token of a prompt that shares the
 target's rows, so the preserved prompts' rows matter more there than at one UNet layer's keys and values.
 """
 import difflib
 import functools
-from typing import TYPE_CHECKING, Any, NamedTuple
+import re
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import torch
 
 from ...divergences import Parameter
-from ..parameters import select_parameters
+from ..parameters import select_parameters, weight_name
 from .base import ClosedFormEdit, Edit, EditInputs
 
 if TYPE_CHECKING:
@@ -135,10 +136,19 @@ def text_rows(denoiser: "Denoiser", cond: Any, through: tuple = ()) -> torch.Ten
     return token_rows(states)
 
 
-def edit_rows(denoiser: "Denoiser", pairs: list, preserved: list, guidance: float, through: tuple = ()) -> EditRows:
-    """The rows of the (target, anchor[, target token ids, anchor token ids]) conditionings in `pairs` and of the
-    `preserved` conditionings, as the edited weights read them (after the modules in `through`)."""
-    rows = functools.partial(text_rows, denoiser, through=through)
+def pooled_rows(denoiser: "Denoiser", cond: Any, width: int) -> torch.Tensor:
+    """The one row a weight of input `width` reads of a conditioning's pooled text vector: its first `width`
+    columns (Flux's vector_in reads the first vec_in_dim of ComfyUI's y)."""
+    pooled = denoiser.pooled_states(cond)
+    if pooled is None:
+        raise ValueError("UCE edits a weight that reads the pooled text vector, and the conditioning has none: "
+                         "encode the concepts with this model's own text encoder")
+    return token_rows(pooled[..., :width].reshape(1, 1, width))
+
+
+def edit_rows(pairs: list, preserved: list, guidance: float, rows: Callable[[Any], torch.Tensor]) -> EditRows:
+    """The rows, by `rows` (conditioning -> the rows an edited weight reads), of the (target, anchor[, target token
+    ids, anchor token ids]) conditionings in `pairs` and of the `preserved` conditionings."""
     targets, anchors = paired_tokens([(rows(t), rows(a), *ids) for t, a, *ids in pairs])
     kept = [rows(c) for c in preserved]
     return EditRows(targets, anchors + guidance * (anchors - targets),
@@ -147,9 +157,10 @@ def edit_rows(denoiser: "Denoiser", pairs: list, preserved: list, guidance: floa
 
 def uce_deltas(denoiser: "Denoiser", keys: list, operator: UCEOperator,
                rows: EditRows) -> tuple[dict, dict[str, float]]:
-    """({key: delta} of the UCE edit of each weight in `keys`, all by the one operator solved for their rows, computed
-    in float64 on each weight's device and returned in float32; the residuals): how far the edit left the targets from their destinations and how far
-    it moved the preserved rows, each as a share of the same quantity before the edit, summed over the weights."""
+    """({key: delta} of the UCE edit of each weight in `keys`, all by the one operator solved for their rows,
+    computed in float64 on each weight's device and returned in float32; the residuals): how far the edit left the
+    targets from their destinations and how far it moved the preserved rows, each as a share of the same quantity
+    before the edit, summed over the weights."""
     width, targets = operator.solved.shape
     # Few target rows against the width: each delta is two thin products, (W D^T) X^T; many: E is formed once.
     thin = 2 * targets < width
@@ -190,9 +201,9 @@ def _text_weight(denoiser: "Denoiser", key: str, width: int) -> torch.Tensor:
 class UCE(ClosedFormEdit):
     name, title = "uce", "UCE"
     description = "UCE: a closed-form edit of the weights that read the text, over all targets and preserved prompts."
-    formula = ("W' = (W V^T T + s_p W P^T P + lam W)(T^T T + s_p P^T P + lam I)^-1 for each weight W that reads the "
-               "text; T: the targets' token states, A: the anchors', V = A + eta (A - T); P: the preserved prompts' and "
-               "the anchors' own")
+    formula = ("W' = (W V^T T + s_p W P^T P + lam W)(T^T T + s_p P^T P + lam I)^-1 for each weight W that reads "
+               "the text; T: the targets' token states, A: the anchors', V = A + eta (A - T); P: the preserved "
+               "prompts' and the anchors' own")
     parameters = (PRESERVE_SCALE, REGULARISATION, UCE_GUIDANCE)
 
     def edit(self, inputs: EditInputs) -> Edit:
@@ -204,7 +215,25 @@ class UCE(ClosedFormEdit):
         anchors = {c.anchor_text or id(c.anchor): c.anchor for c in inputs.concepts}
         pairs = [(c.target, c.anchor, c.target_tokens, c.anchor_tokens) for c in inputs.concepts]
         preserved = [*inputs.preserve, *anchors.values()]
-        rows = edit_rows(inputs.denoiser, pairs, preserved, self.params["guidance"], inputs.family.text_input_through)
+        pooled = inputs.family.pooled_input
+        pooled_keys = [key for key in keys if pooled and re.search(pooled, weight_name(key))]
+        token_keys = [key for key in keys if key not in pooled_keys]
+        deltas, terms = {}, {}
+        # One solve per space the weights read: the token states (after the family's `through` modules), and where
+        # the family has one, the pooled vector, one row per prompt.
+        if token_keys:
+            rows = functools.partial(text_rows, inputs.denoiser, through=inputs.family.text_input_through)
+            deltas, terms = self.solved(inputs.denoiser, token_keys, edit_rows(pairs, preserved, self.params[
+                "guidance"], rows))
+        if pooled_keys:
+            width = inputs.denoiser.base_weight(pooled_keys[0]).shape[1]
+            rows = functools.partial(pooled_rows, inputs.denoiser, width=width)
+            pooled_deltas, pooled_terms = self.solved(inputs.denoiser, pooled_keys, edit_rows(
+                [pair[:2] for pair in pairs], preserved, self.params["guidance"], rows))
+            deltas.update(pooled_deltas)
+            terms.update({f"pooled_{name}": value for name, value in pooled_terms.items()})
+        return Edit(deltas, terms.get("target_gap_left", terms.get("pooled_target_gap_left")), terms)
+
+    def solved(self, denoiser: "Denoiser", keys: list, rows: EditRows) -> tuple[dict, dict[str, float]]:
         operator = uce_operator(*rows, self.params["preserve_scale"], self.params["regularisation"])
-        deltas, terms = uce_deltas(inputs.denoiser, keys, operator, rows)
-        return Edit(deltas, terms["target_gap_left"], terms)
+        return uce_deltas(denoiser, keys, operator, rows)
