@@ -10,12 +10,16 @@ and the temperature draw each divergence's erasure-vs-preservation curve.
 
     python benchmarks/fashion/run.py            # the whole table, about 11 minutes on 2 CPU cores (two runs side by side)
     python benchmarks/fashion/run.py --quick    # kl at the pack's defaults only, under a minute
+    python benchmarks/fashion/run.py --table held_out                 # judged on prompts the edit never saw
+    python benchmarks/fashion/run.py --table held_out --model dit     # the same on the DiT twin (dit.py)
 """
 import argparse
+import contextlib
 import json
+import re
 import time
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Callable, Optional
 from pathlib import Path
 
 import torch
@@ -26,12 +30,14 @@ from train import frechet_distance
 
 from comfyui_unlearn.divergences import DIVERGENCES, closed_forms  # noqa: E402
 from comfyui_unlearn.unlearning import (OBJECTIVES, Concept, ErasureConfig, Neighbourhood, WeightDeltas, erase,  # noqa: E402
-                                        expanded_pairs, pair_prompts, phrasings_of, preset_shapes, resolve)
+                                        expanded_pairs, pair_prompts, phrasings_of, preset_shapes, prompt_lines,
+                                        resolve)
 
 TARGET, ANCHOR = 7, 5          # sneaker -> sandal
 ANCHOR_IMAGES = 4              # the node's default number of sampled anchor images
 SWEEP_LR = (8e-4, 1.5e-3, 3e-3)
 PARAPHRASES = Path(__file__).resolve().parent / "paraphrases.txt"   # the concept table's probe prompts
+DESCRIPTIONS = Path(__file__).resolve().parent / "descriptions.txt"   # sneakers described without any of their names
 TRAJECTORY_OBJECTIVES = ("esd", "constrained_reverse_kl", "constrained_likelihood")   # the slow ones: start first
 
 
@@ -105,9 +111,13 @@ def probe_accuracy(denoiser, classifier, probes, count):
 
 def read_probes(path, encoder):
     """{prompt: conditioning} of a probe file: one prompt per line, each naming the target class."""
-    lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    lines = prompt_lines(Path(path).read_text())
     if not lines:
         raise SystemExit(f"--probe-file {path} has no prompts: write one prompt per line")
+    return encoded_probes(lines, encoder)
+
+
+def encoded_probes(lines, encoder):
     return {text: tuple(t[:1] for t in encoder([text])) for text in dict.fromkeys(lines)}
 
 
@@ -120,14 +130,55 @@ def peak_memory():
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
 
 
-def run_erasure(unet, concepts, preserve, configs):
-    """Erase with each configuration in turn, each starting from the last one's deltas; returns (a denoiser
-    with the learned deltas on, the records of all, seconds, bytes)."""
-    deltas = WeightDeltas(preset_shapes(unet, "cross_attention_kv"))   # the node's default preset
-    denoiser = task.denoiser(unet, deltas)
+@dataclass(frozen=True)
+class Model:
+    """A benchmark model: its weights, its adapter to the engine, its family (ComfyUI's config name) and what
+    training through it needs."""
+
+    load: Callable[[], torch.nn.Module]
+    denoiser: Callable[..., object]                     # (module, deltas=None) -> the engine's Denoiser
+    family: str
+    training: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+
+
+def unet_model():
+    return Model(lambda: task.load(task.build_unet(), task.BASE_MODEL), task.denoiser, "SD15")
+
+
+def dit_model():
+    """The DiT twin (ComfyUI's own Flux class; dit.py), trained through as the node trains a Flux model: in the pack's
+    training mode (differentiable rotary embeddings) and with Flux's in-place residual additions allowed."""
+    import dit
+
+    dit.import_flux()
+    from comfyui_unlearn.nodes.comfy_compat import training_mode
+
+    def training():
+        stack = contextlib.ExitStack()
+        stack.enter_context(training_mode())
+        stack.enter_context(torch.autograd.graph.allow_mutation_on_saved_tensors())
+        return stack
+
+    return Model(dit.load_dit, dit.denoiser, "Flux", training)
+
+
+MODELS = {"unet": unet_model, "dit": dit_model}
+
+
+def run_erasure(model, concepts, preserve, configs):
+    """Erase with each configuration in turn, each starting from the last one's deltas, on the weights their
+    plans' parameters presets select (a closed form: its family's text_input); returns (a denoiser with the learned
+    deltas on, the records of all, seconds, bytes)."""
+    plans = [resolve(config) for config in configs]
+    shapes = {}
+    for plan in plans:
+        shapes.update(preset_shapes(model.module, plan.config.parameters, plan.family))
+    deltas = WeightDeltas(shapes)
+    denoiser = model.spec.denoiser(model.module, deltas)
     reset_peak_memory()
     started = time.perf_counter()
-    records = [r for config in configs for r in erase(denoiser, deltas, concepts, resolve(config), preserve=preserve)]
+    with model.spec.training():
+        records = [r for plan in plans for r in erase(denoiser, deltas, concepts, plan, preserve=preserve)]
     return denoiser, records, time.perf_counter() - started, peak_memory()
 
 
@@ -147,6 +198,8 @@ def plan(quick, table="full"):
         return concept_plan()
     if table == "objectives":
         return objectives_plan()
+    if table == "held_out":
+        return held_out_plan()
     runs = [Run(name, "defaults", replace(default, divergence=name), in_grid=name in ("kl", "total_variation"))
             for name in closed_forms()]
     sweeps = [("kl", 1.0, 1, (2e-4, 8e-4, 1.5e-3, 3e-3)), ("kl", 1.0, 4, (8e-4, 3e-3))]
@@ -209,6 +262,38 @@ def concept_plan():
     return runs
 
 
+# The held-out table: the pair lists two of the target's four names, so that the others, the held-out sentence
+# frame and the descriptions are judged on prompts the edit never saw (held_out_groups checks it).
+HELD_OUT_PAIR = dict(targets=("a sneaker", "a trainer"), anchor="a sandal", preserve=("a boot",), phrasings=True)
+GROUPS = {}     # the held-out table's judged prompt groups beyond the standard ones (main sets it): group -> prompts
+
+
+def held_out_plan():
+    """The recommended setting and UCE as published, each on HELD_OUT_PAIR."""
+    return [Run("recommended", "held_out", RECOMMENDED, in_grid=True, **HELD_OUT_PAIR),
+            Run("uce guidance=0 (as published)", "held_out", replace(RECOMMENDED, objective_params={"guidance": 0.0}),
+                **HELD_OUT_PAIR)]
+
+
+def held_out_groups(pair):
+    """{group: prompts} judged beyond the standard groups for a pair as written: its listed names in the held-out
+    sentence frame, its unlisted names in a training frame, and the descriptions. Stops if one is in the pair's
+    edit set, or if an unlisted name's prompt or a description contains a listed word."""
+    names = task.CLASSES[TARGET]
+    listed = [name for name in names if f"a {name}" in pair["targets"]]
+    groups = {"held-out template": [task.HELD_OUT_TEMPLATE.format(name) for name in listed],
+              "unlisted synonyms": [task.prompt(TARGET, names.index(name)) for name in names if name not in listed],
+              "no listed word": prompt_lines(DESCRIPTIONS.read_text())}
+    edit_set = set(Bench.texts(Run("", "", targets=pair["targets"], anchor=pair["anchor"], preserve=pair["preserve"],
+                                   phrasings=pair["phrasings"])))
+    listed_word = re.compile(r"\b(" + "|".join(re.escape(name) for name in listed) + r")s?\b")
+    for group, texts in groups.items():
+        for text in texts:
+            if text in edit_set or (group != "held-out template" and listed_word.search(text)):
+                raise SystemExit(f"held-out prompt '{text}' ({group}) is in the edit set or names a listed word")
+    return groups
+
+
 REVERSE_KL_BUDGETS = (0.25, 0.5, 1.0, 2.0)
 FORWARD_KL_BUDGETS = (0.5, 2.0, 3.0)    # besides its default, 1
 TRACED = ("constrained_reverse_kl budget=1", "constrained_likelihood", "constrained_forward_kl")   # lambda plotted
@@ -235,13 +320,14 @@ class Bench:
     """What every run needs: the base model, the judge, the prompts, the concept, the original samples
     (sampled here, or handed over by the process that sampled them)."""
 
-    def __init__(self, sizes, threads, shift=0, images=None, original=None, probes=None):
+    def __init__(self, sizes, threads, shift=0, images=None, original=None, probes=None, model="unet"):
         torch.set_num_threads(threads)
         task.SEED_SHIFT = shift
         self.sizes, self.encoder, self.probes, self.shift = sizes, task.PromptEncoder(), probes or {}, shift
-        self.unet = task.load(task.build_unet(), task.BASE_MODEL)
+        self.model_name, self.spec = model, MODELS[model]()
+        self.module = self.spec.load()
         self.classifier = task.load(task.Classifier(), task.CLASSIFIER)
-        frozen = task.denoiser(self.unet)
+        frozen = self.spec.denoiser(self.module)
         self.images = images or {c: task.sample(frozen, self.cond(task.prompt(c)), ANCHOR_IMAGES,
                                                 task.stable_seed("images " + task.prompt(c))) for c in (TARGET, ANCHOR)}
         self.original = original or samples_of(frozen, self.encoder, sizes)
@@ -277,7 +363,7 @@ class Bench:
         """One run's result row and its grid row."""
         task.SEED_SHIFT = self.shift
         configs = [replace(run.start_with, seed=run.config.seed)] if run.start_with else []
-        denoiser, records, seconds, memory = run_erasure(self.unet, *self.concepts(run), configs + [run.config])
+        denoiser, records, seconds, memory = run_erasure(self, *self.concepts(run), configs + [run.config])
         samples = samples_of(denoiser, self.encoder, self.sizes)
         verdict = judge(self.classifier, samples, self.original)
         verdict["other_accuracy_drop"] = self.baseline["other_accuracy_mean"] - verdict["other_accuracy_mean"]
@@ -302,9 +388,9 @@ def trace(records):
 _worker_benches = None
 
 
-def _start_worker(sizes, sampled, probes):
+def _start_worker(sizes, sampled, probes, model):
     global _worker_benches
-    _worker_benches = {shift: Bench(sizes, 1, shift, images, original, probes)
+    _worker_benches = {shift: Bench(sizes, 1, shift, images, original, probes, model)
                        for shift, (images, original) in sampled.items()}
 
 
@@ -326,7 +412,7 @@ def run_all(runs, benches, workers):
     order = sorted(range(len(runs)), key=lambda i: runs[i].config.objective not in TRAJECTORY_OBJECTIVES)
     first = next(iter(benches.values()))
     sampled = {shift: (b.images, b.original) for shift, b in benches.items()}   # sampled once, not per worker
-    shared = (first.sizes, sampled, first.probes)
+    shared = (first.sizes, sampled, first.probes, first.model_name)
     with multiprocessing.get_context("spawn").Pool(workers, _start_worker, shared) as pool:
         done = [report(item) for item in pool.imap(_run_in_worker, [runs[i] for i in order])]
     return [done[order.index(i)] for i in range(len(runs))]
@@ -335,10 +421,11 @@ def run_all(runs, benches, workers):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="kl at the pack's defaults, fewer samples (< 1 minute)")
-    parser.add_argument("--table", choices=("full", "concept", "objectives"), default="full",
+    parser.add_argument("--table", choices=("full", "concept", "objectives", "held_out"), default="full",
                         help="full: every divergence, sweep and objective (default); concept: the mechanisms "
                              "that erase the concept rather than the phrase, and the recommended setting; "
-                             "objectives: the seed papers' objectives and constrained_reverse_kl's budget sweep")
+                             "objectives: the seed papers' objectives and constrained_reverse_kl's budget sweep; "
+                             "held_out: the recommended setting judged on prompts its edit never saw")
     parser.add_argument("--seeds", type=int, help="erasure seeds per row (default: 1 for full, 3 for the others)")
     parser.add_argument("--only", action="append", metavar="LABEL", help="run only this row (repeatable)")
     parser.add_argument("--update", action="store_true", help="with --only: put those rows' new runs into the "
@@ -352,6 +439,9 @@ def main():
                              "original model and the erased ones) by this, besides the shift by the seed that each "
                              "of a row's seeds brings (default 0)")
     parser.add_argument("--workers", type=int, default=2, help="runs side by side, one thread each (default 2)")
+    parser.add_argument("--model", choices=list(MODELS), default="unet",
+                        help="unet: the diffusers UNet (default); dit: the DiT twin, ComfyUI's Flux class (dit.py; "
+                             "needs ComfyUI: COMFYUI_PATH)")
     args = parser.parse_args()
     sizes = Sizes(16, 8, 16, 12) if args.quick else Sizes()
     runs = planned = plan(args.quick, args.table)
@@ -367,13 +457,19 @@ def main():
     # Seed k of a row erases with seed k and draws every sample (training images, the judge's samples of the original
     # and of the erased model) from seeds shifted by k: the spread holds the judge's sampling noise, and each erased
     # model is compared with the original on the same draws.
-    runs = [replace(run, config=replace(run.config, seed=seed), sample_shift=args.sample_seed + seed)
+    family = MODELS[args.model]().family if args.model != "unet" else ErasureConfig().family
+    runs = [replace(run, config=replace(run.config, seed=seed, family=family), sample_shift=args.sample_seed + seed,
+                    start_with=run.start_with and replace(run.start_with, family=family))
             for run in runs for seed in range(seeds)]
     encoder = task.PromptEncoder()
     cache_prompts(encoder, runs)
     probe_file = args.probe_file or (PARAPHRASES if args.table == "concept" else None)
     probes = probe_file and read_probes(probe_file, encoder)
-    benches = {shift: Bench(sizes, 2, shift, probes=probes) for shift in sorted({run.sample_shift for run in runs})}
+    if args.table == "held_out":
+        GROUPS.update(held_out_groups(HELD_OUT_PAIR))
+        probes = encoded_probes([text for texts in GROUPS.values() for text in texts], encoder)
+    benches = {shift: Bench(sizes, 2, shift, probes=probes, model=args.model)
+               for shift in sorted({run.sample_shift for run in runs})}
     grid = {"original model": grid_row(next(iter(benches.values())).original)}
     results = []
     for run, (result, picture) in zip(runs, run_all(runs, benches, 1 if args.quick else args.workers)):
@@ -381,7 +477,9 @@ def main():
         if (run.in_grid or args.quick) and run.label not in grid:
             grid[run.label] = picture
     name = "fashion_erasure_quick" if args.quick else {"full": "fashion_erasure", "concept": "fashion_concept",
-                                                        "objectives": "fashion_objectives"}[args.table]
+                                                        "objectives": "fashion_objectives",
+                                                        "held_out": "fashion_held_out"}[args.table]
+    name += "" if args.model == "unet" else f"_{args.model}"
     name += "_selected" if args.only and not args.update else ""
     name += f"_samples{args.sample_seed}" if args.sample_seed else ""
     RESULTS.mkdir(exist_ok=True)
@@ -391,7 +489,7 @@ def main():
         save_grid(grid, RESULTS / f"{name}.png")
     rows = [original_row([bench.baseline for bench in benches.values()])] + summarise(results)
     payload = {"sizes": vars(sizes), "seeds": seeds, "sample_seed": args.sample_seed, "probe_file": probe_file and Path(probe_file).name,
-               "rows": rows, "runs": results}
+               "groups": GROUPS, "rows": rows, "runs": results}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
     if args.table == "objectives" and (args.update or not args.only):
         caps = {run.label: OBJECTIVES[run.config.objective].lambda_max for run in planned if run.label in TRACED}
@@ -431,7 +529,13 @@ def original_row(baselines):
                               for c in baselines[0]["other_accuracy"]}}
     if "probes" in baselines[0]:
         row["probes"] = {p: mean([b["probes"][p] for b in baselines]) for p in baselines[0]["probes"]}
+        row["target_accuracy"].update(group_means(row["probes"]))
     return row
+
+
+def group_means(probes):
+    """{group: the mean target share over its prompts} of one run's probe shares."""
+    return {group: sum(probes[text] for text in texts) / len(texts) for group, texts in GROUPS.items()}
 
 
 def summarise(results):
@@ -456,6 +560,9 @@ def summarise(results):
         if "probes" in runs[0]:
             row["probes"] = {p: sum(r["probes"][p] for r in runs) / len(runs) for p in runs[0]["probes"]}
             row["spread"]["probes"] = stats([sum(r["probes"].values()) / len(r["probes"]) for r in runs])
+            for group in GROUPS:
+                row["spread"][group] = stats([group_means(r["probes"])[group] for r in runs])
+                row["target_accuracy"][group] = row["spread"][group]["mean"]
         summary.append(row)
     return summary
 
@@ -564,6 +671,9 @@ def save_traces(results, path, caps):
 
 
 def header(probes):
+    if GROUPS:
+        return ["run", "trained prompt", *GROUPS, "samples go to", "others mean (change)", "others: worst change",
+                "FD others", "steps", "s", "peak MiB"]
     return ["run", "target: canonical", "synonyms", "held-out template", *(["probes (mean)"] if probes else []),
             "samples go to", "others mean (change)", "others: worst change", "FD others", "steps", "s", "peak MiB"]
 
@@ -590,14 +700,18 @@ def cells(r):
     t = r["target_accuracy"]
     goes = ", ".join(f"{k} {v:.0%}" for k, v in sorted(r["goes_to"].items(), key=lambda kv: -kv[1])[:2])
     probes = []
-    if "probes" in r:
+    if GROUPS:   # a run as it comes has its prompts' shares only; a summarised row, its groups' too
+        shares = {**group_means(r["probes"]), **t}
+        probes = [percent(r, group, shares[group]) for group in GROUPS]
+    elif "probes" in r:
         probes = [percent(r, "probes", sum(r["probes"].values()) / len(r["probes"]))]
     others = f"{r['other_accuracy_mean']:.1%}" + (f" ({points(r, 'other_accuracy_drop')})" if "other_accuracy_drop" in r else "")
     worst = points(r, "other_accuracy_worst_drop") if "other_accuracy_worst_drop" in r else ""
     cost = [r.get("steps", ""), f"{r['seconds']:.1f}" if "seconds" in r else "",
             f"{r['peak_memory_bytes'] / 2**20:.0f}" if "peak_memory_bytes" in r else ""]
     fd = f"{r['frechet_distance_others']:.2f}" if "frechet_distance_others" in r else ""
-    return [r["label"], *(percent(r, g, t[g]) for g in SPREAD), *probes, goes, others, worst, fd, *cost]
+    target = [percent(r, "canonical", t["canonical"])] if GROUPS else [percent(r, g, t[g]) for g in SPREAD]
+    return [r["label"], *target, *probes, goes, others, worst, fd, *cost]
 
 
 if __name__ == "__main__":

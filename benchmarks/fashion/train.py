@@ -27,19 +27,19 @@ def all_prompts():
     return [t.format(n) for t in task.TRAIN_TEMPLATES + [task.HELD_OUT_TEMPLATE] for n in names] + [""]
 
 
-def train_unet(images, labels, encoder):
-    torch.manual_seed(0)
+def fit(model, batch_loss, images, labels, encoder, steps=STEPS):
+    """(the EMA of `model`, seconds) after `steps` steps of AdamW with warm-up and cosine decay, on batches of images
+    each with a prompt of its class (one of its names in one of the training templates, the empty prompt a tenth of
+    the time); batch_loss(model, x0, states, mask, generator) is one batch's loss (it draws the noise)."""
     generator = torch.Generator().manual_seed(0)
-    unet = task.build_unet()
-    ema = copy.deepcopy(unet).requires_grad_(False)
-    schedule = task.DiscreteVPSchedule()
+    ema = copy.deepcopy(model).requires_grad_(False)
     train_prompts = [[t.format(n) for n in names for t in task.TRAIN_TEMPLATES] for names in task.CLASSES]
     empty_states, empty_mask = encoder([""])
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=LEARNING_RATE, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.01)
     schedule_lr = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / STEPS)))
+        optimizer, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     started = time.time()
-    for step in range(STEPS):
+    for step in range(steps):
         pick = torch.randint(len(images), (BATCH,), generator=generator)
         x0 = images[pick]
         texts = [train_prompts[int(c)][int(i)] for c, i in
@@ -47,23 +47,34 @@ def train_unet(images, labels, encoder):
         states, mask = encoder(texts)
         drop = torch.rand(BATCH, generator=generator) < UNCONDITIONAL
         states[drop], mask[drop] = empty_states, empty_mask
+        loss = batch_loss(model, x0, states, mask, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule_lr.step()
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), model.parameters()):
+                e.lerp_(p, 1 - EMA)
+        if step % 250 == 0 or step == steps - 1:
+            print(f"step {step:5d}  loss {loss.item():.4f}  {time.time() - started:6.0f} s", flush=True)
+    return ema.eval(), time.time() - started
+
+
+def train_unet(images, labels, encoder):
+    """The UNet's EMA: epsilon prediction on SD's schedule."""
+    torch.manual_seed(0)
+    unet, schedule = task.build_unet(), task.DiscreteVPSchedule()
+
+    def epsilon_loss(unet, x0, states, mask, generator):
         sigma = schedule.sigma_at(torch.rand(BATCH, generator=generator, dtype=torch.float64)).float()
         noise = torch.randn(x0.shape, generator=generator)
         x_t = x0 + noise * sigma.view(-1, 1, 1, 1)
         eps = unet(x_t * (1 + sigma.square()).rsqrt().view(-1, 1, 1, 1), schedule.timestep(sigma).float(),
                    encoder_hidden_states=states, encoder_attention_mask=mask).sample
-        loss = F.mse_loss(eps, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        schedule_lr.step()
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), unet.parameters()):
-                e.lerp_(p, 1 - EMA)
-        if step % 250 == 0 or step == STEPS - 1:
-            print(f"step {step:5d}  loss {loss.item():.4f}  {time.time() - started:6.0f} s", flush=True)
-    return ema.eval()
+        return F.mse_loss(eps, noise)
+
+    return fit(unet, epsilon_loss, images, labels, encoder)[0]
 
 
 def train_classifier(images, labels, test_images, test_labels):
@@ -95,8 +106,9 @@ def frechet_distance(a, b):
     return ((mean_a - mean_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * trace_sqrt).item()
 
 
-def base_model_numbers(unet, classifier, encoder, test_images):
-    denoiser = task.denoiser(unet)
+def base_model_numbers(denoiser, classifier, encoder, test_images):
+    """Per-class accuracy of a model's canonical-prompt samples (the engine Denoiser `denoiser`, the same seeds and
+    sampler for every model), and the Frechet distance of their features to real test images."""
     per_class, samples = [], []
     for c in range(10):
         text = task.prompt(c)
@@ -123,7 +135,7 @@ def main():
     save_file({k: v.half().contiguous() for k, v in classifier.state_dict().items()}, str(task.CLASSIFIER))
     unet = task.load(task.build_unet(), task.BASE_MODEL)          # what the benchmark will load: float16 weights
     classifier = task.load(task.Classifier(), task.CLASSIFIER)
-    per_class, distance = base_model_numbers(unet, classifier, encoder, test_images)
+    per_class, distance = base_model_numbers(task.denoiser(unet), classifier, encoder, test_images)
     report = {"classifier_test_accuracy": accuracy,
               "sample_accuracy_per_class": dict(zip([n[0] for n in task.CLASSES], per_class)),
               "sample_accuracy_mean": sum(per_class) / 10, "frechet_distance_to_test_images": distance,
