@@ -12,6 +12,7 @@ v = noise - x_0 from timestep sigma, as ComfyUI runs a Flux model (ModelSampling
 
     python benchmarks/fashion/train_dit.py     # trains and writes dit_model.safetensors and dit_model.json
 """
+import contextlib
 import dataclasses
 import sys
 
@@ -120,6 +121,18 @@ def load_dit(path=DIT_MODEL) -> DiT:
         weights[renamed if key not in names and key.endswith("_norm.scale") and renamed in names else key] = value.float()
     model.load_state_dict(weights)
     return model.eval().requires_grad_(False)
+
+
+@contextlib.contextmanager
+def training():
+    """What training through ComfyUI's Flux needs, as the node trains a Flux model: the pack's training mode (a
+    differentiable rotary embedding on every release), and autograd's copy of a saved tensor before Flux's blocks
+    add to their residual streams in place."""
+    import_flux()
+    from comfyui_unlearn.nodes.comfy_compat import training_mode
+
+    with training_mode(), torch.autograd.graph.allow_mutation_on_saved_tensors():
+        yield
 
 
 def pooled(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -146,20 +146,10 @@ def unet_model():
 
 
 def dit_model():
-    """The DiT twin (ComfyUI's own Flux class; dit.py), trained through as the node trains a Flux model: in the pack's
-    training mode (differentiable rotary embeddings) and with Flux's in-place residual additions allowed."""
+    """The DiT twin (ComfyUI's own Flux class; dit.py), trained through as the node trains a Flux model."""
     import dit
 
-    dit.import_flux()
-    from comfyui_unlearn.nodes.comfy_compat import training_mode
-
-    def training():
-        stack = contextlib.ExitStack()
-        stack.enter_context(training_mode())
-        stack.enter_context(torch.autograd.graph.allow_mutation_on_saved_tensors())
-        return stack
-
-    return Model(dit.load_dit, dit.denoiser, "Flux", training)
+    return Model(dit.load_dit, dit.denoiser, "Flux", dit.training)
 
 
 MODELS = {"unet": unet_model, "dit": dit_model}
@@ -457,7 +447,7 @@ def main():
     # Seed k of a row erases with seed k and draws every sample (training images, the judge's samples of the original
     # and of the erased model) from seeds shifted by k: the spread holds the judge's sampling noise, and each erased
     # model is compared with the original on the same draws.
-    family = MODELS[args.model]().family if args.model != "unet" else ErasureConfig().family
+    family = MODELS[args.model]().family
     runs = [replace(run, config=replace(run.config, seed=seed, family=family), sample_shift=args.sample_seed + seed,
                     start_with=run.start_with and replace(run.start_with, family=family))
             for run in runs for seed in range(seeds)]

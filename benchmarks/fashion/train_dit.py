@@ -27,8 +27,6 @@ def train_dit(images, labels, encoder, steps=STEPS):
     """(the EMA of a DiT trained for `steps` steps, float32, eval; seconds)."""
     torch.manual_seed(0)
     model = dit.build_dit(seed=0).train().requires_grad_(True)
-    from comfyui_unlearn.nodes.comfy_compat import training_mode   # after build_dit has imported ComfyUI
-
     schedule = dit.FlowSchedule()
 
     def velocity_loss(model, x0, states, mask, generator):
@@ -37,9 +35,7 @@ def train_dit(images, labels, encoder, steps=STEPS):
         velocity = model(schedule.add_noise(x0, noise, sigma), schedule.timestep(sigma), states, dit.pooled(states, mask))
         return F.mse_loss(velocity, noise - x0)
 
-    # ComfyUI's training mode (a differentiable RoPE on every release); Flux's blocks add to their residual
-    # streams in place, after autograd saved them: copy such a tensor before it changes.
-    with training_mode(), torch.autograd.graph.allow_mutation_on_saved_tensors():
+    with dit.training():
         return fit(model, velocity_loss, images, labels, encoder, steps)
 
 
