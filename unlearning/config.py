@@ -69,8 +69,8 @@ def resolve(config: ErasureConfig) -> ErasurePlan:
     objective = get_objective(config.objective)(**config.objective_params)
     objective.check_deltas(lora is not None)
     objective.check_family(family)
-    if isinstance(objective, ClosedFormEdit):
-        config = dataclasses.replace(config, parameters=objective.edits)
+    if isinstance(objective, ClosedFormEdit):     # one solve, on the weights it edits: the node's progress bar ends
+        config = dataclasses.replace(config, parameters=objective.edits, steps=1)
     _check_neighbourhood(config.neighbourhood, objective)
     divergence = get_divergence(config.divergence).bind(config.temperature, config.reduction,
                                                        config.divergence_params, config.critic)
