@@ -10,6 +10,7 @@ from xml.etree import ElementTree
 import pytest
 
 from comfyui_unlearn.unlearning import PACK_VERSION
+from ui_workflow import TEMPLATE_TITLES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,11 +123,25 @@ def test_every_api_workflow_has_its_ui_twin_with_the_same_nodes():
     assert api_files
     for api_file in api_files:
         api = json.loads(api_file.read_text())
-        ui = json.loads((ROOT / "workflows" / api_file.name).read_text())
+        ui = json.loads((ROOT / "workflows" / f"{TEMPLATE_TITLES[api_file.stem]}.json").read_text())
         assert ui["version"] == 0.4 and {"nodes", "links"} <= set(ui)
         assert {n["id"]: n["type"] for n in ui["nodes"]} == {int(k): v["class_type"] for k, v in api.items()}
         links = sum(isinstance(v, list) for node in api.values() for v in node["inputs"].values())
         assert len(ui["links"]) == links
+
+
+def test_the_template_folder_holds_each_titled_workflow_and_its_thumbnail_only():
+    """ComfyUI's template browser lists every top-level JSON of workflows/ under its file name and asks for a JPEG
+    of the same name as its picture."""
+    titles = set(TEMPLATE_TITLES.values())
+    for title in titles:    # whole on a card of frontend 1.49, and a file name Windows can hold
+        assert len(title) <= 33 and not set(title) & set('<>:"/\\|?*'), title
+    assert {p.stem for p in (ROOT / "workflows").glob("*.json")} == titles
+    assert {p.stem for p in (ROOT / "workflows").glob("*.jpg")} == titles
+    assert {p.suffix for p in (ROOT / "workflows").iterdir() if p.is_file()} == {".json", ".jpg"}
+    for title in titles:
+        header = (ROOT / "workflows" / f"{title}.jpg").read_bytes()[:3]
+        assert header == b"\xff\xd8\xff", f"{title}.jpg is not a JPEG"
 
 
 def test_engine_and_divergences_import_nothing_from_comfyui_or_the_nodes():

@@ -11,6 +11,23 @@ import sys
 import tempfile
 from pathlib import Path
 
+# Each API workflow's template title. ComfyUI's template browser shows a pack's template under its file name (and
+# the same name, dashes and underscores as spaces, as its description), so the UI file is named by its title: at
+# most 33 characters, the most a card shows whole (frontend 1.49), the model family first, nothing that a file name
+# cannot hold on Windows.
+TEMPLATE_TITLES = {
+    "erase_concept": "SD1.5 - erase and compare",
+    "erase_and_save": "Fast erase (UCE), save a LoRA",
+    "load_erasure": "Load an erasure at any strength",
+    "erase_and_report": "Erase and report if it worked",
+    "strength_sweep": "Strength curve of an erasure",
+    "erase_concept_sdxl": "SDXL - erase and compare",
+    "erase_concept_sd35": "SD3.5 - erase and compare",
+    "erase_concept_flux": "Flux - erase and compare",
+    "erase_concept_qwen_image": "Qwen-Image - erase and compare",
+    "erase_concept_chroma": "Chroma - erase and compare",
+    "erase_concept_wan": "Wan 2.1 video - erase and compare",
+}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 COLUMN_WIDTH, ROW_HEIGHT = 420, 330
 # Heights in the frontend at 100% (1.27): title bar, one slot row, one widget, one multiline text box.
@@ -37,10 +54,13 @@ def _depths(api):
     return depth
 
 
-def api_to_ui(api: dict, node_classes: dict) -> dict:
-    """`node_classes`: class_type -> node class (ComfyUI's NODE_CLASS_MAPPINGS).
+def api_to_ui(api: dict, node_classes: dict, display_names: dict) -> dict:
+    """`node_classes`: class_type -> node class (ComfyUI's NODE_CLASS_MAPPINGS); `display_names`: class_type -> the
+    name a node shows (NODE_DISPLAY_NAME_MAPPINGS).
 
-    A node's `_meta.pos` places it; otherwise it goes in the column of its depth in the graph.
+    A node's `_meta.pos` places it; otherwise it goes in the column of its depth in the graph. A `_meta.title` other
+    than the node's own name is kept; the node's own name is left out, as the frontend saves it, so that the frontend
+    shows it in the user's language.
     """
     depth = _depths(api)
     rows = {}
@@ -75,11 +95,12 @@ def api_to_ui(api: dict, node_classes: dict) -> dict:
         names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
         slots = max(len([i for i in inputs if "widget" not in i]), len(cls.RETURN_TYPES))
         height = TITLE + SLOT * slots + WIDGET * (len(widgets) - boxes) + TEXT_BOX * boxes
+        title = node.get("_meta", {}).get("title")
         ui_nodes.append({
             "id": int(node_id), "type": node["class_type"],
             "pos": position, "size": [400 if boxes else 380, height],
             "flags": {}, "order": order, "mode": 0,
-            "title": node.get("_meta", {}).get("title", node["class_type"]),
+            **({"title": title} if title and title != display_names.get(node["class_type"]) else {}),
             "inputs": inputs,
             "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
                         for i, (n, t) in enumerate(zip(names, cls.RETURN_TYPES))],
@@ -108,9 +129,12 @@ def main():
 
     workflows = Path(__file__).resolve().parents[1] / "workflows"
     for api_file in sorted((workflows / "api").glob("*.json")):
-        ui = api_to_ui(json.loads(api_file.read_text()), nodes.NODE_CLASS_MAPPINGS)
-        (workflows / api_file.name).write_text(json.dumps(ui, indent=1) + "\n")
-        print("wrote", workflows / api_file.name)
+        if api_file.stem not in TEMPLATE_TITLES:
+            sys.exit(f"{api_file} has no template title: add it to TEMPLATE_TITLES")
+        ui = api_to_ui(json.loads(api_file.read_text()), nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
+        ui_file = workflows / f"{TEMPLATE_TITLES[api_file.stem]}.json"
+        ui_file.write_text(json.dumps(ui, indent=1) + "\n")
+        print("wrote", ui_file)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,20 @@ def lora_graph(checkpoint, lora_name, strength, seed=42, workflow=SHIPPED):
                           strength_model=strength)
 
 
+def saved_erasure_graph(workflow, lora_name, checkpoint=CHECKPOINT):
+    """A shipped workflow that samples through a saved erasure (no Unlearn Model in it), shrunk for the CPU: its
+    loader reads `lora_name`, 64 px, 3 sampling steps, both latents saved."""
+    graph = copy.deepcopy(workflow)
+    graph["1"]["inputs"]["ckpt_name"] = checkpoint
+    graph["30"]["inputs"]["lora_name"] = lora_name
+    graph["6"]["inputs"].update(width=64, height=64)
+    for sampler in ("7", "8"):
+        graph[sampler]["inputs"].update(steps=3)
+    graph["20"] = _save_latent(["7", 0], "test/original")
+    graph["21"] = _save_latent(["8", 0], "test/with_erasure")
+    return graph
+
+
 def sample_prompts(graph, model, prompts, first_id, prefix):
     """Add CLIPTextEncode -> KSampler (seed 42, 3 steps) -> SaveLatent per prompt on `model`; {prompt: save id}."""
     saves = {}

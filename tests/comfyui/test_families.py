@@ -90,19 +90,16 @@ def v_prediction(graph, nodes_taking_the_model):
     return graph
 
 
-def on_tiny_dit(workflow="erase_concept_flux.json", cfg=None):
+def on_tiny_dit(workflow="erase_concept_flux.json"):
     """The Flux (or another DiT's) example workflow with its text from CLIPLoader's SD3 type on CLIP-L alone
     (4096-wide token states, as T5-XXL and umT5-XXL give, and a 2048-wide pooled vector): those encoders' fixed
-    4.7 or 5.7 billion weights are beyond a CPU test.
-    With `cfg`, for a family that samples with CFG instead of distilled guidance, without the FluxGuidance node.
-    The tests compare latents, so the VAE and the image nodes go."""
+    4.7 or 5.7 billion weights are beyond a CPU test. The tests compare latents, so the VAE and the image nodes go; a checkpoint loader becomes the diffusion-model
+    loader that erase_graph points at the tiny model."""
     graph = json.loads((WORKFLOWS / workflow).read_text())
+    if graph["1"]["class_type"] == "CheckpointLoaderSimple":     # SD3.5's checkpoint: the tiny one is the DiT alone
+        graph["1"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "", "weight_dtype": "default"}}
     graph["15"] = {"class_type": "CLIPLoader",
                    "inputs": {"clip_name": "tiny_clip_l.safetensors", "type": "sd3", "device": "default"}}
-    if cfg is not None:
-        del graph["17"]
-        for sampler in ("7", "8"):
-            graph[sampler]["inputs"].update(positive=["4", 0], cfg=cfg)
     return {k: v for k, v in graph.items()
             if v["class_type"] not in ("VAELoader", "VAEDecode", "SaveImage", "SaveAnimatedWEBP")}
 
@@ -148,7 +145,7 @@ def test_the_sdxl_example_workflow_erases_and_saves_a_lora_the_stock_loader_read
 def test_sd3_erases_its_text_streams_keys_and_values_and_saves_a_lora_the_stock_loader_reads(runner, tiny_dits):
     """MMDiT: the k and v rows of each joint block's fused text-stream qkv train as slices, saved under the names
     ComfyUI's loader maps onto those rows (diffusers' add_k_proj / add_v_proj)."""
-    check_erasure_and_lora(runner, "tiny_sd3.safetensors", "SD3", on_tiny_dit(cfg=4.5),
+    check_erasure_and_lora(runner, "tiny_sd3.safetensors", "SD3", on_tiny_dit("erase_concept_sd35.json"),
                            saved_modules=("add_k_proj", "add_v_proj"))
 
 
@@ -162,7 +159,7 @@ def test_the_flux_example_workflow_erases_and_saves_a_lora_the_stock_loader_read
 def test_chroma_erases_its_text_streams_keys_and_values_and_saves_a_lora_the_stock_loader_reads(runner, tiny_dits):
     """Chroma (one double and one single block, about 1.2 GiB), sampled with CFG: Flux's slices and names."""
     written_model("write_tiny_chroma", "diffusion_models", "tiny_chroma.safetensors")
-    check_erasure_and_lora(runner, "tiny_chroma.safetensors", "Chroma", on_tiny_dit(cfg=4.0),
+    check_erasure_and_lora(runner, "tiny_chroma.safetensors", "Chroma", on_tiny_dit("erase_concept_chroma.json"),
                            saved_modules=("add_k_proj", "add_v_proj"))
 
 
@@ -171,8 +168,7 @@ def test_qwen_image_erases_its_text_streams_keys_and_values_and_saves_a_lora_the
     """Qwen-Image (one block, about 0.7 GiB; latents with a time axis of one), its text 3584 wide from a one-layer
     CLIP of that width: the text stream's own add_k_proj and add_v_proj train whole."""
     written_model("write_tiny_qwen_image", "diffusion_models", "tiny_qwen_image.safetensors")
-    graph = on_tiny_dit(cfg=2.5)
-    graph["15"] = {"class_type": text_encoder_of_width, "inputs": {"width": 3584}}
+    graph = qwen_image_graph(text_encoder_of_width)
     check_erasure_and_lora(runner, "tiny_qwen_image.safetensors", "QwenImage", graph,
                            saved_modules=("add_k_proj", "add_v_proj"))
 
@@ -190,15 +186,17 @@ def test_the_wan_example_workflow_erases_a_videos_cross_attention_and_saves_a_lo
 
 
 def qwen_image_graph(text_encoder_of_width):
-    graph = on_tiny_dit(cfg=2.5)
+    """The shipped Qwen-Image workflow, its text from a one-layer CLIP 3584 wide (Qwen2.5-VL 7B's width)."""
+    graph = on_tiny_dit("erase_concept_qwen_image.json")
     graph["15"] = {"class_type": text_encoder_of_width, "inputs": {"width": 3584}}
     return graph
 
 
 @pytest.mark.parametrize("family,model_file,writer,graph,text_input", [
-    ("SD3", "tiny_sd3.safetensors", None, lambda _: on_tiny_dit(cfg=4.5), ("context_embedder", "y_embedder_mlp_0")),
+    ("SD3", "tiny_sd3.safetensors", None, lambda _: on_tiny_dit("erase_concept_sd35.json"), ("context_embedder", "y_embedder_mlp_0")),
     ("Flux", "tiny_flux.safetensors", None, lambda _: on_tiny_dit(), ("txt_in", "vector_in_in_layer")),
-    ("Chroma", "tiny_chroma.safetensors", "write_tiny_chroma", lambda _: on_tiny_dit(cfg=4.0), ("txt_in",)),
+    ("Chroma", "tiny_chroma.safetensors", "write_tiny_chroma", lambda _: on_tiny_dit("erase_concept_chroma.json"),
+     ("txt_in",)),
     ("QwenImage", "tiny_qwen_image.safetensors", "write_tiny_qwen_image", qwen_image_graph, ("txt_in",)),
     ("WAN21_T2V", "tiny_wan.safetensors", "write_tiny_wan", lambda _: on_tiny_dit("erase_concept_wan.json"),
      ("text_embedding_0",)),

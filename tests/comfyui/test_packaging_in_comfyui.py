@@ -5,7 +5,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from ui_workflow import api_to_ui
+from ui_workflow import TEMPLATE_TITLES, api_to_ui
 
 pytestmark = pytest.mark.comfyui
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,13 +34,14 @@ def test_ui_workflows_are_what_the_api_twins_generate(runner):
     import nodes
 
     for api_file in sorted((ROOT / "workflows" / "api").glob("*.json")):
-        expected = api_to_ui(json.loads(api_file.read_text()), nodes.NODE_CLASS_MAPPINGS)
-        shipped = json.loads((ROOT / "workflows" / api_file.name).read_text())
+        expected = api_to_ui(json.loads(api_file.read_text()), nodes.NODE_CLASS_MAPPINGS,
+                             nodes.NODE_DISPLAY_NAME_MAPPINGS)
+        shipped = json.loads((ROOT / "workflows" / f"{TEMPLATE_TITLES[api_file.stem]}.json").read_text())
         assert without_unlinked_outputs(shipped) == without_unlinked_outputs(expected), \
             "run python tools/ui_workflow.py to regenerate the UI workflows"
 
 
-def test_comfyui_lists_the_example_workflow_as_a_template(runner):
+def test_comfyui_lists_each_workflow_as_a_template_under_its_title(runner):
     from aiohttp import web
 
     from app.custom_node_manager import CustomNodeManager
@@ -49,8 +50,7 @@ def test_comfyui_lists_the_example_workflow_as_a_template(runner):
     CustomNodeManager().add_routes(routes, web.Application(), [])
     handler = next(r.handler for r in routes if getattr(r, "path", "") == "/workflow_templates")
     listing = json.loads(asyncio.run(handler(None)).text)
-    assert sorted(listing["comfyui_unlearn"]) == ["erase_and_report", "erase_concept", "erase_concept_flux",
-                                                  "erase_concept_sdxl", "erase_concept_wan", "strength_sweep"]
+    assert sorted(listing["comfyui_unlearn"]) == sorted(TEMPLATE_TITLES.values())
 
 
 def test_node_definitions_have_a_tooltip_on_every_input(runner):
