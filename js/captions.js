@@ -13,11 +13,11 @@ app.registerExtension({
   nodeCreated(node) {
     if (!node.comfyClass?.startsWith("Unlearn")) return;
     for (const widget of node.widgets ?? []) {
-      const box = widget.inputEl;
+      const box = widget.element ?? widget.inputEl;     // 1.49 renamed it (inputEl warns there)
       if (!(box instanceof HTMLTextAreaElement)) continue;
       Object.assign(box.style, {
         paddingTop: "16px",
-        backgroundImage: captionImage(widget.name),
+        backgroundImage: captionImage(widget.label ?? widget.name),   // the label is the translated name
         backgroundRepeat: "no-repeat",
         backgroundPosition: "6px 3px",
       });

@@ -75,7 +75,7 @@ PAGES = {
               "several concepts at once. An empty target, or a number of anchor lines that is neither one nor the "
               "number of targets, stops with an error naming the input.",
         "zh": "每次擦除都从这里开始：把 `concepts` 连到“擦除模型”，并连到“报告”或“强度曲线”以检查结果。"
-              "\n\n**何时使用：**总是需要。把目标及你知道的每个同义词逐行写出；相近的锚点（\"Van Gogh\" -> "
+              "\n\n**何时使用**：总是需要。把目标及你知道的每个同义词逐行写出；相近的锚点（\"Van Gogh\" -> "
               "\"a painting\"，\"Snoopy\" -> \"a dog\"）比空锚点擦除得更温和。打开 "
               "`phrasings` 可在多种句式中擦除每个目标，并在 `preserve` 中列出相邻概念。"
               "把另一个概念对节点串联到 `concepts` 可一次擦除多个概念。目标为空，"
@@ -95,7 +95,7 @@ PAGES = {
         "zh": "训练一个擦除：修改模型权重的副本，使其不再生成 `concepts` 中的概念。"
               "输出的擦除后模型是输入模型加上作为补丁的学习到的变化，可直接接 KSampler，擦除本身可交给“保存擦除”。"
               "取消会在两步之间停止训练；再次把同一个图加入队列会从已到达的步数继续。\n\n"
-              "**何时使用：**每次擦除的主节点。先用默认设置（anchor 目标函数、`kl`、`cross_attention_kv` 预设）；"
+              "**何时使用**：每次擦除的主节点。先用默认设置（anchor 目标函数、`kl`、`cross_attention_kv` 预设）；"
               "概念仍在就调高 `steps` 或 `learning_rate`，相邻概念发生偏移就调低。其他设置（目标函数、训练图像、"
               "散度设置、LoRA、显存）来自串联到 `options` 的选项节点。",
         "papers": ("ablating", "fdmu"),
@@ -108,7 +108,7 @@ PAGES = {
               "erased MODEL of the graph.",
         "zh": "文件是 ComfyUI 自带的 Load LoRA 能读取的 LoRA；"
               "“加载擦除”加载它时还会检查它是否适合该模型。文件头记录了擦除的生成方式（目标函数、散度、设置、概念、"
-              "适用的基础模型），连接时还包括“报告”的报告。\n\n**何时使用：**要保留或分享擦除时。`float16` "
+              "适用的基础模型），连接时还包括“报告”的报告。\n\n**何时使用**：要保留或分享擦除时。`float16` "
               "让文件减半；`float32` 加载后与图中擦除后的 MODEL 逐位相同。",
         "papers": (),
     },
@@ -120,7 +120,7 @@ PAGES = {
               "or to continue training it (`erasure` into Unlearn Start From Erasure).",
         "zh": "强度与 Load LoRA 的强度同一尺度。除为其他基础模型生成的文件外，为其他模型系列生成的文件、"
               "没有擦除文件头的普通 LoRA、以及无法读取的 .safetensors 文件也会被拒绝，并说明原因。"
-              "\n\n**何时使用：**在确认适配的前提下使用已保存的擦除；用“报告”或“强度曲线”评估它；或继续训练它（把 "
+              "\n\n**何时使用**：在确认适配的前提下使用已保存的擦除；用“报告”或“强度曲线”评估它；或继续训练它（把 "
               "`erasure` 连到“从擦除继续”）。",
         "papers": (),
     },
@@ -134,8 +134,8 @@ PAGES = {
               "neighbours you care about. Wire `report` into Unlearn Save Erasure to keep it in the file.",
         "zh": "概念分数无需分类器：在从原模型采样并按固定噪声水平加噪的目标图像上，"
               "它把模型对某个提示词的预测放在原模型对目标的预测（+1）与对锚点的预测（-1）之间。每个提示词都会得到结论："
-              "已擦除、部分擦除、保留、未改变或已改变。只需前向计算，因此适用于所有模型系列。\n\n**何时使用："
-              "**每次擦除之后。`probe_prompts` 留空时检查新句式中的目标、锚点和保留提示词；"
+              "已擦除、部分擦除、保留、未改变或已改变。只需前向计算，因此适用于所有模型系列。\n\n**何时使用**："
+              "每次擦除之后。`probe_prompts` 留空时检查新句式中的目标、锚点和保留提示词；"
               "也可以列出概念的其他说法和你在意的相邻概念。把 `report` 连到“保存擦除”可将其保存在文件中。",
         "papers": (),
     },
@@ -145,7 +145,7 @@ PAGES = {
               "scores.\n\n**When to use:** to pick the strength to load an erasure at: the lowest one that removes "
               "the target while the neighbours stay where they were.",
         "zh": "0 为原模型，1 为训练所得的擦除。曲线中目标为红色，锚点为绿色，保留提示词为蓝色，你的探测提示词为橙色；"
-              "表格给出相同的分数。\n\n**何时使用：**选择加载擦除时的强度："
+              "表格给出相同的分数。\n\n**何时使用**：选择加载擦除时的强度："
               "在相邻概念保持不变的前提下能去除目标的最低强度。",
         "papers": (),
     },
@@ -157,7 +157,7 @@ PAGES = {
               "like `kl`; lower the temperature to make them differ. Keep `kl` on Unlearn Model otherwise.",
         "zh": "设置所选散度如何度量两个预测之间的差距：缩放逐样本差距 m 的温度、如何由 latent 得到 m（`reduction`），"
               "以及有阶数的散度的阶数。\n\n"
-              "**何时使用：**仅在研究散度时。默认温度下每种闭式散度的训练都与 `kl` 相同；降低温度才会让它们不同。"
+              "**何时使用**：仅在研究散度时。默认温度下每种闭式散度的训练都与 `kl` 相同；降低温度才会让它们不同。"
               "否则请在“擦除模型”上保持 `kl`。",
         "papers": ("fdmu",),
     },
@@ -168,7 +168,7 @@ PAGES = {
               "critic's learning rate, warm-up, width, or whether it sees each sample's noise level. The defaults "
               "follow f-DMU.",
         "zh": "判别器是一个与模型一同训练的小网络，它最大化自己对散度的估计，而模型最小化这一估计（散度的 f-GAN 形式）"
-              "。闭式散度没有判别器。\n\n**何时使用：**在“擦除模型”上选择 `variational_*` 散度时，"
+              "。闭式散度没有判别器。\n\n**何时使用**：在“擦除模型”上选择 `variational_*` 散度时，"
               "用于更改判别器的学习率、预热、宽度，或是否让它看到每个样本的噪声水平。默认值沿用 f-DMU。",
         "papers": ("fdmu",),
     },
@@ -182,7 +182,7 @@ PAGES = {
               "images are sampled.",
         "zh": "未连接图像时，节点从输入模型本身为每个提示词采样 `images_per_prompt` 张图像（euler，"
               "normal 调度器），除非在此设置，否则使用模型系列的尺寸、步数和 CFG，并缓存它们：改用其他步数、"
-              "学习率或散度重新运行时不会再次采样。\n\n**何时使用：**用你自己的图像训练（`latents`，或 "
+              "学习率或散度重新运行时不会再次采样。\n\n**何时使用**：用你自己的图像训练（`latents`，或 "
               "`images` 加 `vae`）：对遗忘图像的目标函数是要遗忘的图像，对 anchor "
               "目标函数是概念要变成的样子的图像；调整保留提示词的权重（`preserve_weight`）；"
               "或更改批大小及训练图像的采样方式。",
@@ -197,14 +197,14 @@ PAGES = {
               "raising `radius`.",
         "zh": "每个点是目标的文本编码加上一个偏移：在半径为 `radius` 乘以每个 token 范数的球内随机取得，"
               "再经 `adversarial_steps` 步梯度上升移向擦除最薄弱处。"
-              "每个训练步多一次被训练模型和两次冻结模型的计算，每个对抗步再多一次前向和反向计算。\n\n**何时使用："
-              "**作为实验：真正能擦除同义词的是把它们列为目标。调大 `radius` 时请用“报告”检查相邻概念。",
+              "每个训练步多一次被训练模型和两次冻结模型的计算，每个对抗步再多一次前向和反向计算。\n\n**何时使用**："
+              "作为实验：真正能擦除同义词的是把它们列为目标。调大 `radius` 时请用“报告”检查相邻概念。",
         "papers": ("realera", "race", "advunlearn"),
     },
     "UnlearnLoraOptions": {
         "en": "**When to use:** with Unlearn Model's `lora` preset, for a smaller or a more expressive erasure "
               "file.",
-        "zh": "**何时使用：**在“擦除模型”上使用 `lora` 预设时，用于得到更小或表达能力更强的擦除文件。",
+        "zh": "**何时使用**：在“擦除模型”上使用 `lora` 预设时，用于得到更小或表达能力更强的擦除文件。",
         "papers": (),
     },
     "UnlearnMemoryOptions": {
@@ -213,7 +213,7 @@ PAGES = {
               "**When to use:** on large models or small GPUs. `auto` turns it on only after training runs out of "
               "memory without it; `on` forces it from the start.",
         "zh": "训练时以时间换显存：梯度检查点在反向传播时重新计算激活值，而不是保存它们。\n\n"
-              "**何时使用：**大模型或显存较小的 GPU。`auto` 仅在不用它导致显存不足后才启用；`on` 从一开始就启用。",
+              "**何时使用**：大模型或显存较小的 GPU。`auto` 仅在不用它导致显存不足后才启用；`on` 从一开始就启用。",
         "papers": (),
     },
     "UnlearnStartFrom": {
@@ -221,8 +221,8 @@ PAGES = {
               "objective come from Unlearn Model as usual.\n\n**When to use:** to add steps to a saved erasure (from "
               "Unlearn Load Erasure) or to another Unlearn Model's, for example an iterative objective started "
               "from a UCE edit.",
-        "zh": "训练从该擦除的权重变化开始，而不是从零开始；步数、学习率和目标函数照常来自“擦除模型”。\n\n**何时使用："
-              "**为已保存的擦除（来自“加载擦除”）或另一个“擦除模型”的擦除增加步数，例如从 UCE "
+        "zh": "训练从该擦除的权重变化开始，而不是从零开始；步数、学习率和目标函数照常来自“擦除模型”。\n\n**何时使用**："
+              "为已保存的擦除（来自“加载擦除”）或另一个“擦除模型”的擦除增加步数，例如从 UCE "
               "编辑出发再用迭代目标函数训练。",
         "papers": (),
     },
@@ -234,7 +234,7 @@ PAGES = {
               "\"a dog\"); gentle on everything else. Without an objective node Unlearn Model uses it anyway.",
         "zh": "选择 anchor 目标函数（“擦除模型”的默认值）：在同一带噪 latent 上，把模型对概念的预测拉向冻结模型对锚点的"
               "预测，用所选散度比较。它没有自己的参数。\n\n"
-              "**何时使用：**把概念映射到一个相近的概念（\"Van Gogh\" -> \"a painting\"，\"Snoopy\" -> \"a dog\"）；"
+              "**何时使用**：把概念映射到一个相近的概念（\"Van Gogh\" -> \"a painting\"，\"Snoopy\" -> \"a dog\"）；"
               "对其他内容影响较小。没有目标函数节点时，“擦除模型”也使用它。",
         "papers": ("ablating", "fdmu"),
     },
@@ -244,7 +244,7 @@ PAGES = {
               "**When to use:** when there is no good anchor (\"nudity\", \"violence\"). `guidance` sets how far past "
               "the unconditional prediction the concept goes.",
         "zh": "选择 ESD：在取自冻结模型自身采样轨迹的带噪 latent 上，把概念的预测推离自身，越过无条件预测。无需锚点。\n\n"
-              "**何时使用：**没有合适的锚点时（\"nudity\"、\"violence\"）。`guidance` 决定概念被推过无条件预测多远。",
+              "**何时使用**：没有合适的锚点时（\"nudity\"、\"violence\"）。`guidance` 决定概念被推过无条件预测多远。",
         "papers": ("esd",),
     },
     "UnlearnObjectiveConstrainedReverseKL": {
@@ -255,7 +255,7 @@ PAGES = {
               "(1: the concept's prompt is denoised as the empty prompt is; 0: nothing changes).",
         "zh": "选择约束反向 KL：在自身采样轨迹上训练，模型尽量贴近原模型对该概念的预测，同时满足离它 `budget` 个引导步的"
               "约束；对 lambda 的对偶上升保证约束成立。无需锚点。\n\n"
-              "**何时使用：**以明确的距离擦除概念：预算越小，擦除越少，损伤也越小（1：概念的提示词被去噪得如同空提示词；"
+              "**何时使用**：以明确的距离擦除概念：预算越小，擦除越少，损伤也越小（1：概念的提示词被去噪得如同空提示词；"
               "0：不改变）。",
         "papers": ("constrained",),
     },
@@ -267,7 +267,7 @@ PAGES = {
               "**When to use:** to forget a given set of images rather than a phrase.",
         "zh": "选择约束正向 KL（数据遗忘）：要遗忘的图像（连到“训练数据”，或为目标采样）在概念提示词下变得更难去噪，直到其"
               "误差达到原模型的 (1 + `budget`) 倍，此时运行停止；锚点和空提示词在保留图像上的预测保持为原模型的预测。\n\n"
-              "**何时使用：**要遗忘一组给定的图像，而不是一个短语时。",
+              "**何时使用**：要遗忘一组给定的图像，而不是一个短语时。",
         "papers": ("constrained",),
     },
     "UnlearnObjectiveConstrainedLikelihood": {
@@ -277,7 +277,7 @@ PAGES = {
               "**When to use:** to bound how much of the concept the model's own samples carry.",
         "zh": "选择约束似然：模型在该概念上保持贴近原模型，同时其自身样本所含的概念证据（由原模型判断）按比例 `budget` "
               "下降；对 lambda 的对偶上升保证这个上界。\n\n"
-              "**何时使用：**要限定模型自身样本所含的概念多少时。",
+              "**何时使用**：要限定模型自身样本所含的概念多少时。",
         "papers": ("constrained",),
     },
     "UnlearnObjectiveVDU": {
@@ -288,7 +288,7 @@ PAGES = {
               "**When to use:** to forget from a few images (wire them into Unlearn Training Data).",
         "zh": "选择 VDU：提高少量要遗忘图像的去噪误差，同时由权重变化上的先验（锚点图像去噪损失的对角 Fisher）使权重保持在"
               "原始权重附近；当要遗忘图像上的误差达到原模型的 `stop_ratio` 倍时停止。仅限完整权重变化（不能用 `lora` 预设）。\n\n"
-              "**何时使用：**要从少量图像中遗忘时（把它们连到“训练数据”）。",
+              "**何时使用**：要从少量图像中遗忘时（把它们连到“训练数据”）。",
         "papers": ("vdu",),
     },
     "UnlearnObjectiveUCE": {
@@ -303,7 +303,7 @@ PAGES = {
         "zh": "选择 UCE：用闭式编辑代替训练：对读取文本编码器状态的权重一次求解，覆盖每个目标的各种说法和每个保留提示词，"
               "使概念的 token 得到越过锚点（`guidance`）的键和值，而保留提示词和锚点自身的键和值保持不变。不采样图像，"
               "也不运行训练步。仅限完整权重变化（不能用 `lora` 预设）。\n\n"
-              "**何时使用：**最快的擦除方式，也是擦除一个概念及其同义词的推荐方式：在“概念对”中把同义词列为目标、打开 "
+              "**何时使用**：最快的擦除方式，也是擦除一个概念及其同义词的推荐方式：在“概念对”中把同义词列为目标、打开 "
               "`phrasings`，并在 `preserve` 中列出相邻概念。如有需要，可通过“从擦除继续”再用迭代目标函数训练。",
         "papers": ("uce", "esd"),
     },

@@ -1,10 +1,13 @@
-"""Screenshot each UI-format workflow in workflows/ as ComfyUI's own browser frontend opens it.
+"""Screenshot three of the templates in workflows/ as ComfyUI's own browser frontend draws them.
 
-    python tools/workflow_screenshot.py
+    COMFYUI_PATH=/path/to/ComfyUI python tools/workflow_screenshot.py
 
-workflows/NAME.json -> workflows/NAME_graph.jpg. Starts a CPU-only ComfyUI server (checkout from
-$COMFYUI_PATH or ~/ComfyUI) on 127.0.0.1 with this pack installed, so that its js/ loads too, and
-draws the graph in headless Chromium. Needs Debian's chromium and chromedriver, and selenium:
+workflows/NAME.json -> docs/workflow_*.jpg (PICTURES below). Starts a CPU-only ComfyUI server
+(checkout from $COMFYUI_PATH or ~/ComfyUI) on 127.0.0.1 with this pack installed, so that its js/
+loads too, and draws the graph in headless Chromium (frontend(), shared with frontend_check.py).
+The pictures in docs/ come from the 0.3.64 release (frontend 1.27.10): newer frontends draw menus,
+error toasts and red missing-model outlines over the canvas. Needs Debian's chromium and
+chromedriver, and selenium:
 
     apt-get update && apt-get install -y chromium chromium-driver && python -m pip install selenium
 """
@@ -16,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image
@@ -24,6 +28,7 @@ from selenium.webdriver.chrome.service import Service
 
 from comfy_harness import default_comfyui_path
 from pack_import import PACK_NAME, PACK_ROOT
+from ui_workflow import TEMPLATE_TITLES
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SETTINGS = {                                     # what a fresh user profile would otherwise show
@@ -33,7 +38,22 @@ SETTINGS = {                                     # what a fresh user profile wou
     "Comfy.Graph.CanvasMenu": False,
     "Comfy.Graph.CanvasInfo": False,
     "Comfy.Notification.ShowVersionUpdates": False,   # a toast, after a request to api.comfy.org
+    "Comfy.Workflow.ShowMissingModelsWarning": False,  # the templates' checkpoints are not installed
 }
+# Runs before the page's own scripts: keeps every console error and warning with the stack that
+# logged it (Chrome's console log names only the frontend's bundle), so checks can tell the pack's own.
+CONSOLE_HOOK = """
+window.__console = [];
+for (const level of ["error", "warn"]) {
+  const log = console[level];
+  console[level] = function (...args) {
+    window.__console.push({level, text: args.map(String).join(" "), stack: new Error().stack});
+    return log.apply(this, args);
+  };
+}
+addEventListener("error", e => window.__console.push({level: "error", text: e.message, stack: e.error?.stack ?? e.filename}));
+addEventListener("unhandledrejection", e => window.__console.push({level: "error", text: String(e.reason), stack: e.reason?.stack ?? ""}));
+"""
 # main.py imports torchvision, whose import fails on a CPU-only torch unless its schemas come first.
 LAUNCHER = """
 import runpy, sys
@@ -65,12 +85,12 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def start_server(comfyui, base, port):
+def start_server(comfyui, base, port, settings):
     """ComfyUI's own main.py, with this pack installed under `base`, answering on 127.0.0.1:port."""
     (base / "custom_nodes").mkdir(parents=True)
     (base / "custom_nodes" / PACK_NAME).symlink_to(PACK_ROOT, target_is_directory=True)
     (base / "user" / "default").mkdir(parents=True)
-    (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps(SETTINGS))
+    (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps(settings))
     command = [sys.executable, "-c", LAUNCHER, str(Path(__file__).parent), str(comfyui), str(comfyui / "main.py"),
                "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
                "--disable-auto-launch", "--database-url", f"sqlite:///{base / 'comfyui.db'}"]
@@ -98,19 +118,27 @@ def start_browser(profile):
                  "--window-size=2600,1500", f"--user-data-dir={profile}",
                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):   # the frontend asks api.comfy.org
         options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CONSOLE_HOOK})
+    return driver
 
 
-def wait_for_frontend(driver):
-    """Until the app is set up and this pack's script has registered its extension."""
+def frontend_error(driver):
+    """None once the app is set up and this pack's script has registered its extension (after each page
+    load), else, after a minute, why not."""
     for _ in range(120):
         if driver.execute_script("return !!window.app?.graph && "
                                  "app.extensions.some(e => e.name === 'comfyui_unlearn.captions')"):
-            return
+            return None
         time.sleep(0.5)
     logs = "\n".join(entry["message"] for entry in driver.get_log("browser"))
-    sys.exit(f"the frontend (or js/captions.js) did not load; browser console:\n{logs}")
+    return f"the frontend (or js/captions.js) did not load; browser console:\n{logs}"
+
+
+def wait_for_frontend(driver):
+    if error := frontend_error(driver):
+        sys.exit(error)
 
 
 def screenshot(driver, workflow, jpeg):
@@ -128,12 +156,22 @@ def screenshot(driver, workflow, jpeg):
     print(jpeg.relative_to(PACK_ROOT), *(f"  {node}" for node in sizes), sep="\n")
 
 
-def main():
+# The three templates docs/ shows, by their API twin's name (ui_workflow.TEMPLATE_TITLES): picture under docs/.
+PICTURES = {"erase_concept": "workflow_erase_concept.jpg", "erase_and_report": "workflow_erase_and_report.jpg",
+            "strength_sweep": "workflow_strength_sweep.jpg"}
+
+
+@contextmanager
+def frontend(settings=()):
+    """A ComfyUI server with this pack and a headless Chromium showing its frontend: yields the driver.
+
+    `settings` override SETTINGS in the user's comfy.settings.json. The browser keeps its console
+    ("browser") and its network events ("performance") for driver.get_log.
+    """
     comfyui = default_comfyui_path() or sys.exit("no ComfyUI checkout: set COMFYUI_PATH or clone it to ~/ComfyUI")
-    workflows = sorted((PACK_ROOT / "workflows").glob("*.json"))     # UI format; the API ones live in api/
     with tempfile.TemporaryDirectory() as tmp:
         port, base = free_port(), Path(tmp) / "comfyui"
-        server = start_server(comfyui, base, port)
+        server = start_server(comfyui, base, port, {**SETTINGS, **dict(settings)})
         try:
             wait_for_server(server, f"http://127.0.0.1:{port}", base / "server.log")
             driver = start_browser(Path(tmp) / "profile")
@@ -141,13 +179,18 @@ def main():
                 driver.set_script_timeout(60)
                 driver.get(f"http://127.0.0.1:{port}/")
                 wait_for_frontend(driver)
-                for workflow in workflows:
-                    screenshot(driver, workflow, workflow.with_name(f"{workflow.stem}_graph.jpg"))
+                yield driver
             finally:
                 driver.quit()
         finally:
             server.terminate()
             server.wait(30)
+
+
+def main():
+    with frontend() as driver:
+        for stem, picture in PICTURES.items():
+            screenshot(driver, PACK_ROOT / "workflows" / f"{TEMPLATE_TITLES[stem]}.json", PACK_ROOT / "docs" / picture)
 
 
 if __name__ == "__main__":
