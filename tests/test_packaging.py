@@ -144,6 +144,15 @@ def test_the_template_folder_holds_each_titled_workflow_and_its_thumbnail_only()
         assert header == b"\xff\xd8\xff", f"{title}.jpg is not a JPEG"
 
 
+def test_the_help_pages_pictures_are_beside_them_and_nothing_else_is():
+    from node_docs import PAGES
+
+    shown = {page["picture"] for page in PAGES.values() if "picture" in page}
+    assert shown
+    assert {p.stem for p in (ROOT / "js" / "docs" / "pictures").iterdir()} == shown
+    assert shown <= set(TEMPLATE_TITLES), "a help page's picture is a template's: name the template"
+
+
 def test_engine_and_divergences_import_nothing_from_comfyui_or_the_nodes():
     """Subpackages included (unlearning/objectives/, ...): a relative import that climbs to the pack's root and
     names `nodes` is the pack's nodes."""

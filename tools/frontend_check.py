@@ -10,7 +10,7 @@ screenshots also need a CJK font: apt-get install fonts-wqy-zenhei) and checks:
    template browser does, has every node type registered, raises no missing-nodes dialog and logs
    no console error from the pack;
 3. Unlearn Model's help panel (selection toolbox -> Node Info) shows js/docs/UnlearnModel/en.md,
-   and zh.md once Comfy.Locale is zh, with its Markdown rendered;
+   and zh.md once Comfy.Locale is zh, with its Markdown rendered and its picture loaded;
 4. with Comfy.Locale zh, the pack's nodes are titled with their locales/zh/nodeDefs.json names, and
    the frontend's vue-i18n gives back every string of locales/zh/ as written ({ } | @ are its syntax).
 A check whose feature the frontend lacks is skipped, with the reason. Exits 1 if any check fails
@@ -210,6 +210,9 @@ def check_help(driver, shots, language):
         return [f"the help panel does not show {expected!r} from {language}.md; it shows {shown}"]
     problems = [f"{language}.md: Markdown left unrendered: {line.strip()[:80]!r}"
                 for line in text.splitlines() if "**" in line]
+    time.sleep(2)                                            # the pictures load
+    problems += [f"{language}.md: picture not shown: {src}" for src in driver.execute_script(
+        "return [...document.querySelectorAll('.node-help-content img')].filter(i => !i.naturalWidth).map(i => i.src)")]
     if shots:
         save(driver, driver.execute_script(PANEL_BOX, ".node-help-content"), shots / f"help_{language}.jpg")
     return problems

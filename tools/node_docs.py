@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from pack_import import PACK_ROOT
+from ui_workflow import TEMPLATE_TITLES
 
 DOCS = PACK_ROOT / "js" / "docs"                      # js/ is the pack's WEB_DIRECTORY
 ZH_NODE_DEFS = PACK_ROOT / "locales" / "zh" / "nodeDefs.json"
@@ -57,14 +58,19 @@ WORDS = {
     "en": {"inputs": "Inputs", "outputs": "Outputs", "none": "None.", "optional": "optional", "default": "default",
            "empty": "empty", "range": "{} to {}", "one_of": "one of", "choice": "a choice",
            "file": "a file from the list", "paper": "Paper", "papers": "Papers", "more": "More",
+           "picture": "A real result of this node's job on the pack's offline benchmark: the picture of the "
+                      "template \"{}\"",
            "sep": ", ", "list": ", ", "colon": ": ", "open": " (", "close": ")"},
     "zh": {"inputs": "输入", "outputs": "输出", "none": "无。", "optional": "可选", "default": "默认",
            "empty": "空", "range": "范围 {} – {}", "one_of": "可选值", "choice": "下拉选择",
            "file": "从列表中选择文件", "paper": "论文", "papers": "论文", "more": "更多",
+           "picture": "本节点工作的真实结果（本扩展的离线基准）：模板“{}”的配图",
            "sep": "，", "list": "、", "colon": "：", "open": "（", "close": "）"},
 }
 
-# Per node: what it does and when to use it (the schema gives the rest), and the papers its method comes from.
+# Per node: what it does and when to use it (the schema gives the rest), the papers its method comes from, and
+# where a picture helps, the template (its API twin's name) whose picture shows the node's job: thumbnails.py draws
+# it into js/docs/pictures/ too, beside the pages.
 PAGES = {
     "UnlearnConceptPair": {
         "en": "Every erasure starts here: wire `concepts` into Unlearn Model, and into Unlearn Report or Unlearn "
@@ -99,6 +105,7 @@ PAGES = {
               "概念仍在就调高 `steps` 或 `learning_rate`，相邻概念发生偏移就调低。其他设置（目标函数、训练图像、"
               "散度设置、LoRA、显存）来自串联到 `options` 的选项节点。",
         "papers": ("ablating", "fdmu"),
+        "picture": "erase_concept",
     },
     "UnlearnSaveErasure": {
         "en": "The file is a LoRA that ComfyUI's stock Load LoRA reads; Unlearn Load Erasure loads it with a check "
@@ -123,6 +130,7 @@ PAGES = {
               "\n\n**何时使用**：在确认适配的前提下使用已保存的擦除；用“报告”或“强度曲线”评估它；或继续训练它（把 "
               "`erasure` 连到“从擦除继续”）。",
         "papers": (),
+        "picture": "load_erasure",
     },
     "UnlearnReport": {
         "en": "The concept score needs no classifier: it places a model's prediction for a prompt between the "
@@ -138,6 +146,7 @@ PAGES = {
               "每次擦除之后。`probe_prompts` 留空时检查新句式中的目标、锚点和保留提示词；"
               "也可以列出概念的其他说法和你在意的相邻概念。把 `report` 连到“保存擦除”可将其保存在文件中。",
         "papers": (),
+        "picture": "erase_and_report",
     },
     "UnlearnStrengthCurve": {
         "en": "0 is the original model and 1 the erasure as trained. The plot draws targets in red, anchors in "
@@ -148,6 +157,7 @@ PAGES = {
               "表格给出相同的分数。\n\n**何时使用**：选择加载擦除时的强度："
               "在相邻概念保持不变的前提下能去除目标的最低强度。",
         "papers": (),
+        "picture": "strength_sweep",
     },
     "UnlearnDivergenceOptions": {
         "en": "Sets how the chosen divergence measures the gap between two predictions: the temperature that scales "
@@ -306,6 +316,7 @@ PAGES = {
               "**何时使用**：最快的擦除方式，也是擦除一个概念及其同义词的推荐方式：在“概念对”中把同义词列为目标、打开 "
               "`phrasings`，并在 `preserve` 中列出相邻概念。如有需要，可通过“从擦除继续”再用迭代目标函数训练。",
         "papers": ("uce", "esd"),
+        "picture": "erase_and_save",
     },
 }
 
@@ -430,6 +441,9 @@ def render(info: dict, locale: str, translations: dict) -> str:
                               for p in page["papers"])
         label = w["papers"] if len(page["papers"]) > 1 else w["paper"]
         out += [f"{label}{w['colon']}{links}", ""]
+    if "picture" in page:       # relative to the help pages' folder, which the frontend resolves them against
+        caption = w["picture"].format(TEMPLATE_TITLES[page["picture"]])
+        out += [f"![{caption}](pictures/{page['picture']}.jpg)", "", f"*{caption}*", ""]
 
     out += [f"## {w['inputs']}", ""]
     for item in info["inputs"]:

@@ -1,5 +1,6 @@
 """The template browser's thumbnails: workflows/<title>.jpg beside each workflows/<title>.json, each a real result of
-that workflow's job on the offline benchmark ("a sneaker" -> "a sandal", run.py's RECOMMENDED_PAIR).
+that workflow's job on the offline benchmark ("a sneaker" -> "a sandal", run.py's RECOMMENDED_PAIR); those that a node
+help page shows (tools/node_docs.py's PAGES) also as js/docs/pictures/<API name>.jpg.
 
 What a thumbnail shows comes from its template's API graph (workflows/api/), by one rule for all:
 - the model: the DiT twin (ComfyUI's Flux class, dit.py) where the graph's empty latent is a DiT family's
@@ -28,11 +29,14 @@ from PIL import Image, ImageDraw, ImageFont
 import task
 from run import (ITERATIVE, RECOMMENDED, RECOMMENDED_PAIR, TARGET, Bench, Run, Sizes, judge,
                  run_erasure, samples_of)
-from ui_workflow import TEMPLATE_TITLES    # tools/ is on the path: run imports common, which puts it there
+from node_docs import PAGES                # tools/ is on the path: run imports common, which puts it there
+from ui_workflow import TEMPLATE_TITLES
 
 from comfyui_unlearn.unlearning import ErasureConfig
 
 WORKFLOWS = task.HERE.parents[1] / "workflows"
+HELP_PICTURES = task.HERE.parents[1] / "js" / "docs" / "pictures"   # beside the help pages (tools/node_docs.py)
+HELP_SHOWN = {page["picture"] for page in PAGES.values() if "picture" in page}
 SIZES = Sizes(canonical=32, synonym=1, held_out=1, other=2)   # 32 judged sneakers; 2 of each other class shown
 OTHERS = (0, 8)                                                # t-shirt, bag
 CURVE_STRENGTHS, ROW_STRENGTHS = (0, 0.25, 0.5, 0.75, 1), (0, 0.5, 1)
@@ -222,6 +226,8 @@ def main():
         canvas, (before, after), setting, name = thumbnail(graph)
         path = WORKFLOWS / f"{title}.jpg"
         canvas.save(path, quality=90)
+        if stem in HELP_SHOWN:
+            canvas.save(HELP_PICTURES / f"{stem}.jpg", quality=90)
         print(f"{path.name}: {setting.model}, {name}, {setting.picture}; judged a sneaker {before:.0%} -> {after:.0%}"
               f" ({time.perf_counter() - started:.0f} s)", flush=True)
 
