@@ -93,8 +93,8 @@ def v_prediction(graph, nodes_taking_the_model):
 def on_tiny_dit(workflow="erase_concept_flux.json"):
     """The Flux (or another DiT's) example workflow with its text from CLIPLoader's SD3 type on CLIP-L alone
     (4096-wide token states, as T5-XXL and umT5-XXL give, and a 2048-wide pooled vector): those encoders' fixed
-    4.7 or 5.7 billion weights are beyond a CPU test. The tests compare latents, so the VAE and the image nodes go; a checkpoint loader becomes the diffusion-model
-    loader that erase_graph points at the tiny model."""
+    4.7 or 5.7 billion weights are beyond a CPU test. The tests compare latents, so the VAE and the image nodes go;
+    a checkpoint loader becomes the diffusion-model loader that erase_graph points at the tiny model."""
     graph = json.loads((WORKFLOWS / workflow).read_text())
     if graph["1"]["class_type"] == "CheckpointLoaderSimple":     # SD3.5's checkpoint: the tiny one is the DiT alone
         graph["1"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "", "weight_dtype": "default"}}
@@ -193,7 +193,8 @@ def qwen_image_graph(text_encoder_of_width):
 
 
 @pytest.mark.parametrize("family,model_file,writer,graph,text_input", [
-    ("SD3", "tiny_sd3.safetensors", None, lambda _: on_tiny_dit("erase_concept_sd35.json"), ("context_embedder", "y_embedder_mlp_0")),
+    ("SD3", "tiny_sd3.safetensors", None, lambda _: on_tiny_dit("erase_concept_sd35.json"),
+     ("context_embedder", "y_embedder_mlp_0")),
     ("Flux", "tiny_flux.safetensors", None, lambda _: on_tiny_dit(), ("txt_in", "vector_in_in_layer")),
     ("Chroma", "tiny_chroma.safetensors", "write_tiny_chroma", lambda _: on_tiny_dit("erase_concept_chroma.json"),
      ("txt_in",)),
