@@ -1,7 +1,9 @@
 """Unlearn Concept Pair: name what to forget, what it becomes, and what to keep."""
 import numbers
+from pathlib import Path
 from typing import Optional
 
+import folder_paths
 import torch
 from comfy_api.latest import io
 
@@ -21,11 +23,13 @@ class UnlearnConceptPair(io.ComfyNode):
             inputs=[
                 io.Clip.Input("clip", tooltip="The text encoder of the model to erase from (the checkpoint loader's CLIP)."),
                 io.String.Input("target", multiline=True, default="", placeholder="target: what to erase, one per line",
-                                tooltip="Concepts to erase, one per line (a name, a style, an object, 'nudity')."),
+                                tooltip="Concepts to erase, one per line (a name, a style, an object, 'nudity'). A "
+                                        "line 'target -> anchor' names its own anchor."),
                 io.String.Input("anchor", multiline=True, default="",
                                 placeholder="anchor: what it becomes (one line, or one per target)",
                                 tooltip="What the concept should become: one line shared by every target, or one line "
-                                        "per target. Empty: the empty prompt."),
+                                        "per target (targets written 'target -> anchor' bring their own). Empty: "
+                                        "the empty prompt."),
                 io.String.Input("preserve", multiline=True, default="", optional=True,
                                 placeholder="preserve: prompts to keep as they are, one per line",
                                 tooltip="Prompts to keep exactly as they are, one per line (e.g. the anchor's class or "
@@ -36,6 +40,12 @@ class UnlearnConceptPair(io.ComfyNode):
                                          + ", each mapped onto the anchor in the same sentence. Write noun phrases "
                                            "('a sneaker', 'Van Gogh'). Erases the concept more broadly for little "
                                            "extra time; the training images are shared."),
+                io.String.Input("concept_file", default="", optional=True,
+                                placeholder="concept file: a .txt of 'target -> anchor' lines (optional)",
+                                tooltip="A text file of more concepts, one per line, written as in the target box "
+                                        "('Van Gogh -> a painting', or a target alone for the anchor box's "
+                                        "anchor); lines starting with # are skipped. A path, absolute or relative "
+                                        "to ComfyUI's input folder. For lists of dozens or hundreds of concepts."),
                 Concepts.Input("concepts", optional=True,
                                tooltip="Pairs from another Unlearn Concept Pair node, to erase several concepts at once."),
             ],
@@ -43,8 +53,13 @@ class UnlearnConceptPair(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, clip, target, anchor, preserve="", phrasings=False, concepts=None):
-        pairs = pair_prompts(target, anchor)
+    def fingerprint_inputs(cls, concept_file="", **kwargs):
+        """The concept file's contents, so that editing the file runs the node again."""
+        return concept_file_text(concept_file)
+
+    @classmethod
+    def execute(cls, clip, target, anchor, preserve="", phrasings=False, concept_file="", concepts=None):
+        pairs = pair_prompts("\n".join((target, concept_file_text(concept_file))), anchor)
         encode = text_encoder(clip)
         empty = encode("")
         def pair(t, a, written=None):
@@ -59,6 +74,22 @@ class UnlearnConceptPair(io.ComfyNode):
             encoded.preserve += [PreservedPrompt(text, encode(text)) for line in prompt_lines(preserve)
                                  for text in phrasings_of(line)[1:]]
         return io.NodeOutput((concepts or ConceptSet()).merged(encoded))
+
+
+def concept_file_text(name: str) -> str:
+    """The target lines of the concept file `name` (absolute, or relative to ComfyUI's input folder), without its
+    comment lines; "" for no file."""
+    if not name.strip():
+        return ""
+    path = Path(name.strip()).expanduser()
+    path = path if path.is_absolute() else Path(folder_paths.get_input_directory()) / path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"concept_file '{name}' cannot be read ({error.__class__.__name__}): give the path of a "
+                         f"UTF-8 text file, absolute or relative to ComfyUI's input folder "
+                         f"({folder_paths.get_input_directory()}).") from None
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
 def text_encoder(clip):

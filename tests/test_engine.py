@@ -159,6 +159,20 @@ def test_pair_prompts_shares_or_pairs_anchors():
         pair_prompts("a\nb", "x\ny\nz")
 
 
+def test_a_target_line_with_an_arrow_carries_its_own_anchor_and_the_anchor_box_serves_the_rest():
+    assert pair_prompts("Van Gogh -> a painting\nSnoopy->a dog", "") == [("Van Gogh", "a painting"),
+                                                                          ("Snoopy", "a dog")]
+    assert pair_prompts("Monet\nSnoopy -> a dog\nRenoir", "a painting") == [
+        ("Monet", "a painting"), ("Snoopy", "a dog"), ("Renoir", "a painting")]
+    assert pair_prompts("Monet\nSnoopy -> a dog\nGrumpy Cat", "a painting\na cat") == [
+        ("Monet", "a painting"), ("Snoopy", "a dog"), ("Grumpy Cat", "a cat")]
+    assert pair_prompts("nudity ->", "") == [("nudity", "")]
+    with pytest.raises(ValueError, match="nothing before '->'"):
+        pair_prompts(" -> a dog", "")
+    with pytest.raises(ValueError, match="target has 2 lines without '->'"):
+        pair_prompts("a\nb -> c\nd", "x\ny\nz")
+
+
 def test_batched_frozen_passes_give_the_same_erasure_as_one_per_step():
     def run(frozen_batch):
         _, denoiser, deltas = toy_setup()

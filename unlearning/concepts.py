@@ -46,20 +46,31 @@ def prompt_lines(text: str) -> list:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+ARROW = "->"   # a line "target -> anchor" names its own anchor
+
+
 def pair_prompts(target: str, anchor: str) -> list:
-    """[(target, anchor), ...] from the two text boxes; raises ValueError naming the input to fix."""
-    targets, anchors = prompt_lines(target), prompt_lines(anchor)
-    if not targets:
-        raise ValueError("target is empty: write the concept to erase, one per line (e.g. 'Van Gogh').")
-    if not anchors:
-        anchors = [""]  # map onto the empty prompt, as f-DMU's "empty" anchor
+    """[(target, anchor), ...] from the two text boxes; raises ValueError naming the input to fix. A target line
+    written "target -> anchor" carries its own anchor (a list of many concepts is written that way, in the box or
+    in a file); the anchor box serves the other lines: one line shared by all of them, or one line each."""
+    lines = [line.partition(ARROW) for line in prompt_lines(target)]
+    if not lines:
+        raise ValueError("target is empty: write the concept to erase, one per line (e.g. 'Van Gogh', or "
+                         "'Van Gogh -> a painting').")
+    if any(arrow and not line.strip() for line, arrow, _ in lines):
+        raise ValueError(f"target has a line with nothing before '{ARROW}': write it as 'target {ARROW} anchor'.")
+    unpaired = [line.strip() for line, arrow, _ in lines if not arrow]
+    anchors = prompt_lines(anchor) or [""]   # empty: map onto the empty prompt, as f-DMU's "empty" anchor
     if len(anchors) == 1:
-        anchors = anchors * len(targets)
-    if len(anchors) != len(targets):
+        anchors = anchors * len(unpaired)
+    if unpaired and len(anchors) != len(unpaired):
         raise ValueError(
-            f"anchor has {len(anchors)} lines but target has {len(targets)}: give one anchor line shared "
-            f"by every target, or exactly one anchor line per target.")
-    return list(zip(targets, anchors))
+            f"anchor has {len(anchors)} lines but target has {len(unpaired)} line{'s' * (len(unpaired) != 1)} "
+            f"without '{ARROW}': give one "
+            f"anchor line shared by every target, exactly one anchor line per target, or write each target line "
+            f"as 'target {ARROW} anchor'.")
+    remaining = iter(anchors)
+    return [(line.strip(), own.strip()) if arrow else (line.strip(), next(remaining)) for line, arrow, own in lines]
 
 
 # Phrasings a concept is also erased in (and a preserved prompt held in) when the pair node expands it:

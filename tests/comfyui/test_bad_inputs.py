@@ -36,6 +36,8 @@ CASES = {
     "empty target": (lambda g: pair(g, "  \n", "a painting"), "target is empty"),
     "more anchors than targets": (lambda g: pair(g, "Van Gogh", "a painting\na photo"),
                                   "anchor has 2 lines but target has 1"),
+    "missing concept file": (lambda g: g["2"]["inputs"].update(concept_file="no_such_list.txt") or g,
+                             "concept_file 'no_such_list.txt' cannot be read"),
     "zero steps": (lambda g: g["3"]["inputs"].update(steps=0) or g, "steps"),
     "NaN learning rate": (lambda g: g["3"]["inputs"].update(learning_rate=float("nan")) or g,
                           "learning_rate must be a finite positive number"),

@@ -49,6 +49,20 @@ def test_phrasings_off_keeps_the_pair_as_written(runner):
     assert metadata["concepts"] == [{"target": "a sneaker", "anchor": "a sandal"}]
 
 
+def test_a_concept_file_adds_its_target_anchor_lines_to_the_boxes(runner):
+    import folder_paths
+
+    listing = Path(folder_paths.get_input_directory()) / "unlearn_test_concepts.txt"
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text("# erased in one run\na trainer -> a sandal\n\na boot -> a bag\nan ankle boot\n",
+                       encoding="utf-8")
+    graph = with_saved_erasure(erase_graph(CKPT, seed=1, objective="uce"), "float32", "test/concept_file")
+    graph["2"]["inputs"].update(target="a sneaker", anchor="a shirt", concept_file=listing.name)
+    assert saved_metadata(run(runner, graph))["concepts"] == [
+        {"target": "a sneaker", "anchor": "a shirt"}, {"target": "a trainer", "anchor": "a sandal"},
+        {"target": "a boot", "anchor": "a bag"}, {"target": "an ankle boot", "anchor": "a shirt"}]
+
+
 @pytest.mark.parametrize("radius, adversarial_steps", [(0.5, 0), (0.3, 2)])
 def test_the_neighbourhood_node_changes_the_erasure_and_is_recorded(runner, references, radius, adversarial_steps):
     plain = run(runner, with_saved_erasure(erase_graph(CKPT, seed=1), "float32", "test/plain"))
