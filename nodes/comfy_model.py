@@ -179,6 +179,19 @@ def frozen_base_weights(module):
             tensor.requires_grad_(True)
 
 
+@contextlib.contextmanager
+def differentiable(patcher, family, checkpointing=False):
+    """Backward passes through the loaded `patcher`'s diffusion model (of `family`), whose shared module is as it was
+    afterwards; with `checkpointing`, each block's activations are recomputed in backward instead of kept. Enter it
+    with gradients enabled, outside inference mode."""
+    in_place = family.mutates_saved_tensors
+    module = patcher.model.diffusion_model
+    memory_saving = gradient_checkpointing(module, in_place) if checkpointing else contextlib.nullcontext()
+    mutations = torch.autograd.graph.allow_mutation_on_saved_tensors() if in_place else contextlib.nullcontext()
+    with training_mode(), frozen_base_weights(module), memory_saving, mutations:
+        yield
+
+
 def training_precision(model) -> dict:
     """How to train on this model, as ErasureConfig fields: in its own dtype, which needs no casts.
 
@@ -319,13 +332,7 @@ def train_deltas(model, concepts, preserve, keys, plan, on_step, checkpointing="
             work.add_weight_wrapper(weight_name(key), DeltaWrapper(deltas, key))
         comfy.model_management.load_models_gpu([work], memory_required=1e20, force_full_load=True)
         try:
-            in_place = plan.family.mutates_saved_tensors
-            module = work.model.diffusion_model
-            memory_saving = gradient_checkpointing(module, in_place) if checkpointing == "on" \
-                else contextlib.nullcontext()
-            mutations = torch.autograd.graph.allow_mutation_on_saved_tensors() if in_place \
-                else contextlib.nullcontext()
-            with training_mode(), frozen_base_weights(module), memory_saving, mutations:
+            with differentiable(work, plan.family, checkpointing == "on"):
                 if run is None:
                     run = _new_run(work, deltas, concepts, preserve, plan)
                 else:

@@ -1,6 +1,7 @@
 """Registers the pack's nodes with ComfyUI (V3 extension)."""
 from comfy_api.latest import ComfyExtension
 
+from .attack import UnlearnAttack
 from .concepts import UnlearnConceptPair
 from .erase import UnlearnModel
 from .load import UnlearnLoadErasure
@@ -12,7 +13,7 @@ from .save import UnlearnSaveErasure
 def node_list() -> list:
     """The pack's nodes: the main ones, then the option nodes (one per registered objective)."""
     return [UnlearnConceptPair, UnlearnModel, UnlearnSaveErasure, UnlearnLoadErasure, UnlearnReport, UnlearnStrengthCurve,
-            *option_nodes()]
+            UnlearnAttack, *option_nodes()]
 
 
 class UnlearnExtension(ComfyExtension):

@@ -24,7 +24,7 @@ CONCEPT_IMAGES = 4      # images of each target the score's noisy latents come f
 STRENGTHS = "0, 0.25, 0.5, 0.75, 1"
 
 
-def _sampling_inputs():
+def sampling_inputs():
     return [
         io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                      tooltip="Seed of every image and of the score's noise: the same seed, the same report."),
@@ -67,7 +67,7 @@ class UnlearnReport(io.ComfyNode):
                                                        "Erasure's for a saved erasure."),
                 *_common_inputs(),
                 io.Vae.Input("vae", tooltip="The checkpoint's VAE, to decode the grid's images."),
-                *_sampling_inputs(),
+                *sampling_inputs(),
             ],
             outputs=[
                 io.Image.Output(display_name="grid", tooltip="A row per prompt: the original model's image, the "
@@ -81,13 +81,13 @@ class UnlearnReport(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, erased_model, concepts, clip, vae, seed, width, height, steps, probe_prompts=""):
-        family = _same_family(model, erased_model)
-        sampling = _sampling(family, width, height, steps)
+        family = same_family(model, erased_model)
+        sampling = image_sampling(family, width, height, steps)
         probes = _probes(concepts, probe_prompts, clip)
         # Sampling steps of the score's images and of the grid's two images per probe; each probe is scored twice.
-        images = CONCEPT_IMAGES * len(_written(concepts)) + 2 * len(probes)
+        images = CONCEPT_IMAGES * len(written_pairs(concepts)) + 2 * len(probes)
         progress = NodeProgress(cls.hidden.unique_id, sampling.steps * images + 2 * len(probes))
-        scorer = ConceptScorer(model, _written(concepts), family, sampling, seed, progress)
+        scorer = ConceptScorer(model, written_pairs(concepts), family, sampling, seed, progress)
         before = scorer.epsilons(model, probes)
         probes = scorer.assigned(probes, before)
         after = scorer.epsilons(erased_model, probes)
@@ -124,7 +124,7 @@ class UnlearnStrengthCurve(io.ComfyNode):
                 io.String.Input("strengths", default=STRENGTHS,
                                 tooltip="The strengths to score, separated by commas: 0 is the original model, 1 "
                                         "the erasure as trained, the same scale as Load LoRA's strength."),
-                *_sampling_inputs(),
+                *sampling_inputs(),
             ],
             outputs=[
                 io.Image.Output(display_name="curve", tooltip="The concept score of each prompt against the "
@@ -143,11 +143,11 @@ class UnlearnStrengthCurve(io.ComfyNode):
             raise ValueError(f"erasure was made for a {made_for} model, and this model is a {model_family(model)} "
                              f"model: connect the model the erasure was made for.")
         levels = _strengths(strengths)
-        sampling = _sampling(family, width, height, steps)
+        sampling = image_sampling(family, width, height, steps)
         probes = _probes(concepts, probe_prompts, clip)
-        progress = NodeProgress(cls.hidden.unique_id, sampling.steps * CONCEPT_IMAGES * len(_written(concepts))
+        progress = NodeProgress(cls.hidden.unique_id, sampling.steps * CONCEPT_IMAGES * len(written_pairs(concepts))
                                 + (1 + sum(1 for s in levels if s != 0)) * len(probes))
-        scorer = ConceptScorer(model, _written(concepts), family, sampling, seed, progress)
+        scorer = ConceptScorer(model, written_pairs(concepts), family, sampling, seed, progress)
         original = scorer.epsilons(model, probes)
         probes = scorer.assigned(probes, original)
         state = lora_state_dict(erasure.deltas, names=erasure.names)
@@ -200,7 +200,7 @@ class ConceptScorer:
             probe, concept=max(eps, key=lambda c: self.ends[c].score(eps[c]))) for probe, eps in zip(probes, epsilons)]
 
 
-def _written(concepts):
+def written_pairs(concepts):
     if not concepts or not concepts.pairs:
         raise ValueError("concepts is empty: connect the Unlearn Concept Pair node the erasure was made with.")
     return [pair for pair in concepts.pairs if pair.phrasing_of is None]
@@ -208,7 +208,7 @@ def _written(concepts):
 
 def _probes(concepts, probe_prompts, clip):
     """The probe prompts (the user's, or the defaults), each with its conditioning from `clip`."""
-    written = _written(concepts)
+    written = written_pairs(concepts)
     lines = prompt_lines(probe_prompts or "")
     probes = [Probe(text, "probe") for text in lines] if lines else default_probes(
         [(p.target_text, p.anchor_text) for p in written], [kept.text for kept in concepts.preserve])
@@ -216,7 +216,7 @@ def _probes(concepts, probe_prompts, clip):
     return [dataclasses.replace(probe, cond=encode(probe.text)) for probe in probes]
 
 
-def _same_family(model, erased_model):
+def same_family(model, erased_model):
     family, erased = model_family(model), model_family(erased_model)
     if family != erased:
         raise ValueError(f"erased_model is a {erased} model and model a {family} model: connect the erased model "
@@ -224,7 +224,7 @@ def _same_family(model, erased_model):
     return family_for(family)
 
 
-def _sampling(family, width, height, steps):
+def image_sampling(family, width, height, steps):
     return ImageSampling(1, steps or family.sampling.steps, family.sampling.cfg, *family.size(width, height))
 
 

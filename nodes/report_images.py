@@ -34,27 +34,28 @@ def _wrapped(draw, text, font, width):
     return lines + [line]
 
 
-def before_after_grid(rows) -> torch.Tensor:
-    """rows: (caption, original image [H, W, 3], erased image [H, W, 3]); a row per prompt, the original on
-    the left, the erased model on the right, the caption above them."""
+def before_after_grid(rows, titles=("original", "erased")) -> torch.Tensor:
+    """rows: (caption, image [H, W, 3] per title); a row of images per caption, one column per title (by default
+    the original model's image on the left, the erased model's on the right), the caption above them."""
     height, width = rows[0][1].shape[:2]
+    columns = len(titles)
     size = max(12, min(28, width // 16))
     font = _font(size)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    captions = [_wrapped(measure, caption, font, 2 * width - 8) for caption, _, _ in rows]
+    captions = [_wrapped(measure, row[0], font, columns * width - 8) for row in rows]
     header = size + 10
     bands = [len(lines) * (size + 4) + 8 for lines in captions]
-    canvas = Image.new("RGB", (2 * width, header + sum(bands) + len(rows) * height), "white")
+    canvas = Image.new("RGB", (columns * width, header + sum(bands) + len(rows) * height), "white")
     draw = ImageDraw.Draw(canvas)
-    for column, title in enumerate(("original", "erased")):
+    for column, title in enumerate(titles):
         draw.text((column * width + 4, 4), title, fill="black", font=font)
     y = header
-    for (_, original, erased), lines, band in zip(rows, captions, bands):
+    for (_, *images), lines, band in zip(rows, captions, bands):
         for k, line in enumerate(lines):
             draw.text((4, y + 4 + k * (size + 4)), line, fill="black", font=font)
         y += band
-        canvas.paste(_pil(original), (0, y))
-        canvas.paste(_pil(erased), (width, y))
+        for column, image in enumerate(images):
+            canvas.paste(_pil(image), (column * width, y))
         y += height
     return _as_image(canvas)
 

@@ -40,6 +40,9 @@ PAPERS = {
     "realera": ("RealEra", "2410.09140"),
     "race": ("RACE", "2405.16341"),
     "advunlearn": ("AdvUnlearn", "2405.15234"),
+    "unlearndiffatk": ("UnlearnDiffAtk", "2310.11868"),
+    "circumventing": ("Circumventing Concept Erasure Methods", "2308.01508"),
+    "diffusion_classifier": ("Your Diffusion Model is Secretly a Zero-Shot Classifier", "2303.16203"),
 }
 
 # What an output without a tooltip carries, by its type.
@@ -77,15 +80,18 @@ PAGES = {
               "Strength Curve to check the result.\n\n**When to use:** always. Write the target and every synonym "
               "you know, one per line; a close anchor (\"Van Gogh\" -> \"a painting\", \"Snoopy\" -> \"a dog\") erases "
               "more gently than an empty one. Turn `phrasings` on to erase each target in several sentence frames, "
-              "and list neighbouring concepts under `preserve`. Chain a second pair node into `concepts` to erase "
-              "several concepts at once. An empty target, or a number of anchor lines that is neither one nor the "
-              "number of targets, stops with an error naming the input.",
+              "and list neighbouring concepts under `preserve`. To erase several concepts at once, write each as "
+              "a line `target -> anchor`, in the box or in a text file named by `concept_file` (for lists of "
+              "dozens or hundreds), or chain a second pair node into `concepts`. An empty target, a number of "
+              "anchor lines that is neither one nor the number of targets without an arrow, or a concept file "
+              "that cannot be read stops with an error naming the input.",
         "zh": "每次擦除都从这里开始：把 `concepts` 连到“擦除模型”，并连到“报告”或“强度曲线”以检查结果。"
               "\n\n**何时使用**：总是需要。把目标及你知道的每个同义词逐行写出；相近的锚点（\"Van Gogh\" -> "
               "\"a painting\"，\"Snoopy\" -> \"a dog\"）比空锚点擦除得更温和。打开 "
               "`phrasings` 可在多种句式中擦除每个目标，并在 `preserve` 中列出相邻概念。"
-              "把另一个概念对节点串联到 `concepts` 可一次擦除多个概念。目标为空，"
-              "或锚点行数既不是一行也不等于目标数时，会报错并指出是哪个输入。",
+              "要一次擦除多个概念，可把每个概念写成一行 `target -> anchor`，写在框中或写在 `concept_file` "
+              "指定的文本文件中（适合几十到几百个概念），也可把另一个概念对节点串联到 `concepts`。目标为空、"
+              "锚点行数既不是一行也不等于不带箭头的目标数，或概念文件无法读取时，会报错并指出是哪个输入。",
         "papers": (),
     },
     "UnlearnModel": {
@@ -158,6 +164,29 @@ PAGES = {
               "在相邻概念保持不变的前提下能去除目标的最低强度。",
         "papers": (),
         "picture": "strength_sweep",
+    },
+    "UnlearnAttack": {
+        "en": "The attacker holds the erased weights and may feed any conditioning, as anyone can with a shared "
+              "checkpoint or LoRA in ComfyUI. Starting from the target prompt's text states, it learns the states "
+              "that make the erased model denoise images of the target best (concept inversion, by the model's own "
+              "training loss), then samples from them. The original model judges every sample: its two-class "
+              "diffusion classifier calls an image the target's where it denoises the image better under the "
+              "target's prompt than under the anchor's. The report gives that share for the original model, the "
+              "erased model and the attacked conditioning: the last is the attack success rate.\n\n**When to "
+              "use:** before sharing an erasure, to see whether it removes the concept or only the words: "
+              "erasures that edit the text projections (UCE, the defaults) typically come back under this attack. "
+              "Raise `attack_steps` for a stronger attacker; wire `attacked_conditioning` into a KSampler to look "
+              "at more samples. The attacker's images are sampled with seed + 1, so the judged samples are not the "
+              "images it learned from.",
+        "zh": "攻击者持有擦除后的权重，并可输入任意条件，正如任何人在 ComfyUI 中使用共享的 Checkpoint 或 LoRA 时"
+              "所能做的。它从目标提示词的文本状态出发，学习让擦除后模型最好地去噪目标图像的文本状态（概念反演，"
+              "使用模型自身的训练损失），然后从中采样。原模型判定每个样本：它的两类扩散分类器在目标提示词下"
+              "比在锚点提示词下更好地去噪某张图像时，就判定该图像属于目标。报告给出原模型、擦除后模型和被攻击条件"
+              "下的这一比例：最后一个即攻击成功率。\n\n**何时使用**：分享擦除之前，用来查看它去除的是概念"
+              "还是只是词语：只修改文本投影的擦除（UCE、默认设置）在这种攻击下通常会恢复概念。提高 "
+              "`attack_steps` 可模拟更强的攻击者；把 `attacked_conditioning` 连到 KSampler 可查看更多样本。"
+              "攻击者的图像用 seed + 1 采样，因此被判定的样本不是它学习所用的图像。",
+        "papers": ("unlearndiffatk", "circumventing", "diffusion_classifier"),
     },
     "UnlearnDivergenceOptions": {
         "en": "Sets how the chosen divergence measures the gap between two predictions: the temperature that scales "

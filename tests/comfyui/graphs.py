@@ -166,15 +166,15 @@ def sample_prompts(graph, model, prompts, first_id, prefix):
     return saves
 
 
-def interrupting_hook(should_interrupt):
-    """A progress hook that records Unlearn Model's (value, total) and interrupts the run once, the first
-    time should_interrupt(value, total) holds; returns (hook, seen)."""
+def interrupting_hook(should_interrupt, node_id=UNLEARN):
+    """A progress hook that records the node's (Unlearn Model's by default) (value, total) and interrupts the run
+    once, the first time should_interrupt(value, total) holds; returns (hook, seen)."""
     import comfy.model_management
 
     seen, fired = [], []
 
-    def hook(value, total, preview, node_id=None):
-        if node_id == UNLEARN:
+    def hook(value, total, preview, node_id=None, watched=node_id):
+        if node_id == watched:
             seen.append((value, total))
             if not fired and should_interrupt(value, total):
                 fired.append(True)

@@ -99,7 +99,7 @@ def prompt_label(text: str) -> str:
     return text or "(empty prompt)"
 
 
-def _markdown(header, align, rows) -> str:
+def markdown_table(header: list[str], align: list[str], rows: list[tuple]) -> str:
     """A Markdown table; the first cell of each row is a prompt (its pipes escaped)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join([prompt_label(row[0]).replace("|", "\\|"), *row[1:]]) + " |" for row in rows]
@@ -108,7 +108,7 @@ def _markdown(header, align, rows) -> str:
 
 def markdown_report(rows: list[tuple[str, str, float, float, float, str]]) -> str:
     """rows: (prompt, role, concept score before, after, drift, verdict) -> a Markdown table."""
-    return _markdown(["prompt", "role", "score before", "score after", "drift", "verdict"],
+    return markdown_table(["prompt", "role", "score before", "score after", "drift", "verdict"],
                      ["---", "---", "---:", "---:", "---:", "---"],
                      [(prompt, role, f"{before:+.2f}", f"{after:+.2f}", f"{drift:.2f}", word)
                       for prompt, role, before, after, drift, word in rows])
@@ -116,7 +116,7 @@ def markdown_report(rows: list[tuple[str, str, float, float, float, str]]) -> st
 
 def strength_table(strengths: list[float], curves: list[tuple[str, str, list[float]]]) -> str:
     """curves: (prompt, role, [concept score per strength]) -> a Markdown table, a column per strength."""
-    return _markdown(["prompt", "role", *(f"strength {s:g}" for s in strengths)], ["---", "---"] + ["---:"] * len(strengths),
+    return markdown_table(["prompt", "role", *(f"strength {s:g}" for s in strengths)], ["---", "---"] + ["---:"] * len(strengths),
                      [(prompt, role, *(f"{v:+.2f}" for v in scores)) for prompt, role, scores in curves])
 
 
