@@ -73,6 +73,21 @@ def add_option_node(graph, class_type, reuse=True):
     return node_id
 
 
+def fewest_passes(graph):
+    """`graph` with one sampling step per KSampler and report node, and Unlearn Model trained one step on one image
+    sampled in one step: for the tests whose claims (a branch bit-identical, another different, a file loaded back) hold after a
+    single pass, on families whose fixed widths make each pass cost seconds on a CPU (Flux's 3072; Chroma's 344
+    modulation vectors through a 5120-wide network in every pass)."""
+    for node in graph.values():
+        if node["class_type"] in ("KSampler", "UnlearnReport", "UnlearnStrengthCurve"):   # sampling steps
+            node["inputs"]["steps"] = 1
+    if graph.get(UNLEARN, {}).get("class_type") == "UnlearnModel":
+        graph[UNLEARN]["inputs"]["steps"] = 1
+    if graph.get(TRAINING_DATA, {}).get("class_type") == "UnlearnTrainingData":
+        graph[TRAINING_DATA]["inputs"].update(images_per_prompt=1, sampling_steps=1)
+    return graph
+
+
 def plain_graph(checkpoint, seed=42, workflow=SHIPPED):
     """Only the untouched branch of the example (or of `workflow`): checkpoint -> KSampler -> SaveLatent."""
     graph = erase_graph(checkpoint, seed, workflow=workflow)

@@ -34,7 +34,8 @@ from types import SimpleNamespace
 
 import pytest
 from comfy_harness import default_comfyui_path
-from graphs import CHECKPOINT, UNLEARN, erase_graph, plain_graph, same, saved_erasure_graph, saved_lora_name
+from graphs import (CHECKPOINT, UNLEARN, erase_graph, fewest_passes, plain_graph, same, saved_erasure_graph,
+                    saved_lora_name)
 from pack_import import PACK_NAME, PACK_ROOT
 from safetensors.torch import load_file
 from test_families import on_tiny_dit
@@ -68,8 +69,13 @@ IN_PROCESS_ONLY = ("erase_concept_chroma.json", "erase_concept_qwen_image.json")
 
 
 def shrunk(server, workflow):
-    """The shipped API workflow `workflow` shrunk as the in-process tests shrink it, on tiny models that it writes
-    into the server's models folder first."""
+    """The shipped API workflow `workflow` shrunk as the in-process tests shrink it, with the fewest passes (what the
+    server does is the same for one step as for many), on tiny models that it writes into the server's models folder
+    first."""
+    return fewest_passes(shrunk_as_in_process(server, workflow))
+
+
+def shrunk_as_in_process(server, workflow):
     if workflow in ("erase_concept.json", "erase_and_save.json"):
         server.write_models(SD15)
         return erase_graph(CHECKPOINT, workflow=json.loads((WORKFLOWS / workflow).read_text()))
