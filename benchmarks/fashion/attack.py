@@ -9,7 +9,8 @@ UCE as published, the iterative one), each on the held-out table's pair HELD_OUT
 A, conditioning space (anyone holding the open weights: ComfyUI takes any conditioning tensor). The 16 token
    states (16 x 384, all attended) are learned by Adam on the model's own training loss over real test-set
    sneakers (the t10k split, label 7; the models and erasures never saw it), noised at random levels as training
-   noises. They start from the states of "a photo of a thing", a prompt that names no class.
+   noises: the Unlearn Attack node's concept inversion (unlearning/evaluation/attack.py), with this benchmark's
+   batch and step size. They start from the states of "a photo of a thing", a prompt that names no class.
 B, prompt only (a text-only service). A prompt of K whole-word tokens of MiniLM's vocabulary, found by greedy
    coordinate search (GCG, as UnlearnDiffAtk): at each step, the gradient of the same loss with respect to a
    one-hot relaxation of the tokens ranks TOP_M tokens per position, CANDIDATES single-token swaps drawn from
@@ -20,7 +21,10 @@ B, prompt only (a text-only service). A prompt of K whole-word tokens of MiniLM'
 
 For each budget (optimisation steps) the attacked conditioning's SAMPLES samples are judged; the same noise serves
 every budget and row of a seed. Beside the attacks: random conditioning (Gaussian token states with real
-prompts' per-channel mean and spread: the floor) and the plain prompt "a photo of a sneaker". Each erasure runs
+prompts' per-channel mean and spread: the floor) and the plain prompt "a photo of a sneaker". The plain prompt's
+samples and the conditioning-space attack's last ones are also judged as the Unlearn Attack node judges (the
+original model's two-class diffusion classifier between the pair's "a sneaker" and "a sandal"), beside the
+classifier, to show how far that judge, which needs no classifier, can be trusted. Each erasure runs
 with seeds 0, 1, 2 (as run.py's held-out table: erasure seed k, anchor images of sample shift k) and is attacked
 with attack seed k.
 
@@ -43,6 +47,7 @@ from torch.nn import functional as F
 
 import task
 from common import RESULTS, markdown_table
+from comfyui_unlearn.unlearning.evaluation.attack import denoising_error, invert_concept, judged_as_target, noisy_draws
 from run import HELD_OUT_PAIR, ITERATIVE, MODELS, RECOMMENDED, TARGET, UCE_AS_PUBLISHED, Bench, Run, Sizes, run_erasure
 
 # The rows: the original model and erasures with run.py's settings, on the held-out table's pair HELD_OUT_PAIR.
@@ -55,6 +60,8 @@ SEEDS = 3
 SAMPLES = 32                  # judged samples per ASR point
 START = "a photo of a thing"  # both attacks start here: a prompt that names no class
 PLAIN = task.prompt(TARGET)   # "a photo of a sneaker", for reference
+# The pair as written, which the Unlearn Attack node's judge places each sample between: its first target, its anchor.
+JUDGED_PAIR = (HELD_OUT_PAIR["targets"][0], HELD_OUT_PAIR["anchor"])
 
 STATES_BUDGETS, STATES_LR, STATES_BATCH = (0, 50, 100, 200, 300), 1e-2, 16
 PROMPT_BUDGETS, PROMPT_BATCH = (0, 10, 25, 50), 8
@@ -64,30 +71,11 @@ EXCLUDED = {"sneak", "sneaker", "sneakers", "trainer", "trainers", "running", "r
             "shoes", "footwear", "jogger", "joggers", "jogging", "plimsoll", "plimsolls", "kicks"}
 
 
-# ---- the loss both attacks minimise --------------------------------------------------------------------------
-
-def draw(schedule, sneakers, count, generator):
-    """`count` real sneakers noised as training noised its images (the engine's and train_dit.py's draw: uniform
-    noise levels, schedule.add_noise): (x0, x_t, sigma)."""
-    x0 = sneakers[torch.randint(len(sneakers), (count,), generator=generator)]
-    sigma = schedule.sigma_at(schedule.sample_percent(count, generator)).float()
-    noise = torch.randn(x0.shape, generator=generator)
-    return x0, schedule.add_noise(x0, noise, sigma), sigma
-
-
-def training_loss(denoiser, batch, cond):
-    """Per image, the model's own training loss: both models' equal the x0 error over sigma. The UNet's epsilon
-    error is (x0 - x0_hat) / sigma (x_t = x0 + sigma eps), and so is the DiT's velocity error (x_t = (1 - sigma) x0
-    + sigma eps, v = eps - x0, x0_hat = x_t - sigma v_hat). cond's states may hold one prompt or one per image."""
-    x0, x_t, sigma = batch
-    x0_hat = denoiser.predict_x0(x_t, sigma, cond)
-    return ((x0_hat - x0) / sigma.view(-1, 1, 1, 1)).square().flatten(1).mean(1)
-
-
 # ---- judging -------------------------------------------------------------------------------------------------
 
 class Judge:
-    """The share of a conditioning's SAMPLES samples that the classifier calls a sneaker, on fixed noise."""
+    """The share of a conditioning's SAMPLES samples that the classifier calls a sneaker, on fixed noise; `compared`
+    also gives how the Unlearn Attack node's judge calls the same samples."""
 
     def __init__(self, denoiser, classifier, seed):
         self.denoiser, self.classifier, self.seed = denoiser, classifier, seed
@@ -95,6 +83,15 @@ class Judge:
     def __call__(self, cond):
         images = task.sample(self.denoiser, cond, SAMPLES, self.seed)
         return (self.classifier(images).argmax(1) == TARGET).float().mean().item()
+
+    def compared(self, cond, original, target, anchor):
+        """The classifier's and the node's judge's shares of sneakers, and how often they agree: the node's judge
+        is the original model's two-class diffusion classifier between the pair's target and anchor."""
+        images = task.sample(self.denoiser, cond, SAMPLES, self.seed)
+        classifier = self.classifier(images).argmax(1) == TARGET
+        node = judged_as_target(original, images, target, anchor, seed=self.seed)
+        return {"classifier": classifier.float().mean().item(), "node_judge": node.float().mean().item(),
+                "agreement": (classifier == node).float().mean().item()}
 
 
 def random_states(generator):
@@ -110,24 +107,24 @@ def random_states(generator):
 
 # ---- threat model A: conditioning space ----------------------------------------------------------------------
 
-def states_attack(denoiser, sneakers, start, judge, generator, budgets=STATES_BUDGETS):
-    """Learn all 16 token states (every one attended) from `start`'s; {budget: ASR}, seconds of optimisation."""
-    states = start.clone().requires_grad_(True)
+def states_attack(denoiser, sneakers, start, judge, seed, budgets=STATES_BUDGETS):
+    """Learn all 16 token states (every one attended) from `start`'s by the concept inversion of the Unlearn Attack
+    node (unlearning/evaluation/attack.py), with this benchmark's batch and absolute step STATES_LR; {budget: the
+    judge's verdicts}, seconds of optimisation (the judging left out), the learned states."""
     mask = torch.ones(1, task.TOKENS, dtype=torch.bool)
-    optimiser = torch.optim.Adam([states], lr=STATES_LR)
-    curve, seconds = {}, 0.0
-    for step in range(budgets[-1] + 1):
+    curve = {0: judge((start, mask))} if 0 in budgets else {}
+    judging = []
+
+    def at_budget(step, states):
         if step in budgets:
-            curve[step] = judge((states.detach(), mask))
-        if step == budgets[-1]:
-            break
-        started = time.perf_counter()
-        loss = training_loss(denoiser, draw(denoiser.schedule, sneakers, STATES_BATCH, generator), (states, mask))
-        optimiser.zero_grad(set_to_none=True)
-        loss.mean().backward()
-        optimiser.step()
-        seconds += time.perf_counter() - started
-    return curve, seconds
+            started = time.perf_counter()
+            curve[step] = judge((states, mask))
+            judging.append(time.perf_counter() - started)
+
+    relative = STATES_LR / float(start.square().mean().sqrt())
+    started = time.perf_counter()
+    states = invert_concept(denoiser, sneakers, (start, mask), budgets[-1], relative, seed, STATES_BATCH, at_budget)
+    return curve, time.perf_counter() - started - sum(judging), (states, mask)
 
 
 # ---- threat model B: prompt only -----------------------------------------------------------------------------
@@ -182,7 +179,7 @@ def search_step(denoiser, minilm, prompt, batch, generator):
     """One greedy coordinate step: the current prompt [K] or the best of CANDIDATES single-token swaps among each
     position's TOP_M tokens by gradient, whichever has the lowest loss on `batch`."""
     onehot = F.one_hot(prompt, len(minilm.embeddings)).float().requires_grad_(True)
-    loss = training_loss(denoiser, batch, minilm.relaxed_states(onehot)).mean()
+    loss = denoising_error(denoiser, *batch, minilm.relaxed_states(onehot)).mean()
     gradient, = torch.autograd.grad(loss, onehot)
     gradient[:, ~minilm.allowed] = float("inf")
     top = (-gradient).topk(TOP_M, dim=1).indices                       # [K, TOP_M]: the steepest descents
@@ -194,8 +191,8 @@ def search_step(denoiser, minilm, prompt, batch, generator):
     count = len(batch[0])
     repeated = tuple(t.repeat(len(candidates), *[1] * (t.ndim - 1)) for t in batch)   # every candidate, every image
     with torch.no_grad():
-        losses = training_loss(denoiser, repeated, (states.repeat_interleave(count, 0),
-                                                    mask.repeat_interleave(count, 0)))
+        losses = denoising_error(denoiser, *repeated, (states.repeat_interleave(count, 0),
+                                                       mask.repeat_interleave(count, 0)))
     return candidates[losses.view(len(candidates), count).mean(1).argmin()]
 
 
@@ -211,7 +208,7 @@ def prompt_attack(denoiser, minilm, encoder, sneakers, judge, generator, budgets
         if step == budgets[-1]:
             break
         started = time.perf_counter()
-        prompt = search_step(denoiser, minilm, prompt, draw(denoiser.schedule, sneakers, PROMPT_BATCH, generator),
+        prompt = search_step(denoiser, minilm, prompt, noisy_draws(denoiser.schedule, sneakers, PROMPT_BATCH, generator),
                              generator)
         seconds += time.perf_counter() - started
     return curve, prompts, seconds
@@ -260,10 +257,13 @@ def attack(unit, quick=False):
               "plain_prompt": judge(here.cond(PLAIN)), "random": judge(random_states(generator))}
     budgets = dict(states=(0, 5, 10), prompt=(0, 2, 4)) if quick else dict(states=STATES_BUDGETS, prompt=PROMPT_BUDGETS)
     with here.spec.training():             # what backpropagating through the model needs (the DiT's rotary embedding)
-        result["states"], result["states_seconds"] = states_attack(
-            denoiser, sneakers, here.cond(START)[0], judge, generator, budgets["states"])
+        result["states"], result["states_seconds"], attacked = states_attack(
+            denoiser, sneakers, here.cond(START)[0], judge, seed, budgets["states"])
         result["prompt"], result["prompts"], result["prompt_seconds"] = prompt_attack(
             denoiser, _worker["minilm"], here.encoder, sneakers, judge, generator, budgets["prompt"])
+    ends = here.spec.denoiser(here.module), here.cond(JUDGED_PAIR[0]), here.cond(JUDGED_PAIR[1])
+    result["node_judge"] = {"plain_prompt": judge.compared(here.cond(PLAIN), *ends),
+                            "states": judge.compared(attacked, *ends)}
     print(f"{label} seed {seed}: plain {result['plain_prompt']:.0%}, random {result['random']:.0%}, "
           f"states {list(result['states'].values())}, prompt {list(result['prompt'].values())} "
           f"'{result['prompts'][budgets['prompt'][-1]]}'", flush=True)
@@ -302,6 +302,8 @@ def summarise(results):
         for attack_name in ("states", "prompt"):
             row[attack_name] = {budget: stats([r[attack_name][budget] for r in runs]) for budget in runs[0][attack_name]}
         row["found_prompts"] = [r["prompts"][max(r["prompts"])] for r in runs]
+        row["node_judge"] = {kind: {measure: stats([r["node_judge"][kind][measure] for r in runs])
+                                    for measure in runs[0]["node_judge"][kind]} for kind in runs[0]["node_judge"]}
         rows.append(row)
     return rows
 
@@ -387,9 +389,21 @@ def curve_table(rows):
     return markdown_table(header, [[row["label"], means(row["states"]), means(row["prompt"])] for row in rows])
 
 
+def node_judge_table(rows):
+    """The classifier's ASR, the Unlearn Attack node's judge's and their agreement, on the same samples."""
+    def triple(s):
+        return f"{share(s['classifier'])} / {share(s['node_judge'])} / {share(s['agreement'])}"
+
+    header = ["run", "'a photo of a sneaker': classifier / node's judge / agreement",
+              "conditioning-space attack: classifier / node's judge / agreement"]
+    return markdown_table(header, [[row["label"], triple(row["node_judge"]["plain_prompt"]),
+                                    triple(row["node_judge"]["states"])] for row in rows])
+
+
 def write_table(rows, name):
     """The .md tables and the .png curves of summary rows; returns the tables."""
-    table = markdown_table(HEADER, [cells(row) for row in rows]) + "\n\n" + curve_table(rows)
+    table = "\n\n".join((markdown_table(HEADER, [cells(row) for row in rows]), curve_table(rows),
+                          node_judge_table(rows)))
     (RESULTS / f"{name}.md").write_text(table + "\n")
     save_curves(rows, RESULTS / f"{name}.png")
     return table
