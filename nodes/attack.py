@@ -121,7 +121,7 @@ def _attack_concept(model, erased_model, pair, given, attack: AttackSettings):
     drawn = [sampled_latents(m, family, prompt, pair.empty_cond, attack.shown, attack.seed, on_step=progress.step)
              for m, prompt in ((model, target), (erased_model, target),
                                (erased_model, (_cache_text(pair.target_text, attacked), attacked)))]
-    rates = [_judged(model, pair, latents_of, attack.seed, progress).float().mean().item() for latents_of in drawn]
+    rates = [verdicts.float().mean().item() for verdicts in _judged(model, pair, drawn, attack.seed, progress)]
     decoded = [_first_frames(attack.vae, latents_of) for latents_of in drawn]
     grid = [(f"{prompt_label(pair.target_text)}, sample {i + 1}", *(d[i] for d in decoded))
             for i in range(attack.shown.count)]
@@ -152,16 +152,20 @@ def _attacked_conditioning(erased_model, pair, latents, attack: AttackSettings, 
     return [[states.cpu().to(pair.target_cond[0][0].dtype), dict(pair.target_cond[0][1])]]
 
 
-def _judged(model, pair, latents, seed, progress):
-    """Per sampled latent, whether the original model's two-class diffusion classifier calls it the target's."""
+def _judged(model, pair, drawn, seed, progress):
+    """Per set of sampled latents, whether the original model's two-class diffusion classifier calls each the
+    target's."""
     comfy.model_management.load_models_gpu([model])
-    shape = (1, *latents.shape[1:])
+    shape = (1, *drawn[0].shape[1:])
     target, anchor = (model_conds(model, cond, shape) for cond in (pair.target_cond, pair.anchor_cond))
-    original, verdicts = ComfyDenoiser(model), []
-    for latent in model.model.process_latent_in(latents):
-        verdicts.append(judged_as_target(original, latent[None], target, anchor, seed=seed))
-        progress.step()
-    return torch.cat(verdicts)
+    original, judged = ComfyDenoiser(model), []
+    for latents in drawn:
+        verdicts = []
+        for latent in model.model.process_latent_in(latents):
+            verdicts.append(judged_as_target(original, latent[None], target, anchor, seed=seed))
+            progress.step()
+        judged.append(torch.cat(verdicts))
+    return judged
 
 
 def _encoded(model, family, vae, images, sampling):
