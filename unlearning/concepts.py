@@ -66,9 +66,8 @@ def pair_prompts(target: str, anchor: str) -> list:
     if unpaired and len(anchors) != len(unpaired):
         raise ValueError(
             f"anchor has {len(anchors)} lines but target has {len(unpaired)} line{'s' * (len(unpaired) != 1)} "
-            f"without '{ARROW}': give one "
-            f"anchor line shared by every target, exactly one anchor line per target, or write each target line "
-            f"as 'target {ARROW} anchor'.")
+            f"without '{ARROW}': give one anchor line shared by every target, exactly one anchor line per target, "
+            f"or write each target line as 'target {ARROW} anchor'.")
     remaining = iter(anchors)
     return [(line.strip(), own.strip()) if arrow else (line.strip(), next(remaining)) for line, arrow, own in lines]
 
