@@ -8,11 +8,12 @@ from .load import UnlearnLoadErasure
 from .options import option_nodes
 from .report import UnlearnReport, UnlearnStrengthCurve
 from .save import UnlearnSaveErasure
+from .suggestions import UnlearnConceptSuggestions
 
 
 def node_list() -> list:
     """The pack's nodes: the main ones, then the option nodes (one per registered objective)."""
-    return [UnlearnConceptPair, UnlearnModel, UnlearnSaveErasure, UnlearnLoadErasure, UnlearnReport, UnlearnStrengthCurve,
+    return [UnlearnConceptPair, UnlearnConceptSuggestions, UnlearnModel, UnlearnSaveErasure, UnlearnLoadErasure, UnlearnReport, UnlearnStrengthCurve,
             UnlearnAttack, *option_nodes()]
 
 

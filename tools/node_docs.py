@@ -94,6 +94,29 @@ PAGES = {
               "锚点行数既不是一行也不等于不带箭头的目标数，或概念文件无法读取时，会报错并指出是哪个输入。",
         "papers": (),
     },
+    "UnlearnConceptSuggestions": {
+        "en": "An erasure of the names you list leaves the names you did not: this node asks the model's own text "
+              "encoder which words and short phrases it treats like each target. It shortlists the vocabulary's "
+              "words whose token embeddings lie nearest the target's, adds two-word phrases of the nearest few, "
+              "encodes every phrase through the whole encoder, and ranks them by cosine similarity to the target "
+              "(the pooled vector where the encoder has one, else the mean of its states). Phrases that name a "
+              "word of `exclude` or of the line's anchor, or lie nearer one of those than the target, are left "
+              "out.\n\n**When to use:** before Unlearn Concept Pair, wiring `targets` into its `target`: read "
+              "the table and keep `count` at the number of suggestions that still mean the concept. The encoder "
+              "only knows what it holds near the target: an encoder that splits a word into pieces suggests the "
+              "pieces' neighbours (\"sneak\" for \"sneaker\"), and a synonym it places elsewhere is not "
+              "found, so list the synonyms you know as well. Each phrase is one text encoding: a large `shortlist` "
+              "with a T5 or LLM encoder on a CPU takes minutes.",
+        "zh": "只擦除你列出的名称，会留下你没列出的名称：这个节点询问模型自身的文本编码器，它把哪些词和短语"
+              "视为与每个目标相近。它先从词表中挑出词嵌入最接近目标的词，再把最接近的几个词两两组成短语，"
+              "把每个短语送入完整的编码器，按与目标的余弦相似度排序（编码器有池化向量时用池化向量，否则用其状态的"
+              "平均）。包含 `exclude` 或该行锚点中的词、或比目标更接近它们的短语会被排除。\n\n**何时使用**："
+              "放在“概念对”之前，把 `targets` 连到它的 `target`：阅读表格，把 `count` 设为仍然表示该概念的建议数。"
+              "编码器只知道它放在目标附近的东西：把一个词拆成片段的编码器会建议片段的近邻（\"sneaker\" 得到 "
+              "\"sneak\"），被它放在别处的同义词不会被找到，所以也请写出你知道的同义词。每个短语需要一次文本编码："
+              "在 CPU 上用 T5 或大语言模型编码器时，较大的 `shortlist` 需要几分钟。",
+        "papers": (),
+    },
     "UnlearnModel": {
         "en": "Trains an erasure: changes a copy of the model's weights so that it no longer produces the "
               "concepts of `concepts`. The erased model comes out as the input "

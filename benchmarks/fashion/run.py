@@ -32,6 +32,7 @@ from comfyui_unlearn.divergences import DIVERGENCES, closed_forms  # noqa: E402
 from comfyui_unlearn.unlearning import (OBJECTIVES, Concept, ErasureConfig, Neighbourhood, WeightDeltas, erase,  # noqa: E402
                                         expanded_pairs, pair_prompts, phrasings_of, preset_shapes, prompt_lines,
                                         resolve)
+from comfyui_unlearn.unlearning.suggestions import Vocabulary, suggest  # noqa: E402
 
 TARGET, ANCHOR = 7, 5          # sneaker -> sandal
 ANCHOR_IMAGES = 4              # the node's default number of sampled anchor images
@@ -260,10 +261,36 @@ GROUPS = {}     # the held-out table's judged prompt groups beyond the standard 
 
 
 def held_out_plan():
-    """The recommended setting and UCE as published, each on HELD_OUT_PAIR."""
+    """The recommended setting and UCE as published, each on HELD_OUT_PAIR; the recommended setting with only the
+    canonical name listed, and with it the Unlearn Concept Suggestions node's default suggestions for it."""
+    alone = {**HELD_OUT_PAIR, "targets": HELD_OUT_PAIR["targets"][:1]}
     return [Run("recommended", "held_out", RECOMMENDED, in_grid=True, **HELD_OUT_PAIR),
             Run("uce guidance=0 (as published)", "held_out", UCE_AS_PUBLISHED,
-                **HELD_OUT_PAIR)]
+                **HELD_OUT_PAIR),
+            Run("recommended, no synonyms listed", "held_out", RECOMMENDED, **alone),
+            Run("recommended, suggested synonyms", "held_out", RECOMMENDED, **{**alone, "targets": suggested_targets(
+                alone["targets"][0], (alone["anchor"], *alone["preserve"]))})]
+
+
+def suggested_targets(concept: str, exclude: tuple) -> tuple:
+    """The target line, then what the Unlearn Concept Suggestions node adds to it at its defaults, by the same engine
+    function over this benchmark's text encoder: MiniLM's vocabulary and token table, and the mean of the token
+    states the UNet reads (MiniLM's own sentence vector)."""
+    tokenizer, model = task.load_minilm("concept suggestions")
+    table = model.embeddings.word_embeddings.weight.detach()
+    vocabulary = Vocabulary.from_tokens(tokenizer.convert_ids_to_tokens(list(range(len(table)))), table)
+    encoder = task.PromptEncoder()
+
+    def sentence_vectors(texts):
+        states, mask = encoder(texts)
+        return (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+
+    def token_vector(words):
+        return table[tokenizer(words, add_special_tokens=False)["input_ids"]].mean(0)
+
+    shown = suggest(concept, token_vector, vocabulary, sentence_vectors, exclude=exclude)
+    print(f"suggested for '{concept}':", ", ".join(f"{phrase} ({score:.3f})" for phrase, score in shown))
+    return (concept, *(phrase for phrase, _ in shown))
 
 
 def held_out_groups(pair):
@@ -458,6 +485,10 @@ def main():
     probes = probe_file and read_probes(probe_file, encoder)
     if args.table == "held_out":
         GROUPS.update(held_out_groups(HELD_OUT_PAIR))
+        judged = {text for texts in GROUPS.values() for text in texts}
+        for run in runs:
+            if judged & set(Bench.texts(run)):
+                raise SystemExit(f"{run.label} edits the judged prompts {sorted(judged & set(Bench.texts(run)))}")
         probes = encoded_probes([text for texts in GROUPS.values() for text in texts], encoder)
     benches = {shift: Bench(sizes, 2, shift, probes=probes, model=args.model)
                for shift in sorted({run.sample_shift for run in runs})}
