@@ -2,15 +2,22 @@
 (800 target rows), 200 preserved rows, random weights of the real shapes (ComfyUI's own model classes, built on the
 meta device for their shapes) and random rows of the real text width. Times the solve (uce_operator) and the deltas
 with their recorded residuals (uce_deltas), what the Unlearn Model node runs after encoding the prompts; the best
-of `--repeats` runs. A family whose pooled text vector enters through a weight of its own (SD3's y_embedder, Flux's
-vector_in) has that weight solved as UCE does, over one row per prompt (100 target and 200 preserved rows).
+of `--repeats` runs, each model in a fresh process, and the memory the edit takes above what the weights already
+hold (the process's peak resident set on a CPU, torch's peak allocation on a GPU). With several `--counts`, each
+model at each number of concepts (closed_form_scaling_<device>.json). A family whose pooled text vector enters
+through a weight of its own (SD3's y_embedder, Flux's vector_in) has that weight solved as UCE does, over one row
+per prompt (100 target and 200 preserved rows).
 
-    python benchmarks/closed_form_speed.py [--device cuda] [--concepts 100] [--tokens 8] [--preserved 200]
+    python benchmarks/closed_form_speed.py [--device cuda] [--counts 100] [--tokens 8] [--preserved 200]
+    python benchmarks/closed_form_speed.py --counts 10 50 100 --models sd15 flux_dev      # how it scales
 """
 import argparse
+import concurrent.futures
 import math
+import multiprocessing
 import re
 import time
+from pathlib import Path
 
 import torch
 from common import device_name, load_comfyui, print_table, write_json
@@ -23,15 +30,49 @@ def timed_edit(spaces: list, preserved: int, device: str, repeats: int) -> dict:
     """Best times of the edit over `spaces`: (shapes of the weights that read the same rows, target rows) each."""
     generator = torch.Generator().manual_seed(0)
     edits = [random_edit(shapes, targets, preserved, device, generator) for shapes, targets in spaces]
-    best = {}
+    best = {"extra_memory_mib": 0.0}
     for _ in range(repeats):
+        held = memory_in_use(device)
         times = [timed_solve(*edit, device) for edit in edits]
+        best["extra_memory_mib"] = max(best["extra_memory_mib"], (peak_memory(device) - held) / 2 ** 20)
         for name, seconds in zip(("solve_s", "deltas_s"), map(sum, zip(*times))):
             best[name] = min(best.get(name, seconds), seconds)
         best["total_s"] = min(best.get("total_s", sum(map(sum, times))), sum(map(sum, times)))
     return {"weights": sum(len(shapes) for shapes, _ in spaces),
             "values": sum(math.prod(shape) for shapes, _ in spaces for shape in shapes.values()),
             "width": spaces[0][0][next(iter(spaces[0][0]))][1], **best}
+
+
+def timed_apart(*args) -> dict:
+    """timed_edit in a fresh process, so that the memory it measures is its own: memory another edit freed stays in
+    the process, and a later edit would reuse it unseen."""
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_timed_edit_with_the_pack, *args).result()
+
+
+def _timed_edit_with_the_pack(*args) -> dict:
+    from pack_import import import_pack
+
+    import_pack()
+    return timed_edit(*args)
+
+
+def memory_in_use(device: str) -> int:
+    """Bytes held now, and the peak reset to it: torch's allocation on a GPU, the resident set on a CPU."""
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    Path("/proc/self/clear_refs").write_text("5")      # the resident set's high-water mark, back to the current
+    return proc_status("VmRSS")
+
+
+def peak_memory(device: str) -> int:
+    return torch.cuda.max_memory_allocated() if device == "cuda" else proc_status("VmHWM")
+
+
+def proc_status(field: str) -> int:
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
 
 
 def random_edit(shapes: dict, targets: int, preserved: int, device: str, generator: torch.Generator) -> tuple:
@@ -41,7 +82,8 @@ def random_edit(shapes: dict, targets: int, preserved: int, device: str, generat
     weights = {key: (torch.randn(shape, generator=generator) * 0.02).to(device, torch.float16)
                for key, shape in shapes.items()}
     width = next(iter(shapes.values()))[1]
-    rows = [torch.randn(count, width, generator=generator, dtype=torch.float64) for count in (targets, targets, preserved)]
+    rows = [torch.randn(count, width, generator=generator, dtype=torch.float64)
+            for count in (targets, targets, preserved)]
     return weights, EditRows(rows[0], rows[0] + 0.3 * rows[1], rows[2])
 
 
@@ -64,7 +106,8 @@ def timed_solve(weights: dict, rows, device: str) -> tuple[float, float]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--concepts", type=int, default=100)
+    parser.add_argument("--counts", type=int, nargs="+", default=[100], help="numbers of concepts (default 100)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=MODELS)
     parser.add_argument("--tokens", type=int, default=8)
     parser.add_argument("--preserved", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
@@ -72,25 +115,30 @@ def main():
     load_comfyui(args.device)
     from comfyui_unlearn.unlearning import family_for, select_parameters
 
-    targets, results = args.concepts * args.tokens, []
-    for model in MODELS:
+    results = []
+    for model in args.models:
         shapes = model_shapes(model)
         family = family_for(CONFIG_NAMES[model])
         keys = select_parameters(list(shapes), "text_input", family)
         pooled = [key for key in keys if family.pooled_input and re.search(family.pooled_input, key)]
-        spaces = [({key: tuple(shapes[key]) for key in group}, rows) for group, rows in
-                  (([key for key in keys if key not in pooled], targets), (pooled, args.concepts)) if group]
-        timing = timed_edit(spaces, args.preserved, args.device, args.repeats)
-        results.append({"model": model, "family": CONFIG_NAMES[model], "keys": keys[:2] + (["..."] if len(keys) > 2
-                                                                                         else []), **timing})
-        print(results[-1])
-    print_table(["model", "text_input weights", "width", "changed values", "solve", "deltas and residuals", "total"],
-                [[r["model"], r["weights"], r["width"], f"{r['values'] / 1e6:.1f} M", f"{r['solve_s']:.2f} s",
-                  f"{r['deltas_s']:.2f} s", f"**{r['total_s']:.2f} s**"] for r in results])
-    write_json(f"closed_form_speed_{args.device}.json", {
-        "device": device_name(args.device), "torch_threads": torch.get_num_threads(), "target_rows": targets,
-        "preserved_rows": args.preserved, "concepts": args.concepts, "tokens_per_concept": args.tokens,
-        "results": results})
+        for concepts in args.counts:
+            spaces = [({key: tuple(shapes[key]) for key in group}, rows) for group, rows in
+                      (([key for key in keys if key not in pooled], concepts * args.tokens), (pooled, concepts))
+                      if group]
+            timing = timed_apart(spaces, args.preserved, args.device, args.repeats)
+            results.append({"model": model, "family": CONFIG_NAMES[model], "concepts": concepts,
+                            "target_rows": concepts * args.tokens,
+                            "keys": keys[:2] + (["..."] if len(keys) > 2 else []), **timing})
+            print(results[-1])
+    print_table(["model", "concepts", "text_input weights", "width", "changed values", "solve", "deltas and residuals",
+                 "total", "memory above the weights"],
+                [[r["model"], r["concepts"], r["weights"], r["width"], f"{r['values'] / 1e6:.1f} M",
+                  f"{r['solve_s']:.2f} s", f"{r['deltas_s']:.2f} s", f"**{r['total_s']:.2f} s**",
+                  f"{r['extra_memory_mib']:.0f} MiB"] for r in results])
+    name = "closed_form_speed" if args.counts == [100] else "closed_form_scaling"
+    write_json(f"{name}_{args.device}.json", {
+        "device": device_name(args.device), "torch_threads": torch.get_num_threads(), "preserved_rows": args.preserved,
+        "tokens_per_concept": args.tokens, "results": results})
 
 
 if __name__ == "__main__":
