@@ -13,8 +13,8 @@ from .suggestions import UnlearnConceptSuggestions
 
 def node_list() -> list:
     """The pack's nodes: the main ones, then the option nodes (one per registered objective)."""
-    return [UnlearnConceptPair, UnlearnConceptSuggestions, UnlearnModel, UnlearnSaveErasure, UnlearnLoadErasure, UnlearnReport, UnlearnStrengthCurve,
-            UnlearnAttack, *option_nodes()]
+    return [UnlearnConceptPair, UnlearnConceptSuggestions, UnlearnModel, UnlearnSaveErasure, UnlearnLoadErasure,
+            UnlearnReport, UnlearnStrengthCurve, UnlearnAttack, *option_nodes()]
 
 
 class UnlearnExtension(ComfyExtension):

@@ -1,4 +1,6 @@
 """Unlearn Concept Suggestions: the phrases this CLIP's text encoder treats like each target, to erase beside it."""
+import functools
+
 import torch
 from comfy_api.latest import io
 
@@ -78,17 +80,20 @@ def token_vocabulary(clip) -> tuple:
     if clip is None:
         raise ValueError("clip is empty: connect the CLIP output of the checkpoint loader.")
     for name, tokenizer in vars(clip.tokenizer).items():
-        words = getattr(getattr(tokenizer, "tokenizer", None), "convert_ids_to_tokens", None)
+        hf_tokenizer = getattr(tokenizer, "tokenizer", None)
         encoder = getattr(getattr(clip.cond_stage_model, name, None), "transformer", None)
-        if words is None or not hasattr(encoder, "get_input_embeddings"):
-            continue
-        table = encoder.get_input_embeddings().weight.detach()
-        ids = lambda text, hf=tokenizer.tokenizer: [i for i in hf(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-                                                    if i < len(table)]
-        return (Vocabulary.from_tokens(words(list(range(len(table)))), table),
-                lambda text: table[ids(text)].float().mean(0))
+        if hasattr(hf_tokenizer, "convert_ids_to_tokens") and hasattr(encoder, "get_input_embeddings"):
+            table = encoder.get_input_embeddings().weight.detach()
+            return (Vocabulary.from_tokens(hf_tokenizer.convert_ids_to_tokens(list(range(len(table)))), table),
+                    functools.partial(mean_embedding, hf_tokenizer, table))
     raise ValueError("clip holds no text encoder whose tokenizer lists its vocabulary: connect a checkpoint "
                      "loader's or CLIP loader's CLIP.")
+
+
+def mean_embedding(tokenizer, table: torch.Tensor, words: str) -> torch.Tensor:
+    """The mean of the embedding table's rows for the tokens the tokenizer splits `words` into."""
+    ids = [i for i in tokenizer(words, add_special_tokens=False)["input_ids"] if i < len(table)]
+    return table[ids].float().mean(0)
 
 
 def sentence_vectors(clip, on_text):

@@ -162,8 +162,8 @@ def uce_deltas(denoiser: "Denoiser", keys: list, operator: UCEOperator,
     computed in float32 on each weight's device; the residuals): how far the edit left the targets from their
     destinations and how far it moved the preserved rows, each as a share of the same quantity before the edit,
     summed over the weights. The solve is float64, where its conditioning needs it; the per-weight products are sums
-    of well-scaled terms, and in float32 they run at nearly twice float64's rate on a CPU (many times it on a GPU):
-    they are most of an erasure's time on a UNet's dozens of keys and values."""
+    of well-scaled terms, and in float32 they run at nearly twice float64's rate on a CPU (and on consumer GPUs many
+    times it): they are most of an erasure's time on a UNet's dozens of keys and values."""
     width, targets = operator.solved.shape
     # Few target rows against the width: each delta is two thin products, (W D^T) X^T; many: E is formed once.
     thin = 2 * targets < width
