@@ -17,10 +17,9 @@ import math
 import multiprocessing
 import re
 import time
-from pathlib import Path
 
 import torch
-from common import device_name, load_comfyui, print_table, write_json
+from common import device_name, load_comfyui, print_table, read_peak, reset_peak, write_json
 from erasure_sizes import CONFIG_NAMES, model_shapes
 
 MODELS = [name for name in CONFIG_NAMES if not name.startswith("tiny_")]
@@ -32,12 +31,12 @@ def timed_edit(spaces: list, preserved: int, device: str, repeats: int) -> dict:
     edits = [random_edit(shapes, targets, preserved, device, generator) for shapes, targets in spaces]
     best = {"extra_memory_mib": 0.0}
     for _ in range(repeats):
-        held = memory_in_use(device)
-        times = [timed_solve(*edit, device) for edit in edits]
-        best["extra_memory_mib"] = max(best["extra_memory_mib"], (peak_memory(device) - held) / 2 ** 20)
-        for name, seconds in zip(("solve_s", "deltas_s"), map(sum, zip(*times))):
+        reset_peak(device)
+        held = read_peak(device)
+        solve, deltas = map(sum, zip(*(timed_solve(*edit, device) for edit in edits)))
+        best["extra_memory_mib"] = max(best["extra_memory_mib"], (read_peak(device) - held) / 2 ** 20)
+        for name, seconds in (("solve_s", solve), ("deltas_s", deltas), ("total_s", solve + deltas)):
             best[name] = min(best.get(name, seconds), seconds)
-        best["total_s"] = min(best.get("total_s", sum(map(sum, times))), sum(map(sum, times)))
     return {"weights": sum(len(shapes) for shapes, _ in spaces),
             "values": sum(math.prod(shape) for shapes, _ in spaces for shape in shapes.values()),
             "width": spaces[0][0][next(iter(spaces[0][0]))][1], **best}
@@ -55,24 +54,6 @@ def _timed_edit_with_the_pack(*args) -> dict:
 
     import_pack()
     return timed_edit(*args)
-
-
-def memory_in_use(device: str) -> int:
-    """Bytes held now, and the peak reset to it: torch's allocation on a GPU, the resident set on a CPU."""
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated()
-    Path("/proc/self/clear_refs").write_text("5")      # the resident set's high-water mark, back to the current
-    return proc_status("VmRSS")
-
-
-def peak_memory(device: str) -> int:
-    return torch.cuda.max_memory_allocated() if device == "cuda" else proc_status("VmHWM")
-
-
-def proc_status(field: str) -> int:
-    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
-    return int(line.split()[1]) * 1024
 
 
 def random_edit(shapes: dict, targets: int, preserved: int, device: str, generator: torch.Generator) -> tuple:

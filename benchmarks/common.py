@@ -55,6 +55,23 @@ MODELS = {  # name -> (random_models state-dict function and config, latent chan
 }
 
 
+def reset_peak(device):
+    """Start counting the peak memory from now: torch's peak allocation on a GPU, the process's resident set's
+    high-water mark on a CPU (back to the current resident size)."""
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def read_peak(device):
+    """Bytes at the peak since reset_peak (right after it: the bytes held then)."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated()
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+
+
 def random_unet(name, dtype=torch.float16, seed=0, draw_on="cpu"):
     """A ComfyUI ModelPatcher for the named diffusion model with random weights stored in `dtype` (float8 too),
     drawn on the `draw_on` device and loaded like a real file."""

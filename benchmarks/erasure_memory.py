@@ -12,10 +12,10 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
-from common import clean_latents, device_name, load_comfyui, print_table, random_unet, synthetic_concepts, synthetic_pair, write_json
+from common import (clean_latents, device_name, load_comfyui, print_table, random_unet, read_peak, reset_peak,
+                    synthetic_concepts, synthetic_pair, write_json)
 
 CASES = ["sampling", "cross_attention_kv", "cross_attention", "attention", "full"]
 STEPS = 3
@@ -40,20 +40,6 @@ def run_case(case, name, size, device):
         train_deltas(patcher, synthetic_concepts(name, clean_latents(name, size)), [], trainable_keys(patcher, SD1, case),
                      resolve(ErasureConfig(STEPS, 1e-5, **training_precision(patcher))), None)
     return read_peak(device)
-
-
-def reset_peak(device):
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        Path("/proc/self/clear_refs").write_text("5")   # resets VmHWM to the current resident size
-
-
-def read_peak(device):
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated()
-    status = Path("/proc/self/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
 
 
 def main():

@@ -17,9 +17,9 @@ import statistics
 import time
 
 import torch
-from common import device_name, load_comfyui, print_table, random_latents, random_unet, synthetic_concepts, write_json
+from common import (device_name, load_comfyui, print_table, random_latents, random_unet, read_peak, reset_peak,
+                    synthetic_concepts, write_json)
 
-from erasure_memory import read_peak, reset_peak
 
 
 def erase(patcher, name, steps, size=None, preset="cross_attention_kv", checkpointing="auto"):

@@ -204,7 +204,7 @@ def prompt_attack(denoiser, minilm, encoder, sneakers, judge, generator, budgets
     for step in range(budgets[-1] + 1):
         if step in budgets:
             prompts[step] = minilm.text(prompt)
-            curve[step] = judge(tuple(t[:1] for t in encoder([prompts[step]])))
+            curve[step] = judge(encoder.cond(prompts[step]))
         if step == budgets[-1]:
             break
         started = time.perf_counter()

@@ -62,15 +62,11 @@ STATISTICS = (("forget error", forget_error, 4096, 20),      # name, statistic, 
 def main():
     torch.set_num_threads(2)
     encoder, unet = task.PromptEncoder(), task.load(task.build_unet(), task.BASE_MODEL)
-
-    def cond(text):
-        return tuple(t[:1] for t in encoder([text]))
-
     frozen = task.denoiser(unet)
-    images = {c: task.sample(frozen, cond(task.prompt(c)), ANCHOR_IMAGES, task.stable_seed("images " + task.prompt(c)))
-              for c in (TARGET, ANCHOR)}
-    concept = Concept(cond(task.prompt(TARGET)), cond(task.prompt(ANCHOR)), images[ANCHOR], task.prompt(TARGET),
-                      task.prompt(ANCHOR), empty=cond(""), forget_latents=images[TARGET])
+    images = {c: task.sample(frozen, encoder.cond(task.prompt(c)), ANCHOR_IMAGES,
+                             task.stable_seed("images " + task.prompt(c))) for c in (TARGET, ANCHOR)}
+    concept = Concept(encoder.cond(task.prompt(TARGET)), encoder.cond(task.prompt(ANCHOR)), images[ANCHOR],
+                      task.prompt(TARGET), task.prompt(ANCHOR), empty=encoder.cond(""), forget_latents=images[TARGET])
     deltas = WeightDeltas(preset_shapes(unet, "cross_attention_kv"))
     denoiser = task.denoiser(unet, deltas)
     erase(denoiser, deltas, [concept], resolve(ErasureConfig(steps=100, learning_rate=8e-4)))

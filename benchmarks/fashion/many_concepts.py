@@ -63,7 +63,7 @@ class Setup:
                                          task.stable_seed("images of the empty prompt"))
 
     def cond(self, text):
-        return tuple(t[:1] for t in self.encoder([text]))
+        return self.encoder.cond(text)
 
     def rates(self, denoiser) -> dict[int, float]:
         """{class: the share of its held-out prompts' samples the classifier calls that class}."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import task
-from common import RESULTS, markdown_row, markdown_table
+from common import RESULTS, markdown_row, markdown_table, read_peak, reset_peak
 from train import frechet_distance
 
 from comfyui_unlearn.divergences import DIVERGENCES, closed_forms  # noqa: E402
@@ -77,8 +77,8 @@ def samples_of(denoiser, encoder, sizes):
     counts = {"canonical": sizes.canonical, "synonyms": sizes.synonym, "held_out": sizes.held_out}
     out = {}
     for group, text in eval_prompts():
-        cond = tuple(t[:1] for t in encoder([text]))
-        out[(group, text)] = task.sample(denoiser, cond, counts.get(group, sizes.other), task.stable_seed(text))
+        out[(group, text)] = task.sample(denoiser, encoder.cond(text), counts.get(group, sizes.other),
+                                         task.stable_seed(text))
     return out
 
 
@@ -119,16 +119,7 @@ def read_probes(path, encoder):
 
 
 def encoded_probes(lines, encoder):
-    return {text: tuple(t[:1] for t in encoder([text])) for text in dict.fromkeys(lines)}
-
-
-def reset_peak_memory():
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_memory():
-    status = Path("/proc/self/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+    return {text: encoder.cond(text) for text in dict.fromkeys(lines)}
 
 
 @dataclass(frozen=True)
@@ -166,11 +157,11 @@ def run_erasure(model, concepts, preserve, configs):
         shapes.update(preset_shapes(model.module, plan.config.parameters, plan.family))
     deltas = WeightDeltas(shapes)
     denoiser = model.spec.denoiser(model.module, deltas)
-    reset_peak_memory()
+    reset_peak("cpu")
     started = time.perf_counter()
     with model.spec.training():
         records = [r for plan in plans for r in erase(denoiser, deltas, concepts, plan, preserve=preserve)]
-    return denoiser, records, time.perf_counter() - started, peak_memory()
+    return denoiser, records, time.perf_counter() - started, read_peak("cpu")
 
 
 def plan(quick, table="full"):
@@ -354,7 +345,7 @@ class Bench:
             self.baseline["probes"] = probe_accuracy(frozen, self.classifier, self.probes, sizes.synonym)
 
     def cond(self, text):
-        return tuple(t[:1] for t in self.encoder([text]))
+        return self.encoder.cond(text)
 
     @staticmethod
     def pairs_and_kept(run):

@@ -103,6 +103,10 @@ class PromptEncoder:
         states = torch.stack([self.cache[f"{t}|states"].float() for t in texts])
         return states, torch.stack([self.cache[f"{t}|mask"] for t in texts])
 
+    def cond(self, text):
+        """One prompt's (states [1, TOKENS, 384], mask [1, TOKENS]): a conditioning the denoisers take."""
+        return tuple(t[:1] for t in self([text]))
+
     def _encode(self, texts):
         if self.model is None:
             self.tokenizer, self.model = load_minilm(f"prompts {texts[:3]}... are not in {self.path.name}")

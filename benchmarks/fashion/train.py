@@ -112,7 +112,7 @@ def base_model_numbers(denoiser, classifier, encoder, test_images):
     per_class, samples = [], []
     for c in range(10):
         text = task.prompt(c)
-        images = task.sample(denoiser, tuple(t[:1] for t in encoder([text])), EVAL_SAMPLES, task.stable_seed(text))
+        images = task.sample(denoiser, encoder.cond(text), EVAL_SAMPLES, task.stable_seed(text))
         per_class.append((classifier(images).argmax(1) == c).float().mean().item())
         samples.append(images)
     real = test_images[torch.randperm(len(test_images), generator=torch.Generator().manual_seed(2))[:10 * EVAL_SAMPLES]]
