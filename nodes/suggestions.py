@@ -7,7 +7,8 @@ from comfy_api.latest import io
 from ..unlearning import pair_prompts, prompt_lines
 from ..unlearning.concepts import ARROW
 from ..unlearning.evaluation.concept_score import markdown_table
-from ..unlearning.suggestions import PAIRED_WORDS, SHORTLIST, SUGGESTED, Vocabulary, candidate_count, suggest
+from ..unlearning.suggestions import (PAIRED_WORDS, SHORTLIST, SUGGESTED, Vocabulary, candidate_count, mean_embedding,
+                                      suggest)
 from .concepts import text_encoder
 from .progress import NodeProgress
 from .types import CATEGORY
@@ -58,13 +59,14 @@ class UnlearnConceptSuggestions(io.ComfyNode):
         pairs = pair_prompts(target, "")
         vocabulary, token_vector = token_vocabulary(clip)
         excluded = prompt_lines(exclude)
-        # Every text encoded: each line's concept, its exclusions and its candidate phrases.
-        progress = NodeProgress(cls.hidden.unique_id, sum(1 + len(excluded) + bool(anchor) + candidate_count(shortlist)
-                                                          for _, anchor in pairs))
+        # Every text encoded once: the exclusions, and each line's concept, anchor and candidate phrases.
+        progress = NodeProgress(cls.hidden.unique_id, len(excluded) + sum(1 + bool(anchor) + candidate_count(shortlist)
+                                                                          for _, anchor in pairs))
+        vectors = sentence_vectors(clip, progress.step)
         lines, rows = prompt_lines(target), []
         for concept, anchor in pairs:
-            shown = suggest(concept, token_vector, vocabulary, sentence_vectors(clip, progress.step),
-                            max(count, TABLE_ROWS), shortlist, (*excluded, *([anchor] if anchor else [])))
+            shown = suggest(concept, token_vector, vocabulary, vectors, max(count, TABLE_ROWS), shortlist,
+                            (*excluded, *([anchor] if anchor else [])))
             lines += [f"{phrase} {ARROW} {anchor}" if anchor else phrase for phrase, _ in shown[:count]]
             rows += [(concept, str(rank), phrase, f"{score:+.3f}", "yes" if rank <= count else "")
                      for rank, (phrase, score) in enumerate(shown, 1)]
@@ -84,23 +86,19 @@ def token_vocabulary(clip) -> tuple:
         encoder = getattr(getattr(clip.cond_stage_model, name, None), "transformer", None)
         if hasattr(hf_tokenizer, "convert_ids_to_tokens") and hasattr(encoder, "get_input_embeddings"):
             table = encoder.get_input_embeddings().weight.detach()
-            return (Vocabulary.from_tokens(hf_tokenizer.convert_ids_to_tokens(list(range(len(table)))), table),
+            return (Vocabulary.from_tokenizer(hf_tokenizer, table),
                     functools.partial(mean_embedding, hf_tokenizer, table))
     raise ValueError("clip holds no text encoder whose tokenizer lists its vocabulary: connect a checkpoint "
                      "loader's or CLIP loader's CLIP.")
 
 
-def mean_embedding(tokenizer, table: torch.Tensor, words: str) -> torch.Tensor:
-    """The mean of the embedding table's rows for the tokens the tokenizer splits `words` into."""
-    ids = [i for i in tokenizer(words, add_special_tokens=False)["input_ids"] if i < len(table)]
-    return table[ids].float().mean(0)
-
-
 def sentence_vectors(clip, on_text):
-    """texts -> [texts, width]: each text's pooled vector where the CLIP makes one, else the mean of its states;
-    `on_text` runs after each (the progress bar, which checks Cancel)."""
+    """texts -> [texts, width]: each text's pooled vector where the CLIP makes one, else the mean of its states,
+    each text encoded once however many lines ask for it; `on_text` runs after each encoding (the progress bar,
+    which checks Cancel)."""
     encode = text_encoder(clip)
 
+    @functools.cache
     def vector(text: str) -> torch.Tensor:
         states, extra = encode(text)[0]
         pooled = extra.get("pooled_output")

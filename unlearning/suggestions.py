@@ -16,7 +16,7 @@ than the concept, so that the suggestions do not erase what the concept becomes.
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 
@@ -54,6 +54,11 @@ class Vocabulary:
                 rows[word] = index
         return cls(list(rows), table.detach(), torch.tensor(list(rows.values()), dtype=torch.long))
 
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any, table: torch.Tensor) -> "Vocabulary":
+        """From a Hugging Face tokenizer (convert_ids_to_tokens) and its encoder's token embedding table."""
+        return cls.from_tokens(tokenizer.convert_ids_to_tokens(list(range(len(table)))), table)
+
     def nearest(self, vector: torch.Tensor, count: int, skip: set) -> list[str]:
         """The `count` words nearest `vector` by cosine, without those in `skip`."""
         vector = vector.to(self.table.device, torch.float32)[None]
@@ -61,6 +66,12 @@ class Vocabulary:
                             for rows in self.rows.to(self.table.device).split(CHUNK)])
         ordered = (self.words[i] for i in scores.argsort(descending=True).tolist())
         return list(itertools.islice((w for w in ordered if w not in skip), count))
+
+
+def mean_embedding(tokenizer: Any, table: torch.Tensor, words: str) -> torch.Tensor:
+    """The mean of the embedding table's rows for the tokens a Hugging Face tokenizer splits `words` into."""
+    ids = [i for i in tokenizer(words, add_special_tokens=False)["input_ids"] if i < len(table)]
+    return table[ids].float().mean(0)
 
 
 def concept_words(text: str) -> tuple[str, str]:

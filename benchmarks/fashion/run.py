@@ -15,6 +15,7 @@ and the temperature draw each divergence's erasure-vs-preservation curve.
 """
 import argparse
 import contextlib
+import functools
 import json
 import re
 import time
@@ -32,7 +33,7 @@ from comfyui_unlearn.divergences import DIVERGENCES, closed_forms  # noqa: E402
 from comfyui_unlearn.unlearning import (OBJECTIVES, Concept, ErasureConfig, Neighbourhood, WeightDeltas, erase,  # noqa: E402
                                         expanded_pairs, pair_prompts, phrasings_of, preset_shapes, prompt_lines,
                                         resolve)
-from comfyui_unlearn.unlearning.suggestions import Vocabulary, suggest  # noqa: E402
+from comfyui_unlearn.unlearning.suggestions import Vocabulary, mean_embedding, suggest  # noqa: E402
 
 TARGET, ANCHOR = 7, 5          # sneaker -> sandal
 ANCHOR_IMAGES = 4              # the node's default number of sampled anchor images
@@ -269,17 +270,14 @@ def suggested_targets(concept: str, exclude: tuple) -> tuple:
     states the UNet reads (MiniLM's own sentence vector)."""
     tokenizer, model = task.load_minilm("concept suggestions")
     table = model.embeddings.word_embeddings.weight.detach()
-    vocabulary = Vocabulary.from_tokens(tokenizer.convert_ids_to_tokens(list(range(len(table)))), table)
     encoder = task.PromptEncoder()
 
     def sentence_vectors(texts):
         states, mask = encoder(texts)
         return (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
 
-    def token_vector(words):
-        return table[tokenizer(words, add_special_tokens=False)["input_ids"]].mean(0)
-
-    shown = suggest(concept, token_vector, vocabulary, sentence_vectors, exclude=exclude)
+    shown = suggest(concept, functools.partial(mean_embedding, tokenizer, table),
+                    Vocabulary.from_tokenizer(tokenizer, table), sentence_vectors, exclude=exclude)
     print(f"suggested for '{concept}':", ", ".join(f"{phrase} ({score:.3f})" for phrase, score in shown))
     return (concept, *(phrase for phrase, _ in shown))
 
