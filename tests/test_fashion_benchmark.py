@@ -31,3 +31,4 @@ def test_a_templates_graph_says_what_its_thumbnail_shows():
     assert settings["erase_and_report"] == Setting("unet", "kl", "report")
     assert settings["load_erasure"] == Setting("unet", "kl", "strengths")
     assert settings["strength_sweep"] == Setting("unet", "kl", "curve")
+    assert settings["suggest_erase_attack"] == Setting("unet", None, "attack", (200, 0.05))

@@ -210,6 +210,7 @@ PAGES = {
               "`attack_steps` 可模拟更强的攻击者；把 `attacked_conditioning` 连到 KSampler 可查看更多样本。"
               "攻击者的图像用 seed + 1 采样，因此被判定的样本不是它学习所用的图像。",
         "papers": ("unlearndiffatk", "circumventing", "diffusion_classifier"),
+        "picture": "suggest_erase_attack",
     },
     "UnlearnDivergenceOptions": {
         "en": "Sets how the chosen divergence measures the gap between two predictions: the temperature that scales "

@@ -27,6 +27,7 @@ TEMPLATE_TITLES = {
     "erase_concept_qwen_image": "Qwen-Image - erase and compare",
     "erase_concept_chroma": "Chroma - erase and compare",
     "erase_concept_wan": "Wan 2.1 video - erase and compare",
+    "suggest_erase_attack": "Suggest synonyms, erase, attack",
 }
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 COLUMN_WIDTH, ROW_HEIGHT = 420, 330
@@ -37,6 +38,15 @@ TITLE, SLOT, WIDGET, TEXT_BOX = 30, 22, 24, 100
 def _is_widget(spec):
     options = spec[1] if len(spec) > 1 else {}
     return (isinstance(spec[0], list) or spec[0] in WIDGET_TYPES) and not options.get("forceInput")
+
+
+def _widget_values(widgets, spec, value):
+    """Append a widget's saved values: its value (None: its default), and the frontend's "control after generate"
+    setting where it has one. The frontend reads widgets_values by position over every widget, linked or not."""
+    options = spec[1] if len(spec) > 1 else {}
+    widgets.append(value if value is not None else options.get("default"))
+    if options.get("control_after_generate"):
+        widgets.append("fixed")
 
 
 def _depths(api):
@@ -81,12 +91,10 @@ def api_to_ui(api: dict, node_classes: dict, display_names: dict) -> dict:
                 entry = {"name": name, "type": "COMBO" if isinstance(spec[0], list) else spec[0], "link": len(links)}
                 if _is_widget(spec):
                     entry["widget"] = {"name": name}
+                    _widget_values(widgets, spec, None)   # a linked widget keeps its place in widgets_values
                 inputs.append(entry)
             elif _is_widget(spec):
-                options = spec[1] if len(spec) > 1 else {}
-                widgets.append(value if value is not None else options.get("default"))
-                if options.get("control_after_generate"):
-                    widgets.append("fixed")
+                _widget_values(widgets, spec, value)
             else:
                 inputs.append({"name": name, "type": spec[0], "link": None})
         row = rows.get(depth[node_id], 0)

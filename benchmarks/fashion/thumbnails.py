@@ -11,11 +11,14 @@ What a thumbnail shows comes from its template's API graph (workflows/api/), by 
   and barely moves this 2 M-parameter one; hellinger at temperature 1e-3, as run.py's held-out table runs it;
 - the picture: the sneaker share and a sample per strength (Unlearn Strength Curve), rows of samples at strengths
   0, 0.5 and 1 (a saved erasure loaded: Load LoRA or Unlearn Load Erasure without Unlearn Model), the original vs
-  erased samples with the judge's verdict (Unlearn Report), or the original vs erased samples.
+  erased samples with the judge's verdict (Unlearn Report), the original, erased and attacked samples with their
+  verdicts (Unlearn Attack, at the graph's attack steps and rate), or the original vs erased samples.
 Samples of the original and the erased model share their seeds; the judge is the benchmark's classifier.
 
     cd benchmarks/fashion && COMFYUI_PATH=/path/to/ComfyUI python thumbnails.py     # about 11 CPU-minutes, one thread
+    python thumbnails.py suggest_erase_attack                                   # one template's picture
 """
+import argparse
 import functools
 import json
 import time
@@ -33,12 +36,14 @@ from node_docs import PAGES                # tools/ is on the path: run imports 
 from ui_workflow import TEMPLATE_TITLES
 
 from comfyui_unlearn.unlearning import ErasureConfig
+from comfyui_unlearn.unlearning.evaluation.attack import invert_concept
 
 WORKFLOWS = task.HERE.parents[1] / "workflows"
 HELP_PICTURES = task.HERE.parents[1] / "js" / "docs" / "pictures"   # beside the help pages (tools/node_docs.py)
 HELP_SHOWN = {page["picture"] for page in PAGES.values() if "picture" in page}
 SIZES = Sizes(canonical=32, synonym=1, held_out=1, other=2)   # 32 judged sneakers; 2 of each other class shown
 OTHERS = (0, 8)                                                # t-shirt, bag
+ATTACK_IMAGES = 4                                              # Unlearn Attack's images of the target to learn from
 CURVE_STRENGTHS, ROW_STRENGTHS = (0, 0.25, 0.5, 0.75, 1), (0, 0.5, 1)
 MODEL_NAMES = {"unet": "UNet benchmark model", "dit": "Flux-class DiT benchmark model"}
 FONTS = Path("/usr/share/fonts/truetype/dejavu")
@@ -50,7 +55,8 @@ TOP = 56          # the template browser of frontend 1.49 lays a "Node graph" ba
 class Setting:
     model: str                   # a key of run.MODELS
     divergence: Optional[str]    # None: UCE
-    picture: str                 # "curve", "strengths", "report" or "compare"
+    picture: str                 # "curve", "strengths", "report", "attack" or "compare"
+    attack: tuple = ()           # Unlearn Attack's (attack_steps, learning_rate) where the graph attacks
 
 
 def setting_of(graph: dict) -> Setting:
@@ -60,9 +66,11 @@ def setting_of(graph: dict) -> Setting:
     uce = "UnlearnObjectiveUCE" in nodes
     divergence = None if uce else nodes.get("UnlearnModel", {}).get("divergence", ErasureConfig().divergence)
     loads = bool({"LoraLoaderModelOnly", "UnlearnLoadErasure"} & set(nodes)) and "UnlearnModel" not in nodes
+    attack = nodes.get("UnlearnAttack")
     picture = ("curve" if "UnlearnStrengthCurve" in nodes else "strengths" if loads
-               else "report" if "UnlearnReport" in nodes else "compare")
-    return Setting("unet" if latent == "EmptyLatentImage" else "dit", divergence, picture)
+               else "report" if "UnlearnReport" in nodes else "attack" if attack else "compare")
+    return Setting("unet" if latent == "EmptyLatentImage" else "dit", divergence, picture,
+                   (attack["attack_steps"], attack["learning_rate"]) if attack else ())
 
 
 @functools.lru_cache
@@ -205,12 +213,38 @@ def curve_picture(setting, name):
     return canvas, [shares[0], shares[-1]]
 
 
+def attack_picture(setting, name):
+    """Sneakers of the original model, of the erased one, and of the erased one from the conditioning Unlearn Attack
+    learns with the graph's settings (as the node does: from the target's own states, on 4 images of the target
+    that the original model samples), each row with its judged sneaker share."""
+    canvas, draw, y = new_canvas(setting, name)
+    b, target = bench(setting.model), RECOMMENDED_PAIR["targets"][0]
+    original, erased = (samples_at(setting.model, setting.divergence, s) for s in (0, 1))
+    denoiser, trained, _ = erasure(setting.model, setting.divergence)
+    denoiser.deltas.start_from(trained)           # at strength 1, whichever strength a cached picture left it at
+    images = task.sample(b.spec.denoiser(b.module), b.cond(target), ATTACK_IMAGES, task.stable_seed("attack"))
+    steps, learning_rate = setting.attack
+    with b.spec.training():
+        states = invert_concept(denoiser, images, b.cond(target), steps, learning_rate)
+    attacked = task.sample(denoiser, denoiser.with_text_states(b.cond(target), states), SIZES.canonical,
+                           task.stable_seed("attacked"))
+    shares = [sneaker_share(setting.model, s) for s in (original, erased)]
+    shares.append((b.classifier(attacked).argmax(1) == TARGET).float().mean().item())
+    y = line(draw, y, f"'{target[2:]}', then the attack ({steps} steps) learns its conditioning:", 19)
+    sample_rows(canvas, y, [(label, f"sneaker {share:.0%}", images_of[:4]) for label, share, images_of in
+                            zip(("original", "erased", "attacked"), shares,
+                                (sneakers(original), sneakers(erased), attacked))], 80)
+    return canvas, [shares[0], shares[-1]]
+
+
 def thumbnail(graph: dict):
     """(the picture, (sneaker share of the original, of the erased model), the setting, its name)."""
     setting = setting_of(graph)
     name = erasure(setting.model, setting.divergence)[2]
     if setting.picture == "curve":
         canvas, shares = curve_picture(setting, name)
+    elif setting.picture == "attack":
+        canvas, shares = attack_picture(setting, name)
     elif setting.picture == "strengths":
         canvas, shares = strengths_picture(setting, name)
     else:
@@ -219,9 +253,16 @@ def thumbnail(graph: dict):
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("templates", nargs="*", metavar="TEMPLATE",
+                        help="only these templates' pictures (their API file names without .json; default: all)")
+    chosen = parser.parse_args().templates or list(TEMPLATE_TITLES)
+    if set(chosen) - set(TEMPLATE_TITLES):
+        parser.error(f"no template {sorted(set(chosen) - set(TEMPLATE_TITLES))}; they are: {', '.join(TEMPLATE_TITLES)}")
     torch.set_num_threads(1)       # one core: the machine's other one is for what else runs
     started = time.perf_counter()
-    for stem, title in TEMPLATE_TITLES.items():
+    for stem in chosen:
+        title = TEMPLATE_TITLES[stem]
         graph = json.loads((WORKFLOWS / "api" / f"{stem}.json").read_text())
         canvas, (before, after), setting, name = thumbnail(graph)
         path = WORKFLOWS / f"{title}.jpg"

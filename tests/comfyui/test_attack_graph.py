@@ -1,11 +1,12 @@
 """Unlearn Attack in real ComfyUI graphs: the attack runs after an erasure, its outputs (a grid, a table of rates, a
 conditioning a KSampler takes), its progress and Cancel, and the model left exactly as it was."""
 import copy
+import json
 
 import pytest
 import torch
 from graphs import CHECKPOINT as CKPT, erase_graph, interrupting_hook, latent, plain_graph, progress_hook, run, same
-from test_report_graph import preview_image, table_rows
+from test_report_graph import WORKFLOWS, preview_image, table_rows
 
 pytestmark = pytest.mark.comfyui
 ATTACK = "40"
@@ -23,6 +24,16 @@ def attack_graph(attack_steps=4, samples=1):
     graph["43"] = copy.deepcopy(graph["8"])
     graph["43"]["inputs"]["positive"] = [ATTACK, 2]
     graph["44"] = {"class_type": "SaveLatent", "inputs": {"samples": ["43", 0], "filename_prefix": "test/attacked"}}
+    return graph
+
+
+def shipped_attack_graph():
+    """The shipped "suggest synonyms, erase, then attack" workflow shrunk for the CPU: 4 words shortlisted, 2
+    suggestions, one attack step, one judged sample of one sampling step at 64 px."""
+    graph = json.loads((WORKFLOWS / "suggest_erase_attack.json").read_text())
+    graph["1"]["inputs"]["ckpt_name"] = CKPT
+    graph["22"]["inputs"].update(count=2, shortlist=4)
+    graph[ATTACK]["inputs"].update(attack_steps=1, samples=1, width=64, height=64, steps=1)
     return graph
 
 

@@ -41,6 +41,20 @@ def test_ui_workflows_are_what_the_api_twins_generate(runner):
             "run python tools/ui_workflow.py to regenerate the UI workflows"
 
 
+def test_a_linked_widget_keeps_its_place_among_the_saved_widget_values(runner):
+    """The frontend reads widgets_values by position over every widget, linked or not: the Concept Pair whose target
+    the suggestions feed keeps a value there, so its anchor and preserve land on their own widgets."""
+    import nodes
+
+    api = json.loads((ROOT / "workflows" / "api" / "suggest_erase_attack.json").read_text())
+    pair = api["2"]["inputs"]
+    assert isinstance(pair["target"], list)          # linked, in the shipped template
+    ui = api_to_ui(api, nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
+    node = next(n for n in ui["nodes"] if n["id"] == 2)
+    assert node["widgets_values"][:4] == ["", pair["anchor"], pair["preserve"], pair["phrasings"]]
+    assert [i["widget"] for i in node["inputs"] if "widget" in i] == [{"name": "target"}]
+
+
 def test_comfyui_lists_each_workflow_as_a_template_under_its_title(runner):
     from aiohttp import web
 

@@ -9,7 +9,8 @@ progress hook, /history, the files on disk, and /interrupt arriving from another
 
 - GET /object_info lists the pack's nodes with the inputs they declare;
 - every shipped API workflow (workflows/api/*.json), shrunk for the CPU by the helpers the in-process tests use
-  (graphs.py, test_families.on_tiny_dit, test_report_graph.report_graph and sweep_graph), runs to success: the
+  (graphs.py, test_families.on_tiny_dit, test_report_graph.report_graph and sweep_graph,
+  test_attack_graph.shipped_attack_graph), runs to success: the
   websocket carries progress from each Unlearn Model node and ends with execution_success, /history/<id> has status
   success and the outputs of every output node, and the files it names exist (images and latents under output/ or
   temp/, the erasure's LoRA in the loras folder, models/loras/);
@@ -38,6 +39,7 @@ from graphs import (CHECKPOINT, UNLEARN, erase_graph, fewest_passes, plain_graph
                     saved_lora_name)
 from pack_import import PACK_NAME, PACK_ROOT
 from safetensors.torch import load_file
+from test_attack_graph import shipped_attack_graph
 from test_families import on_tiny_dit
 from test_report_graph import report_graph, sweep_graph
 
@@ -99,6 +101,9 @@ def shrunk_as_in_process(server, workflow):
         return report_graph()
     if workflow == "strength_sweep.json":   # sweeps the erasure that the example workflow saves
         return sweep_graph(server.finished("erase_concept.json").lora_names()[0])
+    if workflow == "suggest_erase_attack.json":
+        server.write_models(SD15)
+        return shipped_attack_graph()
     pytest.fail(f"no shrinking for the shipped workflow {workflow}: add it to shrunk()")
 
 
