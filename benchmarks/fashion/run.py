@@ -209,6 +209,17 @@ RECOMMENDED_PAIR = dict(targets=("a sneaker", "a trainer", "a running shoe", "a 
 RECOMMENDED = replace(ErasureConfig(), objective="uce")
 ITERATIVE = replace(ErasureConfig(), learning_rate=8e-4, steps=600, neighbourhood=Neighbourhood(0.5))
 UCE_AS_PUBLISHED = replace(RECOMMENDED, objective_params={"guidance": 0.0})    # onto the anchor, not past it
+# The training objectives at ITERATIVE's rate and length: ESD (negative guidance, no anchor) and the anchor objective
+# with a bounded divergence (Hellinger at the temperature the concept table uses).
+ANCHOR_HELLINGER = replace(ITERATIVE, divergence="hellinger", temperature=1e-3)
+ESD_600 = replace(ErasureConfig(), objective="esd", learning_rate=ITERATIVE.learning_rate, steps=ITERATIVE.steps)
+# Candidates for an erasure that holds against the conditioning-space attack (attack.py): ITERATIVE on every weight,
+# so that the image pathway changes too, and the same with adversarial training in a ball as wide as each token
+# (three ascent steps per step: RACE, arXiv 2405.16341; AdvUnlearn, arXiv 2405.15234).
+ROBUST_FULL = replace(ITERATIVE, parameters="full")
+ROBUST_ADVERSARIAL = replace(ROBUST_FULL, neighbourhood=Neighbourhood(1.0, 3))
+ROBUSTNESS = {"anchor kl, full parameters": ROBUST_FULL,
+              "anchor kl, full parameters, adversarial r=1 k=3": ROBUST_ADVERSARIAL}
 
 
 def concept_plan():
@@ -254,14 +265,21 @@ GROUPS = {}     # the held-out table's judged prompt groups beyond the standard 
 
 def held_out_plan():
     """The recommended setting and UCE as published, each on HELD_OUT_PAIR; the recommended setting with only the
-    canonical name listed, and with it the Unlearn Concept Suggestions node's default suggestions for it."""
+    canonical name listed, and with it the Unlearn Concept Suggestions node's default suggestions for it; UCE past
+    the anchor by a whole step; the training objectives and the robustness candidates, each on HELD_OUT_PAIR."""
     alone = {**HELD_OUT_PAIR, "targets": HELD_OUT_PAIR["targets"][:1]}
     return [Run("recommended", "held_out", RECOMMENDED, in_grid=True, **HELD_OUT_PAIR),
             Run("uce guidance=0 (as published)", "held_out", UCE_AS_PUBLISHED,
                 **HELD_OUT_PAIR),
             Run("recommended, no synonyms listed", "held_out", RECOMMENDED, **alone),
             Run("recommended, suggested synonyms", "held_out", RECOMMENDED, **{**alone, "targets": suggested_targets(
-                alone["targets"][0], (alone["anchor"], *alone["preserve"]))})]
+                alone["targets"][0], (alone["anchor"], *alone["preserve"]))}),
+            Run("uce guidance=1", "held_out", replace(RECOMMENDED, objective_params={"guidance": 1.0}),
+                **HELD_OUT_PAIR),
+            Run("iterative (anchor kl, 600 steps, neighbourhood)", "held_out", ITERATIVE, **HELD_OUT_PAIR),
+            Run("anchor hellinger, 600 steps, neighbourhood", "held_out", ANCHOR_HELLINGER, **HELD_OUT_PAIR),
+            Run("esd, 600 steps", "held_out", ESD_600, **HELD_OUT_PAIR),
+            *(Run(label, "held_out", config, **HELD_OUT_PAIR) for label, config in ROBUSTNESS.items())]
 
 
 def suggested_targets(concept: str, exclude: tuple) -> tuple:
