@@ -59,7 +59,7 @@ ERASURES = {"original model": None,
             "uce guidance=0 (as published)": UCE_AS_PUBLISHED,
             "iterative (anchor kl, 600 steps, neighbourhood)": ITERATIVE,
             **ROBUSTNESS}
-ROWS = tuple(ERASURES)[:4]
+ROWS = tuple(label for label in ERASURES if label not in ROBUSTNESS)   # a full run's rows
 SEEDS = 3
 SAMPLES = 32                  # judged samples per ASR point
 START = "a photo of a thing"  # both attacks start here: a prompt that names no class
@@ -464,10 +464,10 @@ def write_table(rows, name):
     return table
 
 
-def merged(path, results):
-    """The runs saved at `path` with those of the rows in `results` replaced by them, in ERASURES' order."""
+def merged(saved_runs, results):
+    """The saved runs with those of the rows in `results` replaced by them, in ERASURES' order."""
     fresh = {r["label"] for r in results}
-    kept = [r for r in json.loads(path.read_text())["runs"] if r["label"] not in fresh]
+    kept = [r for r in saved_runs if r["label"] not in fresh]
     for run in kept:              # JSON keys are strings: the budgets are numbers again
         for key in ("states", "prompt", "prompts"):
             run[key] = {int(budget): value for budget, value in run[key].items()}
@@ -498,16 +498,17 @@ def main():
     started = time.perf_counter()
     results = run_all(units, args.model, args.workers, args.quick)
     wall = time.perf_counter() - started
-    if args.only:
-        results = merged(RESULTS / f"{name}.json", results)
+    saved = json.loads((RESULTS / f"{name}.json").read_text()) if args.only else None
+    if saved:
+        results = merged(saved["runs"], results)
     summary = summarise(results)
     settings = {"samples": SAMPLES, "start": START, "states": {"lr": STATES_LR, "batch": STATES_BATCH},
                 "prompt": {"tokens": len(START.split()), "batch": PROMPT_BATCH, "top_m": TOP_M,
                            "candidates": CANDIDATES, "excluded": sorted(EXCLUDED)},
                 "workers": args.workers, "wall_seconds": wall}
-    if args.only:   # the full run's settings stay; each rerun of some rows is recorded beside them
-        saved = json.loads((RESULTS / f"{name}.json").read_text())["settings"]
-        settings = {**saved, "reruns": saved.get("reruns", []) + [{"rows": list(rows), **settings}]}
+    if saved:       # the full run's settings stay; each rerun of some rows is recorded beside them
+        settings = {**saved["settings"], "reruns": saved["settings"].get("reruns", []) + [{"rows": list(rows),
+                                                                                            **settings}]}
     (RESULTS / f"{name}.json").write_text(json.dumps({"settings": settings, "rows": summary, "runs": results},
                                                      indent=1) + "\n")
     print("\n" + write_table(summary, name) + f"\n\nwall time {wall / 60:.1f} minutes")
