@@ -103,14 +103,16 @@ def test_constrained_reverse_kl_with_no_budget_holds_the_model_at_the_original()
         _, denoiser, deltas = toy_setup("cross_attention")
         config = plan(steps=20, learning_rate=3e-3, batch_size=2, objective="constrained_reverse_kl",
                       objective_params={"budget": budget, "trajectory_steps": 4})
-        records = erase(denoiser, deltas, [make_concept()], config)
-        return records, max(r.loss for r in records)
+        return erase(denoiser, deltas, [make_concept()], config)
 
-    records, held = erased(0.0)
-    assert records[0].terms["lambda"] == 0.0 and all(r.terms["lambda"] < 0.01 for r in records)
-    # Its target is the original model's prediction: Adam's first steps on float noise move the weights a little
-    # and the loss pulls them back; a budget of 1 pushes the same run away from it.
-    assert held < 0.05 * erased(1.0)[1]
+    held, pushed = erased(0.0), erased(1.0)
+    assert held[0].terms["lambda"] == 0.0 and all(r.terms["lambda"] < 0.01 for r in held)
+    # Its target is the original model's prediction: at the original its loss is zero up to rounding (squared float32
+    # errors), where a budget of 1 starts from a real loss.
+    assert held[0].loss < 1e-6 * pushed[0].loss
+    # Adam turns those rounding errors into steps of the whole learning rate, how large depending on how the CPU's
+    # threads sum; the loss pulls the weights back, so the run stays below where the budget of 1 starts.
+    assert max(r.loss for r in held) < pushed[0].loss
 
 
 def test_constrained_reverse_kl_keeps_lambda_under_its_cap_and_moves_the_model_away_from_the_concept():

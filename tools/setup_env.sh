@@ -12,7 +12,8 @@ pip() { "$VENV/bin/python" -m pip --disable-pip-version-check --quiet "$@" >&2; 
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 echo "torch==2.13.0" > "$work/constraints"
 pip install "torch==2.13.0"
-pip install -c "$work/constraints" pytest safetensors numpy "diffusers==0.42.1"   # diffusers: the offline benchmark's model
+# diffusers: the offline benchmark's model; pytest-xdist: tools/test.sh's workers side by side
+pip install -c "$work/constraints" pytest pytest-xdist safetensors numpy "diffusers==0.42.1"
 comfy="${1:-$(bash "$tools/find_comfyui.sh")}"
 if [ -n "$comfy" ]; then
   grep -v -E '^(torch|torchvision|torchaudio)$' "$comfy/requirements.txt" > "$work/requirements"
