@@ -330,7 +330,7 @@ def cells(row):
             share(row["random"]), seconds, found]
 
 
-COLOURS = ["#444444", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]
+COLOURS = ["#444444", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
 
 def save_curves(rows, path):
