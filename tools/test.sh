@@ -7,17 +7,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Two pytest workers of one torch thread each where there are 2 cores and the memory for two ComfyUIs side by side
-# (a worker holding a tiny DiT peaks near 6 GiB): 1.5 times faster than one process of two threads, whose tiny
-# models leave the second thread idle much of the time. A file's tests stay on one worker, in order.
+# (with the server test's ComfyUI beside them the machine's used memory peaked at 15.7 GiB): 1.5 times faster than one
+# process of two threads, whose tiny models leave the second thread idle much of the time. A file's tests stay on
+# one worker, in order.
 workers() {
   local cores memory_gib
   cores="$(nproc 2>/dev/null || echo 1)"
   memory_gib="$(awk '/^MemAvailable:/ {print int($2 / 1048576)}' /proc/meminfo 2>/dev/null || echo 0)"
-  if [ "$cores" -ge 2 ] && [ "${memory_gib:-0}" -ge 16 ]; then echo 2; else echo 0; fi
+  if [ "$cores" -ge 2 ] && [ "${memory_gib:-0}" -ge 18 ]; then echo 2; else echo 0; fi
 }
 run_pytest() {
-  if [ "$(workers)" -gt 0 ]; then
-    OMP_NUM_THREADS=1 "$python" -m pytest -q -rs -p no:cacheprovider -n "$(workers)" --dist loadfile "$@"
+  local count
+  count="$(workers)"
+  if [ "$count" -gt 0 ]; then
+    OMP_NUM_THREADS=1 "$python" -m pytest -q -rs -p no:cacheprovider -n "$count" --dist loadfile "$@"
   else
     "$python" -m pytest -q -rs -p no:cacheprovider "$@"
   fi
