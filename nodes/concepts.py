@@ -1,4 +1,5 @@
 """Unlearn Concept Pair: name what to forget, what it becomes, and what to keep."""
+import functools
 import numbers
 from pathlib import Path
 from typing import Optional
@@ -9,6 +10,8 @@ from comfy_api.latest import io
 
 from ..unlearning import (PHRASING_TEMPLATES, ConceptPair, ConceptSet, PreservedPrompt, expanded_pairs, pair_prompts,
                           phrasings_of, prompt_lines)
+from ..unlearning.suggestions import NOT_KEPT_NEAREST, Vocabulary, kept_lines, mean_embedding
+from .progress import NodeProgress
 from .types import CATEGORY, Concepts
 
 
@@ -46,10 +49,18 @@ class UnlearnConceptPair(io.ComfyNode):
                                         "('Van Gogh -> a painting', or a target alone for the anchor box's "
                                         "anchor); lines starting with # are skipped. A path, absolute or relative "
                                         "to ComfyUI's input folder. For lists of dozens or hundreds of concepts."),
+                io.Int.Input("keep_vocabulary", default=0, min=0, max=1024, optional=True,
+                             tooltip="Also keep this many everyday words of the text encoder's own vocabulary where "
+                                     "they are ('a chair', ...; a fixed draw, never the "
+                                     f"{NOT_KEPT_NEAREST} words nearest a target, with phrasings as set above): "
+                                     "prompts nobody listed change less. A closed-form edit then holds less on the "
+                                     "target at the same guidance: raise Unlearn Objective UCE's guidance with it. "
+                                     "Each word is one more prompt to encode (eight with phrasings)."),
                 Concepts.Input("concepts", optional=True,
                                tooltip="Pairs from another Unlearn Concept Pair node, to erase several concepts at once."),
             ],
             outputs=[Concepts.Output(display_name="concepts")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -58,9 +69,14 @@ class UnlearnConceptPair(io.ComfyNode):
         return concept_file_text(concept_file)
 
     @classmethod
-    def execute(cls, clip, target, anchor, preserve="", phrasings=False, concept_file="", concepts=None):
+    def execute(cls, clip, target, anchor, preserve="", phrasings=False, concept_file="", keep_vocabulary=0,
+                concepts=None):
         pairs = pair_prompts("\n".join((target, concept_file_text(concept_file))), anchor)
-        encode = text_encoder(clip)
+        kept = prompt_lines(preserve) + vocabulary_lines(clip, keep_vocabulary, pairs, preserve)
+        phrased = 1 + len(PHRASING_TEMPLATES) if phrasings else 1
+        node_id = cls.hidden.unique_id if cls.hidden else None   # no hidden inputs when called outside a graph
+        progress = NodeProgress(node_id, 1 + phrased * (2 * len(pairs) + len(kept)))
+        encode = text_encoder(clip, progress.step)
         empty = encode("")
         def pair(t, a, written=None):
             target, anchor = encode(t), encode(a) if a else empty
@@ -68,11 +84,12 @@ class UnlearnConceptPair(io.ComfyNode):
                                row_tokens(clip, a, anchor))
 
         written = [pair(t, a) for t, a in pairs]
-        encoded = ConceptSet(written, [PreservedPrompt(text, encode(text)) for text in prompt_lines(preserve)])
+        encoded = ConceptSet(written, [PreservedPrompt(text, encode(text)) for text in kept])
         if phrasings:
             encoded.pairs += [pair(t, a, written[i]) for t, a, i in expanded_pairs(pairs) if t != pairs[i][0]]
-            encoded.preserve += [PreservedPrompt(text, encode(text)) for line in prompt_lines(preserve)
+            encoded.preserve += [PreservedPrompt(text, encode(text)) for line in kept
                                  for text in phrasings_of(line)[1:]]
+        progress.done()
         return io.NodeOutput((concepts or ConceptSet()).merged(encoded))
 
 
@@ -92,11 +109,43 @@ def concept_file_text(name: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
-def text_encoder(clip):
-    """text -> its CONDITIONING from `clip`, as CLIPTextEncode makes it."""
+def text_encoder(clip, on_text=None):
+    """text -> its CONDITIONING from `clip`, as CLIPTextEncode makes it; `on_text` runs after each encoding (a
+    progress bar, which checks Cancel)."""
     if clip is None:
         raise ValueError("clip is empty: connect the CLIP output of the checkpoint loader.")
-    return lambda text: clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+    def encode(text):
+        cond = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+        if on_text is not None:
+            on_text()
+        return cond
+
+    return encode
+
+
+def vocabulary_lines(clip, count: int, pairs: list, preserve: str) -> list[str]:
+    """`count` everyday words of the CLIP's own vocabulary to keep (kept_lines), as preserved lines ('a chair')."""
+    if not count:
+        return []
+    written = [*(text for pair in pairs for text in pair), *prompt_lines(preserve)]
+    return kept_lines(*token_vocabulary(clip), count, [target for target, _ in pairs], written)
+
+
+def token_vocabulary(clip) -> tuple:
+    """(Vocabulary, words -> the mean input embedding of their tokens) of the first of the CLIP's text encoders whose
+    tokenizer lists its vocabulary: ComfyUI names each encoder's tokenizer and model alike (clip_l, t5xxl, ...)."""
+    if clip is None:
+        raise ValueError("clip is empty: connect the CLIP output of the checkpoint loader.")
+    for name, tokenizer in vars(clip.tokenizer).items():
+        hf_tokenizer = getattr(tokenizer, "tokenizer", None)
+        encoder = getattr(getattr(clip.cond_stage_model, name, None), "transformer", None)
+        if hasattr(hf_tokenizer, "convert_ids_to_tokens") and hasattr(encoder, "get_input_embeddings"):
+            table = encoder.get_input_embeddings().weight.detach()
+            return (Vocabulary.from_tokenizer(hf_tokenizer, table),
+                    functools.partial(mean_embedding, hf_tokenizer, table))
+    raise ValueError("clip holds no text encoder whose tokenizer lists its vocabulary: connect a checkpoint "
+                     "loader's or CLIP loader's CLIP.")
 
 
 def row_tokens(clip, text: str, cond) -> Optional[torch.Tensor]:

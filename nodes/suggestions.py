@@ -7,9 +7,8 @@ from comfy_api.latest import io
 from ..unlearning import pair_prompts, prompt_lines
 from ..unlearning.concepts import ARROW
 from ..unlearning.evaluation.concept_score import markdown_table
-from ..unlearning.suggestions import (PAIRED_WORDS, SHORTLIST, SUGGESTED, Vocabulary, candidate_count, mean_embedding,
-                                      suggest)
-from .concepts import text_encoder
+from ..unlearning.suggestions import PAIRED_WORDS, SHORTLIST, SUGGESTED, candidate_count, suggest
+from .concepts import text_encoder, token_vocabulary
 from .progress import NodeProgress
 from .types import CATEGORY
 
@@ -74,22 +73,6 @@ class UnlearnConceptSuggestions(io.ComfyNode):
         table = markdown_table(["target", "rank", "suggestion", "score", "in targets"], ["---", "---:", "---", "---:",
                                                                                         "---"], rows)
         return io.NodeOutput("\n".join(lines), table)
-
-
-def token_vocabulary(clip) -> tuple:
-    """(Vocabulary, words -> the mean input embedding of their tokens) of the first of the CLIP's text encoders whose
-    tokenizer lists its vocabulary: ComfyUI names each encoder's tokenizer and model alike (clip_l, t5xxl, ...)."""
-    if clip is None:
-        raise ValueError("clip is empty: connect the CLIP output of the checkpoint loader.")
-    for name, tokenizer in vars(clip.tokenizer).items():
-        hf_tokenizer = getattr(tokenizer, "tokenizer", None)
-        encoder = getattr(getattr(clip.cond_stage_model, name, None), "transformer", None)
-        if hasattr(hf_tokenizer, "convert_ids_to_tokens") and hasattr(encoder, "get_input_embeddings"):
-            table = encoder.get_input_embeddings().weight.detach()
-            return (Vocabulary.from_tokenizer(hf_tokenizer, table),
-                    functools.partial(mean_embedding, hf_tokenizer, table))
-    raise ValueError("clip holds no text encoder whose tokenizer lists its vocabulary: connect a checkpoint "
-                     "loader's or CLIP loader's CLIP.")
 
 
 def sentence_vectors(clip, on_text):

@@ -1,9 +1,12 @@
-"""Concept suggestions (unlearning/suggestions.py) on a toy text encoder whose nearness is known."""
+"""Concept suggestions and kept words (unlearning/suggestions.py) on toy text encoders whose nearness is known."""
 import pytest
 import torch
 
-from comfyui_unlearn.unlearning.suggestions import (Vocabulary, candidate_count, candidate_phrases, suggest,
-                                                       with_article)
+import itertools
+import string
+
+from comfyui_unlearn.unlearning.suggestions import (NOT_KEPT_NEAREST, Vocabulary, candidate_count, candidate_phrases,
+                                                       kept_words, suggest, with_article)
 
 # Directions of a toy meaning space: footwear, sport, clothing, and noise words.
 MEANINGS = {"sneaker": [1, 1, 0], "trainer": [1, 0.9, 0], "running": [0.3, 1, 0], "shoe": [1, 0, 0],
@@ -64,3 +67,26 @@ def test_a_line_without_a_concept_is_refused_naming_it():
 def test_a_phrase_takes_the_article_its_first_letter_needs():
     assert with_article("a ", "air sole") == "an air sole" and with_article("An ", "boot") == "A boot"
     assert with_article("the ", "air sole") == "the air sole" and with_article("", "boot") == "boot"
+
+
+def random_vocabulary(size=1000, width=16):
+    words = ["".join(letters) for letters in itertools.islice(itertools.product(string.ascii_lowercase, repeat=3), size)]
+    return Vocabulary.from_tokens(words, torch.randn(size, width, generator=torch.Generator().manual_seed(0)))
+
+
+def test_kept_words_are_a_fixed_draw_that_never_holds_a_targets_neighbours_or_a_written_word():
+    vocabulary = random_vocabulary()
+    targets = [vocabulary.table[3], vocabulary.table[500]]
+    kept = kept_words(vocabulary, 64, targets, skip={"aab", "bcd"})
+    near = {word for target in targets for word in vocabulary.nearest(target, NOT_KEPT_NEAREST, set())}
+    assert len(kept) == len(set(kept)) == 64 and not near & set(kept) and not {"aab", "bcd"} & set(kept)
+    assert kept == kept_words(vocabulary, 64, targets, {"aab", "bcd"})       # the same words in every workflow
+    assert kept_words(vocabulary, 16, targets, {"aab", "bcd"}) == kept[:16]   # more words keep the fewer ones
+    # Spread over the vocabulary rather than its first rows.
+    assert max(vocabulary.words.index(word) for word in kept) > len(vocabulary.words) // 2
+
+
+def test_kept_words_stop_at_what_the_vocabulary_holds_beyond_the_targets_neighbours():
+    vocabulary = random_vocabulary(size=NOT_KEPT_NEAREST + 10)
+    assert len(kept_words(vocabulary, 64, [vocabulary.table[0]], set())) == 10
+

@@ -26,6 +26,8 @@ PAIRED_WORDS = 8                      # the nearest words that also form two-wor
 SUGGESTED = 8                         # suggestions added per target line, by default
 SHORTLIST = 24                        # vocabulary words shortlisted per target line, by default
 CHUNK = 8192                          # table rows compared at once (a float32 copy of 8192 rows, not of the table)
+KEPT_WORDS_DRAW = 0                   # the seed of the kept words' draw: the same words for the same encoder
+NOT_KEPT_NEAREST = 200                # the words nearest a target that are never drawn to be kept
 
 
 class Suggestion(NamedTuple):
@@ -121,3 +123,25 @@ def suggest(concept: str, token_vector: Callable[[str], torch.Tensor], vocabular
     ranked = sorted(((phrase, float(s[0])) for phrase, s, kept in zip(phrases, similar, nearer_the_concept) if kept),
                     key=lambda pair: -pair[1])
     return [Suggestion(*pair) for pair in ranked[:count]]
+
+
+def kept_words(vocabulary: Vocabulary, count: int, target_vectors: list[torch.Tensor], skip: set) -> list[str]:
+    """`count` of the vocabulary's whole words to keep where they are beside an erasure: a fixed draw over the
+    vocabulary (the same words for the same encoder, in every workflow), without the NOT_KEPT_NEAREST words nearest
+    each target's token vector (its synonyms are to erase, not to keep) and without `skip`. Kept as preserved
+    prompts, they stand for the prompts nobody listed: a closed-form edit then moves only what sets the targets
+    apart from everyday words, rather than what every prompt shares with them."""
+    near = {word for vector in target_vectors for word in vocabulary.nearest(vector, NOT_KEPT_NEAREST, set())}
+    order = torch.randperm(len(vocabulary.words), generator=torch.Generator().manual_seed(KEPT_WORDS_DRAW))
+    drawn = (vocabulary.words[i] for i in order.tolist())
+    return list(itertools.islice((word for word in drawn if word not in near and word not in skip), count))
+
+
+def kept_lines(vocabulary: Vocabulary, token_vector: Callable[[str], torch.Tensor], count: int, targets: list[str],
+               written: list[str]) -> list[str]:
+    """`count` prompts to keep ('a chair'): kept_words for these target lines, none of them a word of `written` (every
+    line of the concept pairs and of the preserve box)."""
+    skip = {word.lower() for text in written for word in re.findall(r"[A-Za-z]+", text)}
+    vectors = [token_vector(concept_words(target)[1]) for target in targets]
+    return [with_article("a ", word) for word in kept_words(vocabulary, count, vectors, skip)]
+

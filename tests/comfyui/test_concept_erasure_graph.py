@@ -1,5 +1,6 @@
 """Erasing the concept rather than the phrase, in real ComfyUI graphs: the pair node's phrasings and the
 Unlearn Concept Neighbourhood option node."""
+import re
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,25 @@ def test_uce_over_the_phrasings_moves_past_the_anchor_with_guidance(runner, refe
     assert len(saved_metadata(past)["concepts"]) == 2 * (1 + len(PHRASING_TEMPLATES))
     deltas_onto, deltas_past = saved_deltas(onto), saved_deltas(past)
     assert any(not torch.equal(deltas_onto[k], deltas_past[k]) for k in deltas_onto)
+
+
+def test_kept_vocabulary_words_join_the_preserved_prompts_in_every_phrasing_and_change_the_edit(runner, references):
+    def uce_graph(keep_vocabulary, prefix):
+        graph = with_saved_erasure(erase_graph(CKPT, seed=1, objective="uce", guidance=1.0), "float32", prefix)
+        graph["2"]["inputs"].update(target="a sneaker", anchor="a sandal", preserve="a boot", phrasings=True,
+                                    keep_vocabulary=keep_vocabulary)
+        return run(runner, graph)
+
+    plain, kept = uce_graph(0, "test/uce_plain"), uce_graph(6, "test/uce_kept")
+    assert same(latent(kept, "20"), references[1])
+    assert torch.isfinite(latent(kept, "21")).all() and not same(latent(kept, "21"), references[1])
+    preserved = saved_metadata(kept)["preserve"]
+    words = preserved[1:7]
+    assert preserved[0] == "a boot" and len(set(words)) == 6 and len(preserved) == 7 * (1 + len(PHRASING_TEMPLATES))
+    assert all(re.fullmatch(r"an? [a-z]{3,}", line) for line in words)
+    assert not {"sneaker", "sandal", "boot"} & {line.split()[1] for line in words}   # no word the pair writes
+    assert preserved[7:] == [t.format(line) for line in ["a boot", *words] for t in PHRASING_TEMPLATES]
+    assert saved_metadata(plain)["preserve"] == ["a boot", *(t.format("a boot") for t in PHRASING_TEMPLATES)]
+    deltas_plain, deltas_kept = saved_deltas(plain), saved_deltas(kept)
+    assert any(not torch.equal(deltas_plain[k], deltas_kept[k]) for k in deltas_plain)
+
