@@ -50,16 +50,19 @@ import task
 from common import RESULTS, markdown_table
 from comfyui_unlearn.unlearning.evaluation.attack import denoising_error, invert_concept, judged_as_target, noisy_draws
 from run import (HELD_OUT_PAIR, ITERATIVE, MODELS, RECOMMENDED, ROBUSTNESS, TARGET, UCE_AS_PUBLISHED, Bench, Run,
-                 Sizes, run_erasure)
+                 Sizes, kept_vocabulary_run, run_erasure)
 
-# The rows: the original model and erasures with run.py's settings, on the held-out table's pair HELD_OUT_PAIR; the
-# robustness candidates (run.py's ROBUSTNESS) are rows too, run on request (--only) as they are slow to erase.
-ERASURES = {"original model": None,
-            "recommended": RECOMMENDED,
-            "uce guidance=0 (as published)": UCE_AS_PUBLISHED,
-            "iterative (anchor kl, 600 steps, neighbourhood)": ITERATIVE,
-            **ROBUSTNESS}
-ROWS = tuple(label for label in ERASURES if label not in ROBUSTNESS)   # a full run's rows
+# The rows: the original model and erasures as run.py's held-out table makes them, on its pair HELD_OUT_PAIR. A full
+# run's rows come first; the robustness candidates (run.py's ROBUSTNESS), slow to erase, and the setting with words
+# kept, which came after the full runs, run on request (--only).
+FULL_RUN = {"original model": None,
+            **{label: Run(label, "attack", config, **HELD_OUT_PAIR) for label, config in (
+                ("recommended", RECOMMENDED), ("uce guidance=0 (as published)", UCE_AS_PUBLISHED),
+                ("iterative (anchor kl, 600 steps, neighbourhood)", ITERATIVE))}}
+ON_REQUEST = [*(Run(label, "attack", config, **HELD_OUT_PAIR) for label, config in ROBUSTNESS.items()),
+              kept_vocabulary_run(3.0, 64)]
+ERASURES = {**FULL_RUN, **{run.label: run for run in ON_REQUEST}}
+ROWS = tuple(FULL_RUN)
 SEEDS = 3
 SAMPLES = 32                  # judged samples per ASR point
 START = "a photo of a thing"  # both attacks start here: a prompt that names no class
@@ -243,8 +246,9 @@ def erased(label, seed):
     here = bench(seed)
     if ERASURES[label] is None:
         return here.spec.denoiser(here.module), 0.0
-    config = replace(ERASURES[label], seed=seed, family=here.spec.family)
-    denoiser, _, seconds, _ = run_erasure(here, *here.concepts(Run(label, "attack", config, **HELD_OUT_PAIR)), [config])
+    run = ERASURES[label]
+    config = replace(run.config, seed=seed, family=here.spec.family)
+    denoiser, _, seconds, _ = run_erasure(here, *here.concepts(replace(run, config=config)), [config])
     for delta in denoiser.deltas.parameters():
         delta.requires_grad_(False)          # the attacks' gradients go to the input only
     return denoiser, seconds
@@ -276,7 +280,7 @@ def attack(unit, quick=False):
 
 def run_all(units, model, workers, quick):
     """Each unit's result in order; the slow erasures (the trained ones) start first."""
-    order = sorted(units, key=lambda unit: ERASURES[unit[0]] is None or ERASURES[unit[0]].objective == "uce")
+    order = sorted(units, key=lambda unit: ERASURES[unit[0]] is None or ERASURES[unit[0]].config.objective == "uce")
     if workers == 1:
         _start_worker(model)
         done = [attack(unit, quick) for unit in order]
@@ -330,7 +334,9 @@ def cells(row):
             share(row["random"]), seconds, found]
 
 
-COLOURS = ["#444444", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+COLOURS = ["#444444", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
+if len(COLOURS) < len(ERASURES):      # the plots pair rows with colours: a row without one would go missing
+    raise SystemExit(f"attack.py: {len(ERASURES)} rows and {len(COLOURS)} colours: add a colour to COLOURS")
 
 
 def save_curves(rows, path):

@@ -33,7 +33,7 @@ from comfyui_unlearn.divergences import DIVERGENCES, closed_forms  # noqa: E402
 from comfyui_unlearn.unlearning import (OBJECTIVES, Concept, ErasureConfig, Neighbourhood, WeightDeltas, erase,  # noqa: E402
                                         expanded_pairs, pair_prompts, phrasings_of, preset_shapes, prompt_lines,
                                         resolve)
-from comfyui_unlearn.unlearning.suggestions import Vocabulary, mean_embedding, suggest  # noqa: E402
+from comfyui_unlearn.unlearning.suggestions import Vocabulary, kept_lines, mean_embedding, suggest  # noqa: E402
 
 TARGET, ANCHOR = 7, 5          # sneaker -> sandal
 ANCHOR_IMAGES = 4              # the node's default number of sampled anchor images
@@ -53,6 +53,7 @@ class Run:
     anchor: str = task.prompt(ANCHOR)           # the anchor,
     preserve: tuple = ()                        # prompts to preserve,
     phrasings: bool = False                     # and the pair node's phrasings switch
+    keep_vocabulary: int = 0                    # and its keep_vocabulary: words of MiniLM's vocabulary kept
     start_with: Optional[ErasureConfig] = None  # an erasure whose result this one starts from (Unlearn Start From)
     sample_shift: int = 0      # the seeds of every sample (training images, the judge's samples) are shifted by this
 
@@ -267,10 +268,23 @@ HELD_OUT_PAIR = dict(targets=("a sneaker", "a trainer"), anchor="a sandal", pres
 GROUPS = {}     # the held-out table's judged prompt groups beyond the standard ones (main sets it): group -> prompts
 
 
+# UCE past the anchor with everyday words of the encoder's vocabulary kept (Unlearn Concept Pair's keep_vocabulary):
+# (guidance, words) points of the trade-off, picked in a sweep on the DiT twin's own held-out groups (so their DiT
+# numbers are in-sample for the choice; held_out_second.txt, written after it, checks them).
+KEPT_VOCABULARY = ((2.0, 32), (3.0, 64), (4.0, 64))
+
+
+def kept_vocabulary_run(guidance: float, count: int) -> Run:
+    """UCE past the anchor by `guidance` with `count` words of MiniLM's vocabulary kept, on HELD_OUT_PAIR."""
+    return Run(f"uce guidance={guidance:g}, {count} words kept", "held_out",
+               replace(RECOMMENDED, objective_params={"guidance": guidance}), **HELD_OUT_PAIR, keep_vocabulary=count)
+
+
 def held_out_plan():
     """The recommended setting and UCE as published, each on HELD_OUT_PAIR; the recommended setting with only the
     canonical name listed, and with it the Unlearn Concept Suggestions node's default suggestions for it; UCE past
-    the anchor by a whole step; the training objectives and the robustness candidates, each on HELD_OUT_PAIR."""
+    the anchor by a whole step, and further with everyday words kept; the training objectives and the robustness
+    candidates, each on HELD_OUT_PAIR."""
     alone = {**HELD_OUT_PAIR, "targets": HELD_OUT_PAIR["targets"][:1]}
     return [Run("recommended", "held_out", RECOMMENDED, in_grid=True, **HELD_OUT_PAIR),
             Run("uce guidance=0 (as published)", "held_out", UCE_AS_PUBLISHED,
@@ -280,26 +294,33 @@ def held_out_plan():
                 alone["targets"][0], (alone["anchor"], *alone["preserve"]))}),
             Run("uce guidance=1", "held_out", replace(RECOMMENDED, objective_params={"guidance": 1.0}),
                 **HELD_OUT_PAIR),
+            *(kept_vocabulary_run(guidance, count) for guidance, count in KEPT_VOCABULARY),
             Run("iterative (anchor kl, 600 steps, neighbourhood)", "held_out", ITERATIVE, **HELD_OUT_PAIR),
             Run("anchor hellinger, 600 steps, neighbourhood", "held_out", ANCHOR_HELLINGER, **HELD_OUT_PAIR),
             Run("esd, 600 steps", "held_out", ESD_600, **HELD_OUT_PAIR),
             *(Run(label, "held_out", config, **HELD_OUT_PAIR) for label, config in ROBUSTNESS.items())]
 
 
+@functools.cache
+def minilm_vocabulary():
+    """(Vocabulary, words -> the mean input embedding of their tokens) of MiniLM, as the nodes make them of a CLIP."""
+    tokenizer, model = task.load_minilm("the text encoder's vocabulary")
+    table = model.embeddings.word_embeddings.weight.detach()
+    return Vocabulary.from_tokenizer(tokenizer, table), functools.partial(mean_embedding, tokenizer, table)
+
+
 def suggested_targets(concept: str, exclude: tuple) -> tuple:
     """The target line, then what the Unlearn Concept Suggestions node adds to it at its defaults, by the same engine
     function over this benchmark's text encoder: MiniLM's vocabulary and token table, and the mean of the token
     states the UNet reads (MiniLM's own sentence vector)."""
-    tokenizer, model = task.load_minilm("concept suggestions")
-    table = model.embeddings.word_embeddings.weight.detach()
     encoder = task.PromptEncoder()
 
     def sentence_vectors(texts):
         states, mask = encoder(texts)
         return (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
 
-    shown = suggest(concept, functools.partial(mean_embedding, tokenizer, table),
-                    Vocabulary.from_tokenizer(tokenizer, table), sentence_vectors, exclude=exclude)
+    vocabulary, token_vector = minilm_vocabulary()
+    shown = suggest(concept, token_vector, vocabulary, sentence_vectors, exclude=exclude)
     print(f"suggested for '{concept}':", ", ".join(f"{phrase} ({score:.3f})" for phrase, score in shown))
     return (concept, *(phrase for phrase, _ in shown))
 
@@ -371,9 +392,13 @@ class Bench:
     def pairs_and_kept(run):
         """A run's concept pair as Unlearn Concept Pair expands it: [(target, anchor)], [preserved prompt]."""
         pairs = pair_prompts("\n".join(run.targets), run.anchor)
+        written = [text for pair in pairs for text in pair]
+        kept = kept_lines(*minilm_vocabulary(), run.keep_vocabulary, [t for t, _ in pairs],
+                          [*written, *run.preserve]) if run.keep_vocabulary else []
+        preserve = [*run.preserve, *kept]
         if run.phrasings:
             pairs = [(t, a) for t, a, _ in expanded_pairs(pairs)]
-        return pairs, [text for line in run.preserve for text in (phrasings_of(line) if run.phrasings else [line])]
+        return pairs, [text for line in preserve for text in (phrasings_of(line) if run.phrasings else [line])]
 
     @staticmethod
     def texts(run):
@@ -382,10 +407,11 @@ class Bench:
 
     def concepts(self, run):
         """The engine's concepts and preserved prompts for a run (every phrasing shares the images sampled
-        for the canonical anchor)."""
+        for the canonical anchor), each pair's rows with their token ids as Unlearn Concept Pair gives them."""
         pairs, kept = self.pairs_and_kept(run)
         concepts = [Concept(self.cond(t), self.cond(a), self.images[ANCHOR], t, a, empty=self.cond(""),
-                            forget_latents=self.images[TARGET]) for t, a in pairs]
+                            forget_latents=self.images[TARGET], target_tokens=self.encoder.ids(t),
+                            anchor_tokens=self.encoder.ids(a)) for t, a in pairs]
         return concepts, [self.cond(text) for text in kept]
 
     def __call__(self, run):
@@ -462,7 +488,8 @@ def main():
                                                               "(its JSON, table and pictures), keeping the other rows")
     parser.add_argument("--probe-file", metavar="F", help="also judge these prompts (one per line, each naming a "
                                                           "sneaker) on every row; default for --table concept: "
-                                                          "paraphrases.txt next to this script")
+                                                          "paraphrases.txt next to this script; with --table "
+                                                          "held_out, one more group, 'probe file'")
     parser.add_argument("--sample-seed", type=int, default=0,
                         help="shift the seeds of every sample (the anchor images and the judge's samples, of the "
                              "original model and the erased ones) by this, besides the shift by the seed that each "
@@ -496,6 +523,8 @@ def main():
     probes = probe_file and read_probes(probe_file, encoder)
     if args.table == "held_out":
         GROUPS.update(held_out_groups(HELD_OUT_PAIR))
+        if args.probe_file:       # a further judged group, checked against every row's edit set as the others are
+            GROUPS["probe file"] = prompt_lines(Path(args.probe_file).read_text())
         judged = {text for texts in GROUPS.values() for text in texts}
         for run in runs:
             if judged & set(Bench.texts(run)):
@@ -538,10 +567,16 @@ def main():
 def cache_prompts(encoder, runs):
     """Encode every prompt the runs train on into the committed cache (so that workers, and later runs,
     need no MiniLM); probe prompts are encoded apart and not cached."""
-    texts = [text for run in runs for text in Bench.texts(run)]
-    missing = [t for t in dict.fromkeys(texts) if f"{t}|states" not in encoder.cache]
+    # A kept vocabulary's hundreds of prompts are encoded where they are used: the cache's prompts are also the
+    # statistics of attack.py's random conditioning.
+    texts = list(dict.fromkeys(text for run in runs for text in Bench.texts(replace(run, keep_vocabulary=0))))
+    missing = [t for t in texts if f"{t}|states" not in encoder.cache]
+    untokenized = [t for t in texts if f"{t}|ids" not in encoder.cache]
     if missing:
         encoder(missing)
+    for text in untokenized:
+        encoder.ids(text)
+    if missing or untokenized:
         encoder.save()
 
 

@@ -87,7 +87,7 @@ def load_minilm(why: str):
 
 
 class PromptEncoder:
-    """MiniLM token states (TOKENS x 384, zero-padded) and attention masks, from a cache file or the model."""
+    """MiniLM token states (TOKENS x 384, zero-padded), attention masks and token ids, from a cache file or the model."""
 
     def __init__(self, path=PROMPTS):
         from safetensors.torch import load_file
@@ -107,14 +107,24 @@ class PromptEncoder:
         """One prompt's (states [1, TOKENS, 384], mask [1, TOKENS]): a conditioning the denoisers take."""
         return tuple(t[:1] for t in self([text]))
 
-    def _encode(self, texts):
+    def ids(self, text):
+        """The token id behind each of a prompt's TOKENS rows (by which Unlearn Concept Pair pairs the rows of a
+        target and its anchor)."""
+        if f"{text}|ids" not in self.cache:
+            self.cache[f"{text}|ids"] = self._tokens([text])["input_ids"][0].int()
+        return self.cache[f"{text}|ids"]
+
+    def _tokens(self, texts):
         if self.model is None:
             self.tokenizer, self.model = load_minilm(f"prompts {texts[:3]}... are not in {self.path.name}")
-        tokens = self.tokenizer(texts, padding="max_length", truncation=True, max_length=TOKENS, return_tensors="pt")
+        return self.tokenizer(texts, padding="max_length", truncation=True, max_length=TOKENS, return_tensors="pt")
+
+    def _encode(self, texts):
+        tokens = self._tokens(texts)
         with torch.no_grad():
             states = self.model(**tokens).last_hidden_state * tokens["attention_mask"][..., None]
-        for text, s, m in zip(texts, states, tokens["attention_mask"]):
-            self.cache[f"{text}|states"], self.cache[f"{text}|mask"] = s.half(), m.bool()
+        for text, s, m, i in zip(texts, states, tokens["attention_mask"], tokens["input_ids"]):
+            self.cache[f"{text}|states"], self.cache[f"{text}|mask"], self.cache[f"{text}|ids"] = s.half(), m.bool(), i.int()
 
     def save(self):
         from safetensors.torch import save_file
