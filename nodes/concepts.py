@@ -128,8 +128,13 @@ def vocabulary_lines(clip, count: int, pairs: list, preserve: str) -> list[str]:
     """`count` everyday words of the CLIP's own vocabulary to keep (kept_lines), as preserved lines ('a chair')."""
     if not count:
         return []
+    try:
+        vocabulary, token_vector = token_vocabulary(clip)
+    except ValueError as error:
+        raise ValueError(f"keep_vocabulary {count} needs the text encoder's vocabulary: {error} Or set "
+                         f"keep_vocabulary to 0.") from None
     written = [*(text for pair in pairs for text in pair), *prompt_lines(preserve)]
-    return kept_lines(*token_vocabulary(clip), count, [target for target, _ in pairs], written)
+    return kept_lines(vocabulary, token_vector, count, [target for target, _ in pairs], written)
 
 
 def token_vocabulary(clip) -> tuple:

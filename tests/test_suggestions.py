@@ -1,9 +1,9 @@
 """Concept suggestions and kept words (unlearning/suggestions.py) on toy text encoders whose nearness is known."""
-import pytest
-import torch
-
 import itertools
 import string
+
+import pytest
+import torch
 
 from comfyui_unlearn.unlearning.suggestions import (NOT_KEPT_NEAREST, Vocabulary, candidate_count, candidate_phrases,
                                                        kept_words, suggest, with_article)
@@ -89,4 +89,3 @@ def test_kept_words_are_a_fixed_draw_that_never_holds_a_targets_neighbours_or_a_
 def test_kept_words_stop_at_what_the_vocabulary_holds_beyond_the_targets_neighbours():
     vocabulary = random_vocabulary(size=NOT_KEPT_NEAREST + 10)
     assert len(kept_words(vocabulary, 64, [vocabulary.table[0]], set())) == 10
-

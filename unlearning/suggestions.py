@@ -144,4 +144,3 @@ def kept_lines(vocabulary: Vocabulary, token_vector: Callable[[str], torch.Tenso
     skip = {word.lower() for text in written for word in re.findall(r"[A-Za-z]+", text)}
     vectors = [token_vector(concept_words(target)[1]) for target in targets]
     return [with_article("a ", word) for word in kept_words(vocabulary, count, vectors, skip)]
-

@@ -194,3 +194,12 @@ def test_an_empty_latent_is_refused(runner, references, tiny_model_and_concepts)
         unlearn(model, concepts, options)
     later = runner.run(plain_graph(CKPT, seed=2))
     assert later.success and same(latent(later, "20"), references[2])
+
+
+def test_kept_vocabulary_without_a_text_encoder_names_the_input(runner):
+    """No stock loader makes a CLIP without a vocabulary, so the node is called as ComfyUI would call it."""
+    from comfyui_unlearn.nodes.concepts import UnlearnConceptPair
+
+    with pytest.raises(ValueError, match="keep_vocabulary 8 needs the text encoder's vocabulary: clip is empty.* Or "
+                                         "set keep_vocabulary to 0"):
+        UnlearnConceptPair.execute(None, "a sneaker", "a sandal", keep_vocabulary=8)

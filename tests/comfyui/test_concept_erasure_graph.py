@@ -123,4 +123,3 @@ def test_kept_vocabulary_words_join_the_preserved_prompts_in_every_phrasing_and_
     assert saved_metadata(plain)["preserve"] == ["a boot", *(t.format("a boot") for t in PHRASING_TEMPLATES)]
     deltas_plain, deltas_kept = saved_deltas(plain), saved_deltas(kept)
     assert any(not torch.equal(deltas_plain[k], deltas_kept[k]) for k in deltas_plain)
-
