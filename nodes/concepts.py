@@ -72,7 +72,8 @@ class UnlearnConceptPair(io.ComfyNode):
     def execute(cls, clip, target, anchor, preserve="", phrasings=False, concept_file="", keep_vocabulary=0,
                 concepts=None):
         pairs = pair_prompts("\n".join((target, concept_file_text(concept_file))), anchor)
-        kept = prompt_lines(preserve) + vocabulary_lines(clip, keep_vocabulary, pairs, preserve)
+        preserved = prompt_lines(preserve)
+        kept = preserved + vocabulary_lines(clip, keep_vocabulary, pairs, preserved)
         phrased = 1 + len(PHRASING_TEMPLATES) if phrasings else 1
         node_id = cls.hidden.unique_id if cls.hidden else None   # no hidden inputs when called outside a graph
         progress = NodeProgress(node_id, 1 + phrased * (2 * len(pairs) + len(kept)))
@@ -124,7 +125,7 @@ def text_encoder(clip, on_text=None):
     return encode
 
 
-def vocabulary_lines(clip, count: int, pairs: list, preserve: str) -> list[str]:
+def vocabulary_lines(clip, count: int, pairs: list, preserve: list[str]) -> list[str]:
     """`count` everyday words of the CLIP's own vocabulary to keep (kept_lines), as preserved lines ('a chair')."""
     if not count:
         return []
@@ -133,8 +134,7 @@ def vocabulary_lines(clip, count: int, pairs: list, preserve: str) -> list[str]:
     except ValueError as error:
         raise ValueError(f"keep_vocabulary {count} needs the text encoder's vocabulary: {error} Or set "
                          f"keep_vocabulary to 0.") from None
-    written = [*(text for pair in pairs for text in pair), *prompt_lines(preserve)]
-    return kept_lines(vocabulary, token_vector, count, [target for target, _ in pairs], written)
+    return kept_lines(vocabulary, token_vector, count, pairs, preserve)
 
 
 def token_vocabulary(clip) -> tuple:

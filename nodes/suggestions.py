@@ -79,13 +79,12 @@ def sentence_vectors(clip, on_text):
     """texts -> [texts, width]: each text's pooled vector where the CLIP makes one, else the mean of its states,
     each text encoded once however many lines ask for it; `on_text` runs after each encoding (the progress bar,
     which checks Cancel)."""
-    encode = text_encoder(clip)
+    encode = text_encoder(clip, on_text)
 
     @functools.cache
     def vector(text: str) -> torch.Tensor:
         states, extra = encode(text)[0]
         pooled = extra.get("pooled_output")
-        on_text()
         return (pooled if pooled is not None else states.mean(1)).reshape(-1).float().cpu()
 
     return lambda texts: torch.stack([vector(text) for text in texts])

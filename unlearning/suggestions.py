@@ -137,10 +137,11 @@ def kept_words(vocabulary: Vocabulary, count: int, target_vectors: list[torch.Te
     return list(itertools.islice((word for word in drawn if word not in near and word not in skip), count))
 
 
-def kept_lines(vocabulary: Vocabulary, token_vector: Callable[[str], torch.Tensor], count: int, targets: list[str],
-               written: list[str]) -> list[str]:
-    """`count` prompts to keep ('a chair'): kept_words for these target lines, none of them a word of `written` (every
-    line of the concept pairs and of the preserve box)."""
+def kept_lines(vocabulary: Vocabulary, token_vector: Callable[[str], torch.Tensor], count: int, pairs: list[tuple],
+               preserve: list[str]) -> list[str]:
+    """`count` prompts to keep ('a chair'): kept_words for the targets of `pairs` ([(target, anchor)] as written),
+    none of them a word of a pair or of the `preserve` lines."""
+    written = [*(text for pair in pairs for text in pair), *preserve]
     skip = {word.lower() for text in written for word in re.findall(r"[A-Za-z]+", text)}
-    vectors = [token_vector(concept_words(target)[1]) for target in targets]
+    vectors = [token_vector(concept_words(target)[1]) for target, _ in pairs]
     return [with_article("a ", word) for word in kept_words(vocabulary, count, vectors, skip)]

@@ -392,9 +392,7 @@ class Bench:
     def pairs_and_kept(run):
         """A run's concept pair as Unlearn Concept Pair expands it: [(target, anchor)], [preserved prompt]."""
         pairs = pair_prompts("\n".join(run.targets), run.anchor)
-        written = [text for pair in pairs for text in pair]
-        kept = kept_lines(*minilm_vocabulary(), run.keep_vocabulary, [t for t, _ in pairs],
-                          [*written, *run.preserve]) if run.keep_vocabulary else []
+        kept = kept_lines(*minilm_vocabulary(), run.keep_vocabulary, pairs, run.preserve) if run.keep_vocabulary else []
         preserve = [*run.preserve, *kept]
         if run.phrasings:
             pairs = [(t, a) for t, a, _ in expanded_pairs(pairs)]
