@@ -14,7 +14,8 @@ import torch
 from comfy_api.latest import io
 
 from ..unlearning import FamilyProfile
-from ..unlearning.evaluation.attack import invert_concept, judged_as_target
+from ..unlearning.evaluation.attack import (ATTACK_IMAGES, ATTACK_LEARNING_RATE, ATTACK_STEPS, invert_concept,
+                                            judged_as_target)
 from ..unlearning.evaluation.concept_score import markdown_table, prompt_label
 from .anchor_samples import ImageSampling, sampled_latents
 from .comfy_model import ComfyDenoiser, differentiable, latent_shape, model_conds
@@ -23,7 +24,6 @@ from .report import image_sampling, same_family, sampling_inputs, written_pairs
 from .report_images import before_after_grid
 from .types import CATEGORY, Concepts
 
-ATTACK_IMAGES = 4     # images of each target sampled from the original model for the attacker to learn from
 SHOWN = ("original model, target prompt", "erased model, target prompt", "erased model, attacked conditioning")
 
 
@@ -46,10 +46,10 @@ class UnlearnAttack(io.ComfyNode):
                                                    "attacked, and each sample judged between target and anchor."),
                 io.Vae.Input("vae", tooltip="The checkpoint's VAE, to decode the grid's images (and to encode "
                                             "images, if connected)."),
-                io.Int.Input("attack_steps", default=200, min=0, max=100000,
+                io.Int.Input("attack_steps", default=ATTACK_STEPS, min=0, max=100000,
                              tooltip="Optimisation steps of the attack: its budget. 0 samples from the target "
                                      "prompt's own conditioning (no attack)."),
-                io.Float.Input("learning_rate", default=0.05, min=1e-5, max=10.0, step=0.005,
+                io.Float.Input("learning_rate", default=ATTACK_LEARNING_RATE, min=1e-5, max=10.0, step=0.005,
                                tooltip="Adam's step, relative to the size of the target prompt's text states (so one "
                                        "value fits every text encoder)."),
                 io.Int.Input("samples", default=4, min=1, max=64,

@@ -166,6 +166,25 @@ def test_uce_guidance_moves_the_targets_past_the_anchor_away_from_the_concept():
         assert torch.allclose(moved, destination, atol=1e-3)
 
 
+def test_text_states_mapped_back_undo_a_uce_edit_in_every_weight_at_once():
+    """Why no UCE setting holds against an attacker who writes the text states: each edited weight is the original
+    times one matrix I + E of the rows alone, so the target's states times (I + E)^-T give every edited weight its
+    original output for the target."""
+    g = torch.Generator().manual_seed(2)
+    weights = {"k": torch.randn(6, 16, generator=g), "v": torch.randn(9, 16, generator=g)}
+    denoiser = type("TwoProjections", (), {"base_weight": staticmethod(weights.__getitem__)})
+    target, anchor, kept = (torch.randn(1, 3, 16, generator=g) for _ in range(3))
+    rows = edit_rows([(target, anchor)], [kept], 3.0, token_rows)
+    operator = uce_operator(*rows, 1.0, 1.0)
+    deltas = uce_deltas(denoiser, ["k", "v"], operator, rows)[0]
+    change = torch.eye(16, dtype=torch.float64) + operator.directions.T @ operator.solved.T
+    attacked = torch.linalg.solve(change, rows.targets.T).T.float()        # T (I + E)^-T
+    for key, weight in weights.items():
+        original = rows.targets.float() @ weight.T
+        assert not torch.allclose(rows.targets.float() @ (weight + deltas[key]).T, original, atol=0.1)
+        assert torch.allclose(attacked @ (weight + deltas[key]).T, original, atol=1e-4 * original.abs().max())
+
+
 # One 3-token prompt in 8 dimensions: the default pull towards the original weights, sized for the dozens of phrasings
 # a real concept pair expands to, would hold most of the edit back.
 TOY_UCE = {"regularisation": 0.01}

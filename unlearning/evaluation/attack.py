@@ -16,6 +16,11 @@ from ..engine import Denoiser
 from ..schedule import NoiseSchedule
 
 ATTACK_BATCH = 2           # noisy latents per optimisation step
+# The Unlearn Attack node's defaults: its budget, Adam's step relative to the start states' root mean square, and how
+# many images of the target the original model samples for the attacker to learn from.
+ATTACK_STEPS = 200
+ATTACK_LEARNING_RATE = 0.05
+ATTACK_IMAGES = 4
 JUDGE_DRAWS = 16           # noise levels per judged image, shared by the target's and the anchor's conditioning
 
 
