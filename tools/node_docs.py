@@ -204,7 +204,10 @@ PAGES = {
               "erasures that edit the text projections (UCE, the defaults) typically come back under this attack. "
               "Raise `attack_steps` for a stronger attacker; wire `attacked_conditioning` into a KSampler to look "
               "at more samples. The attacker's images are sampled with seed + 1, so the judged samples are not the "
-              "images it learned from.",
+              "images it learned from. The rate is over `samples` images, so at 4 it moves in steps of 25 points: "
+              "raise `samples` for a finer one. Measured at the defaults on the pack's offline benchmark (3 seeds, "
+              "32 samples each), the recommended UCE erasure came back from 3% to 79% on a small UNet and from 12% "
+              "to 98% on a small Flux-class model.",
         "zh": "攻击者持有擦除后的权重，并可输入任意条件，正如任何人在 ComfyUI 中使用共享的 Checkpoint 或 LoRA 时"
               "所能做的。它从目标提示词的文本状态出发，学习让擦除后模型最好地去噪目标图像的文本状态（概念反演，"
               "使用模型自身的训练损失），然后从中采样。原模型判定每个样本：它的两类扩散分类器在目标提示词下"
@@ -212,7 +215,10 @@ PAGES = {
               "下的这一比例：最后一个即攻击成功率。\n\n**何时使用**：分享擦除之前，用来查看它去除的是概念"
               "还是只是词语：只修改文本投影的擦除（UCE、默认设置）在这种攻击下通常会恢复概念。提高 "
               "`attack_steps` 可模拟更强的攻击者；把 `attacked_conditioning` 连到 KSampler 可查看更多样本。"
-              "攻击者的图像用 seed + 1 采样，因此被判定的样本不是它学习所用的图像。",
+              "攻击者的图像用 seed + 1 采样，因此被判定的样本不是它学习所用的图像。比例基于 `samples` 张图像，"
+              "为 4 时以 25 个百分点为一档：需要更细的比例请提高 `samples`。在本插件的离线基准上以默认设置测得"
+              "（3 个种子，每个 32 个样本），推荐的 UCE 擦除在小型 UNet 上从 3% 恢复到 79%，在小型 Flux 类模型上"
+              "从 12% 恢复到 98%。",
         "papers": ("unlearndiffatk", "circumventing", "diffusion_classifier"),
         "picture": "suggest_erase_attack",
     },
