@@ -369,11 +369,12 @@ def cells(row):
 
 
 def colour(label):
-    """A row's colour in every plot: grey for the original model, the erasures spread over the hue circle."""
-    labels = list(erasures())
-    if label == labels[0]:
+    """A row's colour in every plot: grey for the original model; the erasures step round the hue circle by the
+    golden angle, so that rows next to each other in the table differ most, alternately dark and light."""
+    index = list(erasures()).index(label)
+    if index == 0:
         return "#444444"
-    rgb = colorsys.hsv_to_rgb((labels.index(label) - 1) / (len(labels) - 1), 0.85, 0.8)
+    rgb = colorsys.hsv_to_rgb((index - 1) * 0.381966 % 1, 0.85, 0.85 if index % 2 else 0.6)
     return "#" + "".join(f"{round(255 * c):02x}" for c in rgb)
 
 
