@@ -333,19 +333,37 @@ def stats(values):
     return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
 
 
+def by_label(results):
+    """{label: its runs}, the labels in the order they first come."""
+    grouped = {}
+    for r in results:
+        grouped.setdefault(r["label"], []).append(r)
+    return grouped
+
+
+def curve_stats(runs, key):
+    """An attack's curve over the runs of one row: {budget: stats}."""
+    return {budget: stats([r[key][budget] for r in runs]) for budget in runs[0][key]}
+
+
+def judged_stats(runs, pick):
+    """The node's judge against the classifier over the runs of one row, each run's from `pick(run)`:
+    {measure: stats}."""
+    return {measure: stats([pick(r)[measure] for r in runs]) for measure in pick(runs[0])}
+
+
 def summarise(results):
     """One row per label: each measure's mean and range over seeds; each attack's curve as stats per budget."""
     rows = []
-    for label in dict.fromkeys(r["label"] for r in results):
-        runs = [r for r in results if r["label"] == label]
+    for label, runs in by_label(results).items():
         row = {"label": label, "seeds": [r["seed"] for r in runs]}
         for key in ("plain_prompt", "random", "erasure_seconds", "states_seconds", "prompt_seconds"):
             row[key] = stats([r[key] for r in runs])
         for attack_name in ("states", "prompt"):
-            row[attack_name] = {budget: stats([r[attack_name][budget] for r in runs]) for budget in runs[0][attack_name]}
+            row[attack_name] = curve_stats(runs, attack_name)
         row["found_prompts"] = [r["prompts"][max(r["prompts"])] for r in runs]
-        row["node_judge"] = {kind: {measure: stats([r["node_judge"][kind][measure] for r in runs])
-                                    for measure in runs[0]["node_judge"][kind]} for kind in runs[0]["node_judge"]}
+        row["node_judge"] = {kind: judged_stats(runs, lambda r, kind=kind: r["node_judge"][kind])
+                             for kind in runs[0]["node_judge"]}
         rows.append(row)
     return rows
 
@@ -485,15 +503,17 @@ def curve_table(rows):
     return markdown_table(header, [[row["label"], means(row["states"]), means(row["prompt"])] for row in rows])
 
 
+def judged_cell(s):
+    """The classifier's share, the node's judge's and their agreement, each with its range."""
+    return f"{share(s['classifier'])} / {share(s['node_judge'])} / {share(s['agreement'])}"
+
+
 def node_judge_table(rows):
     """The classifier's ASR, the Unlearn Attack node's judge's and their agreement, on the same samples."""
-    def triple(s):
-        return f"{share(s['classifier'])} / {share(s['node_judge'])} / {share(s['agreement'])}"
-
     header = ["run", "'a photo of a sneaker': classifier / node's judge / agreement",
               "conditioning-space attack: classifier / node's judge / agreement"]
-    return markdown_table(header, [[row["label"], triple(row["node_judge"]["plain_prompt"]),
-                                    triple(row["node_judge"]["states"])] for row in rows])
+    return markdown_table(header, [[row["label"], judged_cell(row["node_judge"]["plain_prompt"]),
+                                    judged_cell(row["node_judge"]["states"])] for row in rows])
 
 
 def write_table(rows, name):
@@ -524,12 +544,10 @@ def node_defaults_table(results):
     """Per row: the classifier's ASR after each budget (the mean, with the range at the last), and the node's judge
     against the classifier on the last samples."""
     rows = []
-    for label in dict.fromkeys(r["label"] for r in results):
-        runs = [r for r in results if r["label"] == label]
-        curve = {budget: stats([r["states"][budget] for r in runs]) for budget in runs[0]["states"]}
-        judged = {measure: stats([r["node_judge"][measure] for r in runs]) for measure in runs[0]["node_judge"]}
+    for label, runs in by_label(results).items():
+        curve = curve_stats(runs, "states")
         rows.append([label, " / ".join(f"{curve[b]['mean']:.0%}" for b in sorted(curve)[:-1])
-                     + f" / {share(curve[max(curve)])}", " / ".join(share(judged[m]) for m in judged)])
+                     + f" / {share(curve[max(curve)])}", judged_cell(judged_stats(runs, lambda r: r["node_judge"]))])
     budgets = " / ".join(str(b) for b in sorted(results[0]["states"]))
     return markdown_table(["run", f"ASR after {budgets} steps", "last samples: classifier / node's judge / agreement"],
                           rows)
@@ -562,8 +580,9 @@ def main():
                         help="run only this row (repeatable) and put its runs into the saved JSON in place of its old "
                              "ones, keeping the other rows; the robustness candidates run only this way")
     parser.add_argument("--node-defaults", action="store_true",
-                        help="attack as the Unlearn Attack node does at its defaults instead (default rows: the "
-                             "original model and recommended); writes fashion_attack_node_defaults[_dit]")
+                        help="attack as the Unlearn Attack node does at its defaults instead, on the --only rows "
+                             "(default: the original model and recommended); writes fashion_attack_node_defaults"
+                             "[_dit], which then holds those rows only")
     args = parser.parse_args()
     rows, seeds = (FULL_RUN[:2], 1) if args.quick else (tuple(args.only or FULL_RUN), args.seeds)
     name = "fashion_attack" + ("" if args.model == "unet" else f"_{args.model}") + ("_quick" if args.quick else "")
