@@ -163,22 +163,32 @@ def uce_deltas(denoiser: "Denoiser", keys: list, operator: UCEOperator,
     destinations and how far it moved the preserved rows, each as a share of the same quantity before the edit,
     summed over the weights. The solve is float64, where its conditioning needs it; the per-weight products are sums
     of well-scaled terms, and in float32 they run at nearly twice float64's rate on a CPU (and on consumer GPUs many
-    times it): they are most of an erasure's time on a UNet's dozens of keys and values."""
+    times it): they are most of an erasure's time on a UNet's dozens of keys and values, so each weight is read by
+    one product for both what its delta and what the preserved residual need, and the Gram matrix of W D^T that the
+    residuals are measured with stays float32 on the weights' device."""
     width, targets = operator.solved.shape
     # Few target rows against the width: each delta is two thin products, (W D^T) X^T; many: E is formed once.
     thin = 2 * targets < width
     change = None if thin else operator.directions.T @ operator.solved.T      # E [width, width], float64
-    deltas, gram, kept = {}, 0.0, 0.0
+    # Thin, one product per weight gives U = W D^T and the preserved rows' outputs P W^T together.
+    reads = torch.cat([operator.directions, rows.preserved]) if thin else rows.preserved
+    right = operator.solved.T if thin else change
+    factors = {}                  # device: (the rows each weight reads [width, rows], the right factor) in float32
+    deltas, gram, kept = {}, None, 0.0
     for key in keys:
         weight = _text_weight(denoiser, key, width)
+        if weight.device not in factors:
+            factors[weight.device] = (reads.to(weight).T.contiguous(), right.to(weight))
+        rows_read, right_factor = factors[weight.device]
         if thin:
-            seen = weight @ operator.directions.to(weight).T                  # U = W D^T [out, targets]
-            deltas[key] = (seen @ operator.solved.to(weight).T).float()
+            products = weight @ rows_read
+            seen, preserved_outputs = products[:, :targets], products[:, targets:]
         else:
-            seen = weight
-            deltas[key] = (weight @ change.to(weight)).float()
-        gram = gram + (seen.T @ seen).to("cpu", torch.float64)
-        kept += (rows.preserved.to(weight) @ weight.T).square().sum().item()
+            seen, preserved_outputs = weight, weight @ rows_read
+        deltas[key] = seen @ right_factor
+        gram = seen.T @ seen if gram is None else gram.addmm_(seen.T, seen)
+        kept += preserved_outputs.square().sum().item()
+    gram = gram.to("cpu", torch.float64)
     # Each residual is |Y W^T|^2 summed over the weights for rows Y, = <Y^T Y, gram> with Y written in the basis of
     # `seen`: thin, the targets' rows go from T W^T - V W^T = -U^T to (T X - I) U^T and the preserved move by
     # (P X) U^T; else they go from (T - V) W^T to (T (I + E)^T - V) W^T and the preserved move by P E^T W^T.
