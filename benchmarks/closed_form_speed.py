@@ -70,7 +70,7 @@ def random_edit(shapes: dict, targets: int, preserved: int, device: str, generat
 
 def timed_solve(weights: dict, rows, device: str) -> tuple[float, float]:
     """(solve, deltas and residuals) seconds of one UCE edit of `weights` over `rows`."""
-    from comfyui_unlearn.unlearning.closed_form.uce import uce_deltas, uce_operator
+    from comfyui_unlearn.unlearning.closed_form.uce import uce_deltas, uce_operator, uce_residuals
 
     class Weights:
         base_weight = staticmethod(weights.__getitem__)
@@ -78,7 +78,8 @@ def timed_solve(weights: dict, rows, device: str) -> tuple[float, float]:
     started = time.perf_counter()
     operator = uce_operator(*rows, 30.0, 1.0)
     solved = time.perf_counter()
-    uce_deltas(Weights, list(weights), operator, rows)
+    uce_deltas(Weights, list(weights), operator)
+    uce_residuals(operator, rows)
     if device == "cuda":
         torch.cuda.synchronize()
     return solved - started, time.perf_counter() - solved

@@ -36,9 +36,12 @@ def model_shapes(name):
 
     function, config = MODELS[name][:2]
     module_path, class_name = MODULES[function].rsplit(".", 1)
+    module_file, config = importlib.import_module(module_path), getattr(random_models, config)
+    params_class = getattr(module_file, f"{class_name}Params", None)      # Flux's FluxParams, Chroma's ChromaParams
+    if params_class is not None:
+        config = random_models.with_later_fields(params_class, config)
     with torch.device("meta"):
-        module = getattr(importlib.import_module(module_path), class_name)(**getattr(random_models, config),
-                                                                           operations=comfy.ops.disable_weight_init)
+        module = getattr(module_file, class_name)(**config, operations=comfy.ops.disable_weight_init)
     return {f"diffusion_model.{name}": p.shape for name, p in module.named_parameters()}
 
 

@@ -174,7 +174,7 @@ def mmdit_state_dict(config=TINY_MMDIT, seed=0, dtype=torch.float16, device="cpu
     return _diffusion_model(MMDiT, config, seed, dtype, device)
 
 
-def _with_later_fields(params_class, config):
+def with_later_fields(params_class, config):
     """config with the fields that later ComfyUI releases added to Flux's and Chroma's parameter dataclasses
     without a default (0.8: txt_ids_dims, and Chroma's vec_in_dim), at the values ComfyUI's model detection gives
     Flux.1 and Chroma, where this release's dataclass has them."""
@@ -186,13 +186,13 @@ def _with_later_fields(params_class, config):
 def flux_state_dict(config=TINY_FLUX, seed=0, dtype=torch.float16, device="cpu"):
     from comfy.ldm.flux.model import Flux, FluxParams
 
-    return _diffusion_model(Flux, _with_later_fields(FluxParams, config), seed, dtype, device)
+    return _diffusion_model(Flux, with_later_fields(FluxParams, config), seed, dtype, device)
 
 
 def chroma_state_dict(config=TINY_CHROMA, seed=0, dtype=torch.float16, device="cpu"):
     from comfy.ldm.chroma.model import Chroma, ChromaParams
 
-    return _diffusion_model(Chroma, _with_later_fields(ChromaParams, config), seed, dtype, device)
+    return _diffusion_model(Chroma, with_later_fields(ChromaParams, config), seed, dtype, device)
 
 
 def qwen_image_state_dict(config=TINY_QWEN_IMAGE, seed=0, dtype=torch.float16, device="cpu"):

@@ -156,51 +156,38 @@ def edit_rows(pairs: list, preserved: list, guidance: float, rows: Callable[[Any
                     torch.cat(kept) if kept else targets.new_zeros((0, targets.shape[1])))
 
 
-def uce_deltas(denoiser: "Denoiser", keys: list, operator: UCEOperator,
-               rows: EditRows) -> tuple[dict, dict[str, float]]:
-    """({key: delta} of the UCE edit of each weight in `keys`, all by the one operator solved for their rows,
-    computed in float32 on each weight's device; the residuals): how far the edit left the targets from their
-    destinations and how far it moved the preserved rows, each as a share of the same quantity before the edit,
-    summed over the weights. The solve is float64, where its conditioning needs it; the per-weight products are sums
-    of well-scaled terms, and in float32 they run at nearly twice float64's rate on a CPU (and on consumer GPUs many
-    times it): they are most of an erasure's time on a UNet's dozens of keys and values, so each weight is read by
-    one product for both what its delta and what the preserved residual need, and the Gram matrix of W D^T that the
-    residuals are measured with stays float32 on the weights' device."""
+def uce_deltas(denoiser: "Denoiser", keys: list, operator: UCEOperator) -> dict:
+    """{key: delta} of the UCE edit of each weight in `keys`, all by the one operator solved for the rows they read,
+    computed in float32 on each weight's device. The solve is float64, where its conditioning needs it; the
+    per-weight products are sums of well-scaled terms, and in float32 they run at nearly twice float64's rate on a
+    CPU (and on consumer GPUs many times it): they are most of an erasure's time on a UNet's dozens of keys and
+    values."""
     width, targets = operator.solved.shape
-    # Few target rows against the width: each delta is two thin products, (W D^T) X^T; many: E is formed once.
-    thin = 2 * targets < width
-    change = None if thin else operator.directions.T @ operator.solved.T      # E [width, width], float64
-    # Thin, one product per weight gives U = W D^T and the preserved rows' outputs P W^T together.
-    reads = torch.cat([operator.directions, rows.preserved]) if thin else rows.preserved
-    right = operator.solved.T if thin else change
-    factors = {}                  # device: (the rows each weight reads [width, rows], the right factor) in float32
-    deltas, gram, kept = {}, None, 0.0
+    # Few target rows against the width: each delta is two thin products, (W D^T) X^T; many: E = D^T X^T is formed
+    # once and each delta is W E.
+    factors = ([operator.directions.T, operator.solved.T] if 2 * targets < width else
+               [operator.directions.T @ operator.solved.T])
+    on_device = {}                # device: the factors in float32 there
+    deltas = {}
     for key in keys:
         weight = _text_weight(denoiser, key, width)
-        if weight.device not in factors:
-            factors[weight.device] = (reads.to(weight).T.contiguous(), right.to(weight))
-        rows_read, right_factor = factors[weight.device]
-        if thin:
-            products = weight @ rows_read
-            seen, preserved_outputs = products[:, :targets], products[:, targets:]
-        else:
-            seen, preserved_outputs = weight, weight @ rows_read
-        deltas[key] = seen @ right_factor
-        gram = seen.T @ seen if gram is None else gram.addmm_(seen.T, seen)
-        kept += preserved_outputs.square().sum().item()
-    gram = gram.to("cpu", torch.float64)
-    # Each residual is |Y W^T|^2 summed over the weights for rows Y, = <Y^T Y, gram> with Y written in the basis of
-    # `seen`: thin, the targets' rows go from T W^T - V W^T = -U^T to (T X - I) U^T and the preserved move by
-    # (P X) U^T; else they go from (T - V) W^T to (T (I + E)^T - V) W^T and the preserved move by P E^T W^T.
-    if thin:
-        before = torch.eye(targets, dtype=torch.float64)
-        left, moved = rows.targets @ operator.solved - before, rows.preserved @ operator.solved
-    else:
-        before = rows.targets - rows.destinations
-        left, moved = before + rows.targets @ change.T, rows.preserved @ change.T
-    measure = lambda y: (y.T @ y).mul(gram).sum().item()  # noqa: E731
-    return deltas, {"target_gap_left": measure(left) / max(measure(before), 1e-30),
-                    "preserved_moved": measure(moved) / max(kept, 1e-30)}
+        if weight.device not in on_device:
+            on_device[weight.device] = [factor.to(weight) for factor in factors]
+        deltas[key] = functools.reduce(torch.matmul, on_device[weight.device], weight)
+    return deltas
+
+
+def uce_residuals(operator: UCEOperator, rows: EditRows) -> dict[str, float]:
+    """How far the edit left the targets from their destinations and how far it moved the preserved rows, each as a
+    share of the same quantity before the edit, in the rows the weights read: the terms of the objective the one
+    operator solves for every weight at once (W' = W (I + E) minimises UCE's sum for each W because E minimises it
+    for W = I). The targets go from T - V = -D to T (I + E)^T - V = T X D - D, and the preserved rows move by
+    P E^T = P X D (multi_dot multiplies in the cheaper order for the rows' count against the width)."""
+    square = lambda rows: rows.square().sum().item()  # noqa: E731
+    left = torch.linalg.multi_dot([rows.targets, operator.solved, operator.directions]) - operator.directions
+    moved = torch.linalg.multi_dot([rows.preserved, operator.solved, operator.directions])
+    return {"target_gap_left": square(left) / max(square(operator.directions), 1e-30),
+            "preserved_moved": square(moved) / max(square(rows.preserved), 1e-30)}
 
 
 def _text_weight(denoiser: "Denoiser", key: str, width: int) -> torch.Tensor:
@@ -249,4 +236,4 @@ class UCE(ClosedFormEdit):
 
     def solved(self, denoiser: "Denoiser", keys: list, rows: EditRows) -> tuple[dict, dict[str, float]]:
         operator = uce_operator(*rows, self.params["preserve_scale"], self.params["regularisation"])
-        return uce_deltas(denoiser, keys, operator, rows)
+        return uce_deltas(denoiser, keys, operator), uce_residuals(operator, rows)
