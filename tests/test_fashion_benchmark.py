@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "fashion"))
+import pool_draws  # noqa: E402
 import run  # noqa: E402
 import thumbnails  # noqa: E402
 from thumbnails import Setting  # noqa: E402
@@ -32,3 +33,28 @@ def test_a_templates_graph_says_what_its_thumbnail_shows():
     assert settings["load_erasure"] == Setting("unet", "kl", "strengths")
     assert settings["strength_sweep"] == Setting("unet", "kl", "curve")
     assert settings["suggest_erase_attack"] == Setting("unet", None, "attack", (200, 0.05))
+
+
+def test_pooling_draws_summarises_every_seed_of_every_draw(monkeypatch, tmp_path):
+    """On the committed DiT tables of three sample draws: each row pools every draw's seeds, a group's pooled share is
+    the draws' mean (each draw has as many seeds), and the class that lost most on average never lost more than the
+    seeds' own worst classes did on average (a mean of minima is at most the minimum of the means)."""
+    names = ["fashion_held_out_dit.json", *(f"fashion_held_out_dit_selected_samples{s}.json" for s in (100, 200))]
+    for name in names:
+        (tmp_path / name).write_text((run.RESULTS / name).read_text())
+    monkeypatch.setattr(pool_draws, "RESULTS", tmp_path)
+    monkeypatch.setattr(run, "GROUPS", {})
+    monkeypatch.setattr(sys, "argv", ["pool_draws.py", *names, "--name", "pooled"])
+    pool_draws.main()
+    saved = [json.loads((tmp_path / name).read_text()) for name in names]
+    pooled = json.loads((tmp_path / "pooled.json").read_text())
+    assert pooled["sample_seeds"] == [0, 100, 200] and "probe file" not in pooled["groups"]
+    assert pooled["rows"][0]["label"] == "original model" and len(pooled["rows"]) == 5
+    for row in pooled["rows"][1:]:
+        draws = [[r for r in file["runs"] if r["label"] == row["label"]] for file in saved]
+        assert len(row["seeds"]) == sum(len(runs) for runs in draws) == 9
+        for group, texts in pooled["groups"].items():
+            per_draw = [sum(r["probes"][t] for r in runs for t in texts) / len(runs) / len(texts) for runs in draws]
+            assert abs(row["target_accuracy"][group] - sum(per_draw) / len(per_draw)) < 1e-9
+        assert -row["worst_pooled_class"][1] <= row["other_accuracy_worst_drop"] + 1e-9
+    assert (tmp_path / "pooled.md").read_text().count("\n") == 7
