@@ -11,7 +11,7 @@ from comfyui_unlearn.unlearning import (PHRASING_TEMPLATES, Neighbourhood, erase
                                         resolve, ErasureConfig)
 from comfyui_unlearn.unlearning import Step, Toolbox
 from comfyui_unlearn.unlearning.closed_form.uce import (EditRows, edit_rows, paired_tokens, token_rows, uce_deltas,
-                                                       uce_operator)
+                                                       uce_operator, uce_residuals)
 from comfyui_unlearn.unlearning.neighbourhood import NeighbourhoodSampler
 from comfyui_unlearn.unlearning.objectives.anchor import concept_weighted_target
 from test_engine import discrepancy, make_concept
@@ -164,6 +164,23 @@ def test_uce_guidance_moves_the_targets_past_the_anchor_away_from_the_concept():
         moved = targets @ (weight + delta).T
         destination = (anchors + guidance * (anchors - targets)) @ weight.T
         assert torch.allclose(moved, destination, atol=1e-3)
+
+
+@pytest.mark.parametrize("tokens", [3, 40], ids=["fewer target rows than the width", "more"])
+def test_uce_residuals_are_the_targets_gap_and_the_preserved_move_in_the_rows_space(tokens):
+    g = torch.Generator().manual_seed(3)
+    targets, destinations, kept = (torch.randn(count, 64, generator=g, dtype=torch.float64) for count in (tokens,
+                                                                                                      tokens, 20))
+    rows = EditRows(targets, destinations, kept)
+    for regularisation, gap in ((1e-6, (0.0, 0.05)), (1e4, (0.95, 1.0))):
+        operator = uce_operator(*rows, 1.0, regularisation)
+        change = torch.eye(64, dtype=torch.float64) + operator.directions.T @ operator.solved.T      # I + E
+        residuals = uce_residuals(operator, rows)
+        left = (targets @ change.T - destinations).square().sum() / (targets - destinations).square().sum()
+        moved = (kept @ change.T - kept).square().sum() / kept.square().sum()
+        assert residuals["target_gap_left"] == pytest.approx(left.item(), rel=1e-9, abs=1e-12)
+        assert residuals["preserved_moved"] == pytest.approx(moved.item(), rel=1e-9, abs=1e-12)
+        assert gap[0] <= residuals["target_gap_left"] <= gap[1]
 
 
 def test_text_states_mapped_back_undo_a_uce_edit_in_every_weight_at_once():

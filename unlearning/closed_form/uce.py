@@ -178,11 +178,11 @@ def uce_deltas(denoiser: "Denoiser", keys: list, operator: UCEOperator) -> dict:
 
 
 def uce_residuals(operator: UCEOperator, rows: EditRows) -> dict[str, float]:
-    """How far the edit left the targets from their destinations and how far it moved the preserved rows, each as a
-    share of the same quantity before the edit, in the rows the weights read: the terms of the objective the one
-    operator solves for every weight at once (W' = W (I + E) minimises UCE's sum for each W because E minimises it
-    for W = I). The targets go from T - V = -D to T (I + E)^T - V = T X D - D, and the preserved rows move by
-    P E^T = P X D (multi_dot multiplies in the cheaper order for the rows' count against the width)."""
+    """How far the edit left the targets from their destinations and how far it moved the preserved rows, each
+    as a share of the same quantity before the edit, in the rows the weights read: the terms of UCE's objective
+    for W = I, whose minimiser is I + E, as W (I + E) is every other W's. The targets go from T - V = -D to
+    T (I + E)^T - V = T X D - D, and the preserved rows move by P E^T = P X D (multi_dot multiplies in the
+    cheaper order for the rows' count against the width)."""
     square = lambda rows: rows.square().sum().item()  # noqa: E731
     left = torch.linalg.multi_dot([rows.targets, operator.solved, operator.directions]) - operator.directions
     moved = torch.linalg.multi_dot([rows.preserved, operator.solved, operator.directions])
