@@ -28,9 +28,14 @@ def pooled_runs(saved: list[dict]) -> list[dict]:
         original = file["rows"][0]["other_accuracy"]
         for result in file["runs"]:
             if result["label"] in labels:
-                runs.append({**result, "probes": {t: s for t, s in result["probes"].items() if t in texts},
+                runs.append({**judged_on(result, texts),
                              "other_change": {c: result["other_accuracy"][c] - original[c] for c in original}})
     return runs
+
+
+def judged_on(row: dict, texts: set) -> dict:
+    """The run or original row with only the probes in `texts`."""
+    return {**row, "probes": {text: share for text, share in row["probes"].items() if text in texts}}
 
 
 def worst_pooled_class(runs: list[dict]) -> tuple[str, float]:
@@ -49,9 +54,7 @@ def main():
     groups = [group for group in saved[0]["groups"] if all(group in file["groups"] for file in saved)]
     run.GROUPS.update({group: saved[0]["groups"][group] for group in groups})
     runs = pooled_runs(saved)
-    texts = set(runs[0]["probes"])
-    original = run.original_row([{**file["rows"][0], "probes": {t: s for t, s in file["rows"][0]["probes"].items()
-                                                                if t in texts}} for file in saved])
+    original = run.original_row([judged_on(file["rows"][0], set(runs[0]["probes"])) for file in saved])
     rows = run.summarise(runs)
     for row in rows:
         row["worst_pooled_class"] = worst_pooled_class([r for r in runs if r["label"] == row["label"]])
