@@ -34,25 +34,25 @@ def load_comfyui(device):
     import_comfyui(path, tempfile.mkdtemp(), cpu=(device == "cpu"))
 
 
-MODELS = {  # name -> (random_models state-dict function and config, latent channels, context dim, pooled dim or None,
+MODELS = {  # name -> (random_models module function and config, latent channels, context dim, pooled dim or None,
     #          text tokens: CLIP's 77; SD3's CLIP and T5 77 each; T5 and umT5 padded to 512; a short Qwen-Image prompt)
-    "tiny_sd15": ("unet_state_dict", "TINY_SD15_UNET", 4, 768, None, 77),
-    "sd15": ("unet_state_dict", "SD15_UNET", 4, 768, None, 77),
-    "tiny_sd2": ("unet_state_dict", "TINY_SD2_UNET", 4, 1024, None, 77),
-    "sd2": ("unet_state_dict", "SD2_UNET", 4, 1024, None, 77),
-    "sdxl": ("unet_state_dict", "SDXL_UNET", 4, 2048, 1280, 77),
-    "tiny_sdxl": ("unet_state_dict", "TINY_SDXL_UNET", 4, 2048, 1280, 77),
-    "tiny_sd3": ("mmdit_state_dict", "TINY_MMDIT", 16, 4096, 2048, 154),
-    "sd35_large": ("mmdit_state_dict", "SD35_LARGE_MMDIT", 16, 4096, 2048, 154),
-    "tiny_flux": ("flux_state_dict", "TINY_FLUX", 16, 4096, 2048, 512),
-    "flux_dev": ("flux_state_dict", "FLUX_DEV", 16, 4096, 768, 512),
-    "tiny_chroma": ("chroma_state_dict", "TINY_CHROMA", 16, 4096, None, 512),
-    "chroma": ("chroma_state_dict", "CHROMA", 16, 4096, None, 512),
-    "tiny_qwen_image": ("qwen_image_state_dict", "TINY_QWEN_IMAGE", 16, 3584, None, 77),
-    "qwen_image": ("qwen_image_state_dict", "QWEN_IMAGE", 16, 3584, None, 77),
-    "tiny_wan": ("wan_state_dict", "TINY_WAN", 16, 4096, None, 512),
-    "wan_1_3b": ("wan_state_dict", "WAN_1_3B", 16, 4096, None, 512),
-    "wan_14b": ("wan_state_dict", "WAN_14B", 16, 4096, None, 512),
+    "tiny_sd15": ("unet_module", "TINY_SD15_UNET", 4, 768, None, 77),
+    "sd15": ("unet_module", "SD15_UNET", 4, 768, None, 77),
+    "tiny_sd2": ("unet_module", "TINY_SD2_UNET", 4, 1024, None, 77),
+    "sd2": ("unet_module", "SD2_UNET", 4, 1024, None, 77),
+    "sdxl": ("unet_module", "SDXL_UNET", 4, 2048, 1280, 77),
+    "tiny_sdxl": ("unet_module", "TINY_SDXL_UNET", 4, 2048, 1280, 77),
+    "tiny_sd3": ("mmdit_module", "TINY_MMDIT", 16, 4096, 2048, 154),
+    "sd35_large": ("mmdit_module", "SD35_LARGE_MMDIT", 16, 4096, 2048, 154),
+    "tiny_flux": ("flux_module", "TINY_FLUX", 16, 4096, 2048, 512),
+    "flux_dev": ("flux_module", "FLUX_DEV", 16, 4096, 768, 512),
+    "tiny_chroma": ("chroma_module", "TINY_CHROMA", 16, 4096, None, 512),
+    "chroma": ("chroma_module", "CHROMA", 16, 4096, None, 512),
+    "tiny_qwen_image": ("qwen_image_module", "TINY_QWEN_IMAGE", 16, 3584, None, 77),
+    "qwen_image": ("qwen_image_module", "QWEN_IMAGE", 16, 3584, None, 77),
+    "tiny_wan": ("wan_module", "TINY_WAN", 16, 4096, None, 512),
+    "wan_1_3b": ("wan_module", "WAN_1_3B", 16, 4096, None, 512),
+    "wan_14b": ("wan_module", "WAN_14B", 16, 4096, None, 512),
 }
 
 
@@ -73,15 +73,22 @@ def read_peak(device):
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
 
 
+def model_module(name):
+    """The named diffusion model as ComfyUI's class builds it on the meta device (names and shapes, no memory)."""
+    import random_models
+
+    function, config = MODELS[name][:2]
+    return getattr(random_models, function)(getattr(random_models, config))
+
+
 def random_unet(name, dtype=torch.float16, seed=0, draw_on="cpu"):
     """A ComfyUI ModelPatcher for the named diffusion model with random weights stored in `dtype` (float8 too),
     drawn on the `draw_on` device and loaded like a real file."""
     import comfy.sd
     import random_models
 
-    function, config = MODELS[name][:2]
-    build = getattr(random_models, function)
-    state_dict = build(getattr(random_models, config), seed=seed, dtype=dtype, device=draw_on)
+    module = model_module(name)
+    state_dict = random_models.random_state_dict({"": module}, seed=seed, dtype=dtype, device=draw_on)
     return comfy.sd.load_diffusion_model_state_dict(state_dict, model_options={"dtype": dtype})
 
 

@@ -7,23 +7,17 @@ filled with zeros: a file's size does not depend on the values.
 
     python benchmarks/erasure_sizes.py
 """
-import importlib
 import math
 import tempfile
 from pathlib import Path
 
 import torch
-from common import MODELS, load_comfyui, print_table, write_json
+from common import load_comfyui, model_module, print_table, write_json
 
 LORA_RANKS = (4, 8)
 # Files of more values are not written (a 14B model's `attention` is 8 billion of them: more than this machine's
 # memory); their size is the computed one, which the written files match to within their header's kilobytes.
 MAX_WRITTEN_VALUES = 2 * 10**9
-MODULES = {"unet_state_dict": "comfy.ldm.modules.diffusionmodules.openaimodel.UNetModel",
-           "mmdit_state_dict": "comfy.ldm.modules.diffusionmodules.mmdit.MMDiT",
-           "flux_state_dict": "comfy.ldm.flux.model.Flux", "chroma_state_dict": "comfy.ldm.chroma.model.Chroma",
-           "qwen_image_state_dict": "comfy.ldm.qwen_image.model.QwenImageTransformer2DModel",
-           "wan_state_dict": "comfy.ldm.wan.model.WanModel"}
 CONFIG_NAMES = {"sd15": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sd35_large": "SD3", "flux_dev": "Flux",
                 "chroma": "Chroma", "qwen_image": "QwenImage", "wan_1_3b": "WAN21_T2V", "wan_14b": "WAN21_T2V",
                 "tiny_sd15": "SD15"}   # ComfyUI's model-config name of each benchmarks/common.MODELS model
@@ -31,18 +25,7 @@ CONFIG_NAMES = {"sd15": "SD15", "sd2": "SD20", "sdxl": "SDXL", "sd35_large": "SD
 
 def model_shapes(name):
     """{weight name: shape} of a benchmarks/common.MODELS model, built on the meta device."""
-    import comfy.ops
-    import random_models
-
-    function, config = MODELS[name][:2]
-    module_path, class_name = MODULES[function].rsplit(".", 1)
-    module_file, config = importlib.import_module(module_path), getattr(random_models, config)
-    params_class = getattr(module_file, f"{class_name}Params", None)      # Flux's FluxParams, Chroma's ChromaParams
-    if params_class is not None:
-        config = random_models.with_later_fields(params_class, config)
-    with torch.device("meta"):
-        module = getattr(module_file, class_name)(**config, operations=comfy.ops.disable_weight_init)
-    return {f"diffusion_model.{name}": p.shape for name, p in module.named_parameters()}
+    return {f"diffusion_model.{name}": p.shape for name, p in model_module(name).named_parameters()}
 
 
 def file_size(exported, dtype):

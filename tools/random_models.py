@@ -95,7 +95,7 @@ def _random_like(name, shape, generator):
     return torch.randn(shape, generator=generator, device=device) / math.sqrt(fan_in)
 
 
-def _random_state_dict(parts, seed, dtype, device="cpu"):
+def random_state_dict(parts, seed, dtype, device="cpu"):
     """{prefix + name: random tensor on the CPU} for {prefix: meta-device module}, drawn on `device` (a GPU draws
     the billions of weights of a full-size DiT in seconds; other draws than the CPU's)."""
     generator = torch.Generator(device).manual_seed(seed)
@@ -103,14 +103,24 @@ def _random_state_dict(parts, seed, dtype, device="cpu"):
             for prefix, module in parts.items() for name, t in sorted(module.state_dict().items())}
 
 
-def unet_state_dict(config, seed=0, dtype=torch.float16, device="cpu"):
-    """A diffusion-model-only state dict of ComfyUI's UNetModel with this config."""
+def _meta_module(module_class, config):
+    """module_class with this config on the meta device: its weights' names and shapes, no memory."""
     import comfy.ops
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     with torch.device("meta"):
-        unet = UNetModel(**config, operations=comfy.ops.disable_weight_init)
-    return _random_state_dict({"": unet}, seed, dtype, device)
+        return module_class(**config, operations=comfy.ops.disable_weight_init)
+
+
+def unet_module(config):
+    """ComfyUI's UNetModel with this config (on the meta device)."""
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    return _meta_module(UNetModel, config)
+
+
+def unet_state_dict(config, seed=0, dtype=torch.float16, device="cpu"):
+    """A diffusion-model-only state dict of ComfyUI's UNetModel with this config."""
+    return random_state_dict({"": unet_module(config)}, seed, dtype, device)
 
 
 def _tiny_checkpoint(unet_config, text_encoders, seed, dtype):
@@ -119,15 +129,14 @@ def _tiny_checkpoint(unet_config, text_encoders, seed, dtype):
     import comfy.clip_model
     import comfy.ops
     import comfy.taesd.taesd
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
+    parts = {"model.diffusion_model.": unet_module(unet_config)}
     with torch.device("meta"):
-        parts = {"model.diffusion_model.": UNetModel(**unet_config, operations=comfy.ops.disable_weight_init)}
         for prefix, config_path in text_encoders.items():
             parts[prefix] = comfy.clip_model.CLIPTextModel(json.loads(Path(config_path).read_text()), torch.float32,
                                                            "meta", comfy.ops.disable_weight_init)
         parts["first_stage_model."] = comfy.taesd.taesd.TAESD()   # last: the seeded draws keep their order
-    return _random_state_dict(parts, seed, dtype)
+    return random_state_dict(parts, seed, dtype)
 
 
 def _comfy_file(module, name):
@@ -160,21 +169,17 @@ def tiny_sdxl_state_dict(seed=0, dtype=torch.float16):
         "conditioner.embedders.1.model.transformer.": _comfy_file(comfy.clip_model, "clip_config_bigg.json")}, seed, dtype)
 
 
-def _diffusion_model(module_class, config, seed, dtype, device="cpu"):
-    import comfy.ops
+def mmdit_module(config=TINY_MMDIT):
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
 
-    with torch.device("meta"):
-        module = module_class(**config, operations=comfy.ops.disable_weight_init)
-    return _random_state_dict({"": module}, seed, dtype, device)
+    return _meta_module(MMDiT, config)
 
 
 def mmdit_state_dict(config=TINY_MMDIT, seed=0, dtype=torch.float16, device="cpu"):
-    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
-
-    return _diffusion_model(MMDiT, config, seed, dtype, device)
+    return random_state_dict({"": mmdit_module(config)}, seed, dtype, device)
 
 
-def with_later_fields(params_class, config):
+def _with_later_fields(params_class, config):
     """config with the fields that later ComfyUI releases added to Flux's and Chroma's parameter dataclasses
     without a default (0.8: txt_ids_dims, and Chroma's vec_in_dim), at the values ComfyUI's model detection gives
     Flux.1 and Chroma, where this release's dataclass has them."""
@@ -183,34 +188,50 @@ def with_later_fields(params_class, config):
     return {**{k: v for k, v in later.items() if k in declared}, **config}
 
 
-def flux_state_dict(config=TINY_FLUX, seed=0, dtype=torch.float16, device="cpu"):
+def flux_module(config=TINY_FLUX):
     from comfy.ldm.flux.model import Flux, FluxParams
 
-    return _diffusion_model(Flux, with_later_fields(FluxParams, config), seed, dtype, device)
+    return _meta_module(Flux, _with_later_fields(FluxParams, config))
+
+
+def flux_state_dict(config=TINY_FLUX, seed=0, dtype=torch.float16, device="cpu"):
+    return random_state_dict({"": flux_module(config)}, seed, dtype, device)
+
+
+def chroma_module(config=TINY_CHROMA):
+    from comfy.ldm.chroma.model import Chroma, ChromaParams
+
+    return _meta_module(Chroma, _with_later_fields(ChromaParams, config))
 
 
 def chroma_state_dict(config=TINY_CHROMA, seed=0, dtype=torch.float16, device="cpu"):
-    from comfy.ldm.chroma.model import Chroma, ChromaParams
+    return random_state_dict({"": chroma_module(config)}, seed, dtype, device)
 
-    return _diffusion_model(Chroma, with_later_fields(ChromaParams, config), seed, dtype, device)
+
+def qwen_image_module(config=TINY_QWEN_IMAGE):
+    from comfy.ldm.qwen_image.model import QwenImageTransformer2DModel
+
+    return _meta_module(QwenImageTransformer2DModel, config)
 
 
 def qwen_image_state_dict(config=TINY_QWEN_IMAGE, seed=0, dtype=torch.float16, device="cpu"):
-    from comfy.ldm.qwen_image.model import QwenImageTransformer2DModel
+    return random_state_dict({"": qwen_image_module(config)}, seed, dtype, device)
 
-    return _diffusion_model(QwenImageTransformer2DModel, config, seed, dtype, device)
+
+def wan_module(config=TINY_WAN):
+    from comfy.ldm.wan.model import WanModel
+
+    return _meta_module(WanModel, config)
 
 
 def wan_state_dict(config=TINY_WAN, seed=0, dtype=torch.float16, device="cpu"):
-    from comfy.ldm.wan.model import WanModel
-
-    return _diffusion_model(WanModel, config, seed, dtype, device)
+    return random_state_dict({"": wan_module(config)}, seed, dtype, device)
 
 
 def tiny_hunyuan_dit_state_dict(seed=0, dtype=torch.float16):
     from comfy.ldm.hydit.models import HunYuanDiT
 
-    return _diffusion_model(HunYuanDiT, dict(depth=2, hidden_size=128), seed, dtype)
+    return random_state_dict({"": _meta_module(HunYuanDiT, dict(depth=2, hidden_size=128))}, seed, dtype)
 
 
 def clip_l_config(**changes):
@@ -229,7 +250,7 @@ def clip_text_state_dict(config=None, seed=0, dtype=torch.float16):
     with torch.device("meta"):
         module = comfy.clip_model.CLIPTextModel(config or clip_l_config(), torch.float32, "meta",
                                                 comfy.ops.disable_weight_init)
-    return _random_state_dict({"": module}, seed, dtype)
+    return random_state_dict({"": module}, seed, dtype)
 
 
 def write_tiny_sd15(path, seed=0):
