@@ -146,6 +146,19 @@ def markdown_row(cells):
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def stats(values):
+    """The mean of `values` and their range: {"mean", "min", "max"} (a measure over seeds)."""
+    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+
+
+def by_label(results):
+    """{label: its runs}, the labels in the order they first come."""
+    grouped = {}
+    for result in results:
+        grouped.setdefault(result["label"], []).append(result)
+    return grouped
+
+
 def markdown_table(header, rows):
     return "\n".join([markdown_row(header), "|" + "---|" * len(header)] + [markdown_row(row) for row in rows])
 

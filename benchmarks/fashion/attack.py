@@ -51,7 +51,7 @@ import torch
 from torch.nn import functional as F
 
 import task
-from common import RESULTS, markdown_table
+from common import RESULTS, by_label, markdown_table, stats
 from comfyui_unlearn.unlearning.evaluation.attack import (ATTACK_IMAGES, ATTACK_LEARNING_RATE, ATTACK_STEPS,
                                                           denoising_error, invert_concept, judged_as_target,
                                                           noisy_draws)
@@ -329,18 +329,6 @@ def run_all(units, model, workers, quick, measure=attack):
 
 # ---- the table and the plot ----------------------------------------------------------------------------------
 
-def stats(values):
-    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
-
-
-def by_label(results):
-    """{label: its runs}, the labels in the order they first come."""
-    grouped = {}
-    for r in results:
-        grouped.setdefault(r["label"], []).append(r)
-    return grouped
-
-
 def curve_stats(runs, key):
     """An attack's curve over the runs of one row: {budget: stats}."""
     return {budget: stats([r[key][budget] for r in runs]) for budget in runs[0][key]}
@@ -440,10 +428,9 @@ def save_curves(rows, path):
 def others_change(held_out_path):
     """{row label: stats of the other classes' accuracy change in points, over seeds} from run.py's held-out table
     (the same erasures: same settings, pair and seeds); the original model changes nothing."""
-    changes = {"original model": [0.0]}
-    for run in json.loads(held_out_path.read_text())["runs"]:
-        changes.setdefault(run["label"], []).append(-100 * run["other_accuracy_drop"])
-    return {label: stats(values) for label, values in changes.items()}
+    runs_of = by_label(json.loads(held_out_path.read_text())["runs"])
+    return {"original model": stats([0.0]), **{label: stats([-100 * run["other_accuracy_drop"] for run in runs])
+                                                for label, runs in runs_of.items()}}
 
 
 def save_tradeoff(rows, changes, path):

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import torch
 
 import task
-from common import RESULTS, markdown_table
+from common import RESULTS, markdown_table, stats
 from run import ANCHOR_IMAGES, ITERATIVE, MODELS, RECOMMENDED, run_erasure
 
 from comfyui_unlearn.unlearning import Concept, ErasureConfig  # noqa: E402
@@ -85,10 +85,9 @@ def summary(rows: list[dict], original: dict[int, dict[int, float]]) -> dict:
     erased = [sum(r["rates"][c] for c in ERASED) / len(ERASED) for r in rows]
     kept = [sum(r["rates"][c] - original[r["seed"]][c] for c in KEPT) / len(KEPT) for r in rows]
     worst = [min(r["rates"][c] - original[r["seed"]][c] for c in KEPT) for r in rows]
-    spread = lambda values: {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}  # noqa: E731
-    return {"erased_rate": spread(erased), "kept_change": spread(kept), "kept_worst_change": spread(worst),
-            "seconds": spread([r["seconds"] for r in rows]),
-            "peak_memory_mib": spread([r["peak_memory_bytes"] / 2 ** 20 for r in rows])}
+    return {"erased_rate": stats(erased), "kept_change": stats(kept), "kept_worst_change": stats(worst),
+            "seconds": stats([r["seconds"] for r in rows]),
+            "peak_memory_mib": stats([r["peak_memory_bytes"] / 2 ** 20 for r in rows])}
 
 
 def cache_prompts(judged: set) -> None:

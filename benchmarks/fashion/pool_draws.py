@@ -15,7 +15,7 @@ import argparse
 import json
 
 import run
-from common import RESULTS, markdown_table
+from common import RESULTS, by_label, markdown_table
 
 
 def pooled_runs(saved: list[dict]) -> list[dict]:
@@ -55,9 +55,9 @@ def main():
     run.GROUPS.update({group: saved[0]["groups"][group] for group in groups})
     runs = pooled_runs(saved)
     original = run.original_row([judged_on(file["rows"][0], set(runs[0]["probes"])) for file in saved])
-    rows = run.summarise(runs)
+    rows, runs_of = run.summarise(runs), by_label(runs)
     for row in rows:
-        row["worst_pooled_class"] = worst_pooled_class([r for r in runs if r["label"] == row["label"]])
+        row["worst_pooled_class"] = worst_pooled_class(runs_of[row["label"]])
     table = markdown_table([*run.header(False), "worst class, pooled"], [run.cells(original) + [""]] + [
         [*run.cells(row), f"{row['worst_pooled_class'][0]} {row['worst_pooled_class'][1] * 100:+.1f}"]
         for row in rows])

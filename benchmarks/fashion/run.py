@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import task
-from common import RESULTS, markdown_row, markdown_table, read_peak, reset_peak
+from common import RESULTS, by_label, markdown_row, markdown_table, read_peak, reset_peak, stats
 from train import frechet_distance
 
 from comfyui_unlearn.divergences import DIVERGENCES, closed_forms  # noqa: E402
@@ -611,14 +611,8 @@ def group_means(probes):
 
 def summarise(results):
     """One row per label: each measure's mean over the seeds, and its (min, max) for the table's spread."""
-    rows = {}
-    for result in results:
-        rows.setdefault(result["label"], []).append(result)
     summary = []
-    for label, runs in rows.items():
-        def stats(values):
-            return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
-
+    for label, runs in by_label(results).items():
         row = {**runs[0], "seeds": [r["seed"] for r in runs]}
         row["target_accuracy"] = {g: sum(r["target_accuracy"][g] for r in runs) / len(runs) for g in SPREAD}
         row["spread"] = {g: stats([r["target_accuracy"][g] for r in runs]) for g in SPREAD}
