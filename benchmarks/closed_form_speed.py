@@ -1,7 +1,7 @@
 """How long the UCE closed form takes on each family's full-size `text_input` weights: 100 concepts of 8 tokens
 (800 target rows), 200 preserved rows, random weights of the real shapes (ComfyUI's own model classes, built on the
 meta device for their shapes) and random rows of the real text width. Times the solve (uce_operator) and the deltas
-with their recorded residuals (uce_deltas), what the Unlearn Model node runs after encoding the prompts; the best
+with their recorded residuals (uce_deltas, uce_residuals), what the Unlearn Model node runs after encoding the prompts; the best
 of `--repeats` runs, each model in a fresh process, and the memory the edit takes above what the weights already
 hold (the process's peak resident set on a CPU, torch's peak allocation on a GPU). With several `--counts`, each
 model at each number of concepts (closed_form_scaling_<device>.json). A family whose pooled text vector enters
